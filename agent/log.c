@@ -1,0 +1,172 @@
+/*
+ * log.c - see log.h. Formatting happens into a stack buffer and the line
+ * leaves with a single write(2) to stderr, which keeps lines whole across
+ * threads without a lock.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static const char *log_prog = "outboxd";
+static enum log_format log_fmt = LOG_FORMAT_TEXT;
+static int log_max = LOG_INFO;
+static int log_journal;		/* stderr is connected to journald */
+
+/* True when JOURNAL_STREAM names the device and inode of our stderr. */
+static int
+stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2)
+		return 0;
+	if (fstat(2, &st) < 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
+}
+
+void
+log_init(const char *progname, enum log_format format, int max_priority)
+{
+	log_prog = progname;
+	log_fmt = format;
+	log_max = max_priority;
+	log_journal = stderr_is_journal();
+}
+
+static const char *
+level_name(int priority)
+{
+	switch (priority) {
+	case LOG_EMERG: case LOG_ALERT: case LOG_CRIT: return "fatal";
+	case LOG_ERR: return "error";
+	case LOG_WARNING: return "warning";
+	case LOG_NOTICE: case LOG_INFO: return "info";
+	default: return "debug";
+	}
+}
+
+/* Appends s as a JSON string body (without quotes), escaping as needed. */
+static void
+json_escape(struct buf *b, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			buf_printf(b, "\\%c", c);
+		} else if (c < 0x20) {
+			buf_printf(b, "\\u%04x", c);
+		} else {
+			buf_append(b, s, 1);
+		}
+	}
+}
+
+static void
+log_vmsg(int priority, const struct log_ctx *ctx, const char *msg)
+{
+	struct buf b = {0};
+
+	if (log_journal)
+		buf_printf(&b, "<%d>", priority);
+	if (log_fmt == LOG_FORMAT_JSON) {
+		char ts[32];
+
+		time_iso8601(time_now_ms(), ts, sizeof(ts));
+		buf_printf(&b, "{\"time\":\"%s\",\"level\":\"%s\","
+		    "\"program\":\"%s\"", ts, level_name(priority), log_prog);
+		if (ctx != NULL && ctx->leg != NULL)
+			buf_printf(&b, ",\"leg\":\"%s\"", ctx->leg);
+		if (ctx != NULL && ctx->job != NULL) {
+			buf_puts(&b, ",\"job\":\"");
+			json_escape(&b, ctx->job);
+			buf_puts(&b, "\"");
+		}
+		if (ctx != NULL && ctx->path != NULL) {
+			buf_puts(&b, ",\"path\":\"");
+			json_escape(&b, ctx->path);
+			buf_puts(&b, "\"");
+		}
+		buf_puts(&b, ",\"msg\":\"");
+		json_escape(&b, msg);
+		buf_puts(&b, "\"}\n");
+	} else {
+		buf_printf(&b, "%s: ", log_prog);
+		if (priority != LOG_INFO && priority != LOG_NOTICE)
+			buf_printf(&b, "%s: ", level_name(priority));
+		if (ctx != NULL && (ctx->leg || ctx->job || ctx->path)) {
+			const char *sep = "";
+
+			if (ctx->leg != NULL) {
+				buf_printf(&b, "%s", ctx->leg);
+				sep = " ";
+			}
+			if (ctx->path != NULL)
+				buf_printf(&b, "%s%s", sep, ctx->path);
+			else if (ctx->job != NULL)
+				buf_printf(&b, "%sjob %s", sep, ctx->job);
+			buf_puts(&b, ": ");
+		}
+		buf_puts(&b, msg);
+		buf_puts(&b, "\n");
+	}
+	(void)write_all(2, b.data, b.len);
+	buf_free(&b);
+}
+
+void
+log_msg(int priority, const struct log_ctx *ctx, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	if (priority > log_max)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_vmsg(priority, ctx, msg);
+}
+
+void
+log_warn(const char *fmt, ...)
+{
+	char msg[2048];
+	int saved = errno;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n >= 0 && (size_t)n < sizeof(msg))
+		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s",
+		    strerror(saved));
+	log_vmsg(LOG_WARNING, NULL, msg);
+	errno = saved;
+}
+
+void
+fatalx(int status, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_vmsg(LOG_CRIT, NULL, msg);
+	exit(status);
+}

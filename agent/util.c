@@ -1,0 +1,399 @@
+/*
+ * util.c - allocation that cannot fail, error values, growable buffers,
+ * time formatting, UUIDs and a few I/O helpers shared by all modules.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+static void
+err_vset(struct err *e, enum err_class cls, int sys_errno, const char *fmt,
+    va_list ap)
+{
+	int n;
+
+	if (e == NULL)
+		return;
+	e->cls = cls;
+	e->sys_errno = sys_errno;
+	n = vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	if (n < 0)
+		e->msg[0] = '\0';
+	if (sys_errno != 0 && n >= 0 && (size_t)n < sizeof(e->msg))
+		snprintf(e->msg + n, sizeof(e->msg) - (size_t)n, ": %s",
+		    strerror(sys_errno));
+}
+
+void
+err_set(struct err *e, enum err_class cls, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err_vset(e, cls, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+err_sys(struct err *e, enum err_class cls, const char *fmt, ...)
+{
+	va_list ap;
+	int saved = errno;
+
+	va_start(ap, fmt);
+	err_vset(e, cls, saved, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+void
+err_clear(struct err *e)
+{
+	if (e == NULL)
+		return;
+	e->cls = ERR_NONE;
+	e->sys_errno = 0;
+	e->msg[0] = '\0';
+}
+
+static void
+oom(void)
+{
+	static const char msg[] = "outboxd: out of memory\n";
+
+	(void)write(2, msg, sizeof(msg) - 1);
+	abort();
+}
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL)
+		oom();
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (p == NULL)
+		oom();
+	return p;
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (p == NULL)
+		oom();
+	return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		oom();
+	return p;
+}
+
+char *
+xstrndup(const char *s, size_t n)
+{
+	char *p = strndup(s, n);
+
+	if (p == NULL)
+		oom();
+	return p;
+}
+
+char *
+xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&p, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		oom();
+	return p;
+}
+
+static void
+buf_grow(struct buf *b, size_t extra)
+{
+	size_t need = b->len + extra + 1;
+
+	if (need <= b->cap)
+		return;
+	if (b->cap == 0)
+		b->cap = 64;
+	while (b->cap < need)
+		b->cap *= 2;
+	b->data = xrealloc(b->data, b->cap);
+}
+
+void
+buf_append(struct buf *b, const void *p, size_t n)
+{
+	buf_grow(b, n);
+	if (n > 0)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+void
+buf_puts(struct buf *b, const char *s)
+{
+	buf_append(b, s, strlen(s));
+}
+
+void
+buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	buf_grow(b, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void
+buf_reset(struct buf *b)
+{
+	b->len = 0;
+	if (b->data != NULL)
+		b->data[0] = '\0';
+}
+
+void
+buf_free(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+char *
+buf_take(struct buf *b)
+{
+	char *p = b->data ? b->data : xstrdup("");
+
+	b->data = NULL;
+	b->len = b->cap = 0;
+	return p;
+}
+
+int64_t
+time_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+time_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+time_iso8601(int64_t ms, char *out, size_t n)
+{
+	time_t secs = (time_t)(ms / 1000);
+	struct tm tm;
+	char tmp[32];
+
+	if (ms < 0)
+		secs = 0, ms = 0;
+	gmtime_r(&secs, &tm);
+	strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, n, "%s.%03dZ", tmp, (int)(ms % 1000));
+}
+
+int64_t
+time_parse_iso8601(const char *s)
+{
+	struct tm tm;
+	const char *p;
+	int ms = 0;
+
+	memset(&tm, 0, sizeof(tm));
+	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (p == NULL)
+		return -1;
+	if (*p == '.') {
+		int digits = 0;
+
+		for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+			if (digits < 3)
+				ms = ms * 10 + (*p - '0');
+		for (; digits < 3; digits++)
+			ms *= 10;
+	}
+	if (*p != 'Z' || p[1] != '\0')
+		return -1;
+	return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+static void
+random_bytes(void *p, size_t n)
+{
+	unsigned char *c = p;
+
+	while (n > 0) {
+		ssize_t r = getrandom(c, n, 0);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			abort();	/* no entropy source at all: nothing sane to do */
+		}
+		c += r;
+		n -= (size_t)r;
+	}
+}
+
+void
+uuid_v4(char *out)
+{
+	unsigned char b[16];
+	char hex[33];
+
+	random_bytes(b, sizeof(b));
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	hex_encode(b, sizeof(b), hex);
+	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8,
+	    hex + 12, hex + 16, hex + 20);
+}
+
+int
+uuid_valid(const char *s)
+{
+	static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+	size_t i;
+
+	for (i = 0; shape[i] != '\0'; i++) {
+		char c = s[i];
+
+		if (shape[i] == '-') {
+			if (c != '-')
+				return 0;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+		    (c >= 'A' && c <= 'F'))) {
+			return 0;
+		}
+	}
+	return s[i] == '\0';
+}
+
+void
+hex_encode(const unsigned char *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* xoshiro256** seeded from getrandom, one state per thread. */
+static _Thread_local uint64_t rng_state[4];
+static _Thread_local int rng_seeded;
+
+static uint64_t
+rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t
+rng_next(void)
+{
+	uint64_t *s = rng_state;
+	uint64_t result, t;
+
+	if (!rng_seeded) {
+		random_bytes(rng_state, sizeof(rng_state));
+		rng_seeded = 1;
+	}
+	result = rotl(s[1] * 5, 7) * 9;
+	t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return result;
+}
+
+uint64_t
+rand_below(uint64_t n)
+{
+	uint64_t limit, r;
+
+	if (n <= 1)
+		return 0;
+	/* Reject the top sliver so every value is equally likely. */
+	limit = UINT64_MAX - UINT64_MAX % n;
+	do
+		r = rng_next();
+	while (r >= limit);
+	return r % n;
+}
+
+int
+write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n > 0) {
+		ssize_t w = write(fd, c, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}

@@ -1,0 +1,93 @@
+/*
+ * util.h - the small things every module of outboxd uses.
+ *
+ * Memory: out of memory is not an error we handle, it aborts (x* functions);
+ * outboxd is a daemon whose outbox makes a restart safe.
+ *
+ * Errors: lower layers never log. They return a negative int and fill the
+ * caller's struct err with a message and a class that tells the sync loop
+ * what to do with the failure (retry later, give up until an admin retries,
+ * or skip because the file is gone). The loop that owns the work logs once.
+ *
+ * Buffers: struct buf is a growable byte string that is always NUL
+ * terminated (data[len] == 0 once anything was appended); buf_take moves
+ * ownership of the bytes to the caller and leaves the buffer empty.
+ */
+#ifndef OUTBOXD_UTIL_H
+#define OUTBOXD_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* What kind of failure a struct err holds; decides retry versus failed. */
+enum err_class {
+	ERR_NONE = 0,
+	ERR_TRANSIENT,	/* try again later with backoff */
+	ERR_PERMANENT,	/* will not get better by itself: leg goes to failed */
+	ERR_GONE,	/* the local file vanished: leg skipped */
+	ERR_CHANGED,	/* the local file changed under us: a newer version wins */
+	ERR_FATAL,	/* the program cannot go on (outbox unusable) */
+};
+
+struct err {
+	enum err_class cls;	/* what the caller should do about it */
+	int sys_errno;		/* errno at the failure, 0 when not a system call */
+	char msg[1024];		/* one line, no secrets, no trailing newline */
+};
+
+void err_set(struct err *e, enum err_class cls, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Like err_set, with ": strerror(errno)" appended and errno kept. */
+void err_sys(struct err *e, enum err_class cls, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void err_clear(struct err *e);
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+struct buf {
+	char *data;	/* NULL until the first append; NUL terminated after */
+	size_t len;	/* bytes used, not counting the terminating NUL */
+	size_t cap;	/* bytes allocated */
+};
+
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_puts(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+/* Hands the bytes (never NULL, maybe "") to the caller, who frees them. */
+char *buf_take(struct buf *b);
+
+/* Wall clock in milliseconds since the epoch (CLOCK_REALTIME). */
+int64_t time_now_ms(void);
+/* Monotonic milliseconds, for timeouts and durations. */
+int64_t time_mono_ms(void);
+/* "2026-11-28T18:54:00.123Z" into out, which holds at least 25 bytes. */
+void time_iso8601(int64_t ms, char *out, size_t n);
+/* Parses the format above (and without milliseconds); -1 when it is not. */
+int64_t time_parse_iso8601(const char *s);
+
+/* A random (version 4) UUID in canonical lowercase form; out holds 37. */
+void uuid_v4(char *out);
+/* 1 when s is a canonical UUID (8-4-4-4-12 hex digits, any case). */
+int uuid_valid(const char *s);
+
+/* Lowercase hex of n bytes into out, which holds 2n+1 bytes. */
+void hex_encode(const unsigned char *p, size_t n, char *out);
+
+/* Uniform random integer in [0, n), from a per-thread generator. */
+uint64_t rand_below(uint64_t n);
+
+/* Writes all n bytes, retrying on EINTR and short writes; -1 on error. */
+int write_all(int fd, const void *p, size_t n);
+
+#endif
