@@ -1,1 +1,384 @@
-int main(void) { return 0; }
+/*
+ * outboxd.c - the daemon's main(): configuration, then three threads.
+ *
+ *   main     signals (signalfd), systemd readiness, status and watchdog;
+ *   watcher  inotify and rescans -> the outbox        (watchers/watch.c);
+ *   sync     the outbox -> S3 and PostgreSQL          (agent/sync.c).
+ *
+ * The threads share nothing but the outbox file and one eventfd by which
+ * the watcher wakes the sync thread. SIGTERM or SIGINT stop both: the
+ * watcher journals what has settled, the sync thread lets transfers in
+ * flight finish, and outboxd exits 0. Whatever was cut short is in the
+ * outbox as in_flight and is retried at the next start.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <libxml/parser.h>
+#include <systemd/sd-daemon.h>
+
+#include "agent/cfg.h"
+#include "agent/dotenv.h"
+#include "agent/log.h"
+#include "agent/sync.h"
+#include "store/outbox.h"
+#include "watchers/watch.h"
+
+#define STATUS_EVERY_MS 5000
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: outboxd [--env-file PATH] [--once] [-n] [--version] [--help]\n"
+	    "\n"
+	    "Watches OUTBOXD_WATCH_DIR (default ./uploads), journals every finished\n"
+	    "file in the outbox OUTBOXD_STATE_DB (default ./outbox.db), and replays\n"
+	    "it to S3 (S3_BUCKET) and PostgreSQL (DATABASE_URL) until both have it.\n"
+	    "\n"
+	    "  --env-file PATH  load a dotenv file (variables already set win)\n"
+	    "  --once           rescan, sync everything, exit: 0 all done, 75 some\n"
+	    "                   entries still pending, 65 some failed for good\n"
+	    "  -n, --check      check the configuration and exit\n"
+	    "  --version        print the version\n"
+	    "\n"
+	    "Configuration is read from the environment; see README.md.\n");
+}
+
+/* Reports the configuration's problems, one line each; 0 when none. */
+static int
+load_config(struct cfg *c)
+{
+	struct cfg_problems p = {0};
+	size_t i;
+
+	if (cfg_load(c, NULL, NULL, 1, &p) == 0)
+		return 0;
+	for (i = 0; i < p.n; i++)
+		fprintf(stderr, "outboxd: configuration: %s\n", p.lines[i]);
+	cfg_problems_free(&p);
+	return -1;
+}
+
+static void
+describe(const struct cfg *c)
+{
+	log_info("outboxd %s: watching %s, outbox %s", PACKAGE_VERSION,
+	    c->watch_dir, c->state_db);
+	if (c->bucket != NULL)
+		log_info("S3 leg: bucket %s, region %s, %s%s%s", c->bucket,
+		    c->region, c->endpoint ? "endpoint " : "AWS",
+		    c->endpoint ? c->endpoint : "",
+		    c->path_style ? ", path style" : "");
+	else
+		log_info("S3 leg: off (S3_BUCKET is not set)");
+	if (c->db_on)
+		log_info("database leg: on (schema %s, from %s)", c->db_schema,
+		    c->db_source);
+	else
+		log_info("database leg: off (DATABASE_URL is not set)");
+}
+
+/* Writes which legs are on into the outbox, for outboxctl status. */
+static void
+note_legs(struct outbox *ob, const struct cfg *c)
+{
+	struct err e = {0};
+
+	if (outbox_meta_set(ob, "s3_leg", c->bucket ? "on" : "off", &e) < 0 ||
+	    outbox_meta_set(ob, "db_leg", c->db_on ? "on" : "off", &e) < 0)
+		log_warnx("%s", e.msg);
+}
+
+static int
+exit_status(struct outbox *ob, const struct cfg *c)
+{
+	struct outbox_counts n;
+	struct err e = {0};
+
+	if (outbox_counts(ob, c->bucket != NULL, c->db_on, &n, &e) < 0) {
+		log_err("%s", e.msg);
+		return EX_IOERR;
+	}
+	log_info("done: %lld entries done, %lld pending, %lld failed",
+	    (long long)n.done, (long long)n.pending, (long long)n.failed);
+	if (n.failed > 0)
+		return EX_DATAERR;
+	if (n.pending > 0)
+		return EX_TEMPFAIL;
+	return 0;
+}
+
+static int
+run_once(const struct cfg *c, struct outbox *ob)
+{
+	struct watch *w;
+	struct sync *s;
+	struct err e = {0};
+	int n, rc;
+
+	w = watch_create(c, 0, -1, &e);
+	if (w == NULL) {
+		log_err("%s", e.msg);
+		return EX_IOERR;
+	}
+	n = watch_rescan_now(w, &e);
+	watch_free(w);
+	if (n < 0) {
+		log_err("%s", e.msg);
+		return EX_IOERR;
+	}
+	log_info("journaled %d new or changed files", n);
+	s = sync_new(c, -1, &e);
+	if (s == NULL) {
+		log_err("%s", e.msg);
+		return EX_SOFTWARE;
+	}
+	rc = sync_once(s);
+	sync_free(s);
+	if (rc < 0)
+		return EX_IOERR;
+	return exit_status(ob, c);
+}
+
+/* Thread bodies and how they ended. */
+struct worker {
+	pthread_t tid;
+	atomic_int finished;	/* set when the body returned */
+	int rc;
+	struct watch *w;
+	struct sync *s;
+};
+
+static void *
+watch_body(void *arg)
+{
+	struct worker *k = arg;
+
+	k->rc = watch_run(k->w);
+	atomic_store(&k->finished, 1);
+	return NULL;
+}
+
+static void *
+sync_body(void *arg)
+{
+	struct worker *k = arg;
+
+	k->rc = sync_run(k->s);
+	atomic_store(&k->finished, 1);
+	return NULL;
+}
+
+static void
+notify_status(struct outbox *ob, const struct cfg *c)
+{
+	struct outbox_counts n;
+	struct err e = {0};
+
+	if (outbox_counts(ob, c->bucket != NULL, c->db_on, &n, &e) < 0)
+		return;
+	sd_notifyf(0, "STATUS=%lld done, %lld pending, %lld failed%s%s",
+	    (long long)n.done, (long long)n.pending, (long long)n.failed,
+	    n.last_error[0] && n.pending + n.failed > 0 ? "; last error: " : "",
+	    n.last_error[0] && n.pending + n.failed > 0 ? n.last_error : "");
+}
+
+static int
+run_daemon(const struct cfg *c, struct outbox *ob)
+{
+	struct worker wk = {0}, sk = {0};
+	struct err e = {0};
+	sigset_t set;
+	int sfd, wake, rc = 0, ready = 0;
+	uint64_t watchdog_us = 0;
+	int64_t last_status = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	/* Blocked here, inherited blocked by both threads: only signalfd
+	 * sees them, so no work ever happens in a signal handler. */
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (sfd < 0 || wake < 0) {
+		log_warn("signalfd/eventfd");
+		return EX_OSERR;
+	}
+	wk.w = watch_create(c, 1, wake, &e);
+	if (wk.w == NULL) {
+		log_err("%s", e.msg);
+		return EX_IOERR;
+	}
+	sk.s = sync_new(c, wake, &e);
+	if (sk.s == NULL) {
+		log_err("%s", e.msg);
+		watch_free(wk.w);
+		return EX_SOFTWARE;
+	}
+	if (pthread_create(&wk.tid, NULL, watch_body, &wk) != 0 ||
+	    pthread_create(&sk.tid, NULL, sync_body, &sk) != 0) {
+		log_err("cannot start threads");
+		return EX_OSERR;
+	}
+	if (sd_watchdog_enabled(0, &watchdog_us) <= 0)
+		watchdog_us = 0;
+
+	for (;;) {
+		struct pollfd p = { sfd, POLLIN, 0 };
+		struct signalfd_siginfo si;
+		long long now;
+
+		if (poll(&p, 1, 1000) > 0 &&
+		    read(sfd, &si, sizeof(si)) == sizeof(si)) {
+			if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+				log_info("%s: stopping", strsignal((int)si.ssi_signo));
+				break;
+			}
+			if (si.ssi_signo == SIGUSR1) {
+				log_info("rescan requested");
+				watch_request_rescan(wk.w);
+			} else if (si.ssi_signo == SIGHUP) {
+				log_info("SIGHUP: rescanning (configuration "
+				    "changes take a restart)");
+				watch_request_rescan(wk.w);
+			}
+		}
+		if (atomic_load(&wk.finished) || atomic_load(&sk.finished)) {
+			log_err("the %s thread stopped on an error: exiting so "
+			    "a restart recovers from the outbox",
+			    atomic_load(&wk.finished) ? "watcher" : "sync");
+			rc = EX_IOERR;
+			break;
+		}
+		now = time_mono_ms();
+		if (!ready && watch_ready(wk.w)) {
+			ready = 1;
+			sd_notify(0, "READY=1");
+		}
+		if (now - last_status >= STATUS_EVERY_MS) {
+			last_status = now;
+			notify_status(ob, c);
+		}
+		/* Pet the watchdog only while both threads are turning. */
+		if (watchdog_us > 0 &&
+		    now - watch_heartbeat(wk.w) < (long long)(watchdog_us / 2000) &&
+		    now - sync_heartbeat(sk.s) < (long long)(watchdog_us / 2000))
+			sd_notify(0, "WATCHDOG=1");
+	}
+	sd_notify(0, "STOPPING=1");
+	watch_stop(wk.w);
+	sync_stop(sk.s);
+	pthread_join(wk.tid, NULL);
+	pthread_join(sk.tid, NULL);
+	if (rc == 0 && (wk.rc < 0 || sk.rc < 0))
+		rc = EX_IOERR;
+	watch_free(wk.w);
+	sync_free(sk.s);
+	close(wake);
+	close(sfd);
+	log_info("stopped");
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "env-file", required_argument, NULL, 'e' },
+		{ "once", no_argument, NULL, 'o' },
+		{ "check", no_argument, NULL, 'n' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *env_file = NULL;
+	int once = 0, check = 0, ch, rc;
+	struct cfg c;
+	struct outbox *ob;
+	struct err e = {0};
+
+	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'e': env_file = optarg; break;
+		case 'o': once = 1; break;
+		case 'n': check = 1; break;
+		case 'V': printf("outboxd %s\n", PACKAGE_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EX_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "outboxd: unexpected argument: %s\n", argv[optind]);
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (env_file != NULL && dotenv_load(env_file, &e) < 0) {
+		fprintf(stderr, "outboxd: configuration: --env-file %s\n", e.msg);
+		return EX_CONFIG;
+	}
+	if (load_config(&c) < 0)
+		return EX_CONFIG;
+	log_init("outboxd", c.log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT,
+	    getenv("OUTBOXD_DEBUG") && strcmp(getenv("OUTBOXD_DEBUG"), "1") == 0 ?
+	    LOG_DEBUG : LOG_INFO);
+	if (check) {
+		describe(&c);
+		printf("configuration OK\n");
+		cfg_free(&c);
+		return 0;
+	}
+	xmlInitParser();
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		fatalx(EX_SOFTWARE, "curl_global_init failed");
+	describe(&c);
+
+	ob = outbox_open(c.state_db, 0, &e);
+	if (ob == NULL) {
+		log_err("%s", e.msg);
+		cfg_free(&c);
+		return EX_CANTCREAT;
+	}
+	if (outbox_lock(ob, &e) < 0) {
+		log_err("%s", e.msg);
+		outbox_close(ob);
+		cfg_free(&c);
+		return EX_TEMPFAIL;
+	}
+	rc = outbox_recover(ob, &e);
+	if (rc < 0) {
+		log_err("%s", e.msg);
+		outbox_close(ob);
+		cfg_free(&c);
+		return EX_IOERR;
+	}
+	if (rc > 0)
+		log_info("%d leg(s) interrupted by the last stop will be retried",
+		    rc);
+	note_legs(ob, &c);
+
+	rc = once ? run_once(&c, ob) : run_daemon(&c, ob);
+	outbox_close(ob);
+	cfg_free(&c);
+	curl_global_cleanup();
+	xmlCleanupParser();
+	return rc;
+}

@@ -1,0 +1,672 @@
+/*
+ * pg.c - see pg.h.
+ *
+ * SQL text is built once per struct pg with the schema name quoted in;
+ * every value travels as a parameter. Migrations are the only multi-
+ * statement scripts and run with PQexec inside one transaction, guarded
+ * by an advisory lock so two migrators cannot interleave.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "agent/jobmeta.h"
+#include "agent/pg.h"
+#include "schema/sql.h"
+
+#define STATEMENT_TIMEOUT "30s"
+#define MIGRATE_LOCK_KEY "7364518203"
+
+struct pg {
+	PGconn *conn;		/* NULL when not connected */
+	char *url;		/* DATABASE_URL ("" for PG* variables) */
+	char *schema;		/* quoted identifier, e.g. "is_migration" */
+	char *schema_raw;	/* as configured */
+	int migrate;		/* OUTBOXD_DB_MIGRATE */
+	int migrated;		/* tried once since start */
+	char *sql_record;	/* SELECT schema.outboxd_record_document(...) */
+	char *sql_etag;
+	char *sql_job_get;
+	char *sql_job_insert;
+	char *sql_history;
+	char *sql_event;
+};
+
+struct pg *
+pg_new(const struct cfg *cfg)
+{
+	struct pg *p = xcalloc(1, sizeof(*p));
+
+	p->url = xstrdup(cfg->database_url ? cfg->database_url : "");
+	p->schema_raw = xstrdup(cfg->db_schema);
+	p->schema = xasprintf("\"%s\"", cfg->db_schema);
+	p->migrate = cfg->db_migrate;
+	p->sql_record = xasprintf("SELECT %s.outboxd_record_document($1, $2, "
+	    "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", p->schema);
+	p->sql_etag = xasprintf("UPDATE %s.documents SET etag = $4 "
+	    "WHERE job_id = $1 AND file_path = $2 AND sha256 = $3 "
+	    "AND etag IS DISTINCT FROM $4", p->schema);
+	p->sql_job_get = xasprintf("SELECT jsonb_build_object('filename', "
+	    "filename, 'platform', platform, 'user_id', user_id, 'status', "
+	    "status, 'enhance_with_llm', enhance_with_llm) FROM %s.jobs "
+	    "WHERE id = $1 FOR UPDATE", p->schema);
+	p->sql_job_insert = xasprintf("INSERT INTO %s.jobs (id, filename, "
+	    "platform, user_id, status, enhance_with_llm) VALUES ($1, $2, "
+	    "coalesce($3, 'unknown'), $4, coalesce($5, 'processing'), "
+	    "coalesce($6::boolean, false))", p->schema);
+	p->sql_history = xasprintf("INSERT INTO %s.job_history (job_id, "
+	    "old_data, new_data, changed_fields) VALUES ($1, $2, $3, $4)",
+	    p->schema);
+	p->sql_event = xasprintf("INSERT INTO %s.applied_events (event_id, "
+	    "job_id, kind) VALUES ($1, $2, 'job_meta') ON CONFLICT (event_id) "
+	    "DO NOTHING", p->schema);
+	return p;
+}
+
+static void
+drop(struct pg *p)
+{
+	if (p->conn != NULL) {
+		PQfinish(p->conn);
+		p->conn = NULL;
+	}
+}
+
+void
+pg_free(struct pg *p)
+{
+	if (p == NULL)
+		return;
+	drop(p);
+	free(p->url);
+	free(p->schema);
+	free(p->schema_raw);
+	free(p->sql_record);
+	free(p->sql_etag);
+	free(p->sql_job_get);
+	free(p->sql_job_insert);
+	free(p->sql_history);
+	free(p->sql_event);
+	free(p);
+}
+
+struct pg_conn *
+pg_conn(struct pg *p)
+{
+	return p->conn;
+}
+
+enum err_class
+pg_classify(const char *state)
+{
+	static const char *const transient[] = {
+		"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03",
+	};
+	size_t i;
+
+	if (state == NULL || state[0] == '\0')
+		return ERR_TRANSIENT;	/* no reply: the connection broke */
+	/* 08 connection, 53 resources (too many connections), 58 system. */
+	if (strncmp(state, "08", 2) == 0 || strncmp(state, "53", 2) == 0 ||
+	    strncmp(state, "58", 2) == 0)
+		return ERR_TRANSIENT;
+	for (i = 0; i < ARRAY_SIZE(transient); i++)
+		if (strcmp(state, transient[i]) == 0)
+			return ERR_TRANSIENT;
+	return ERR_PERMANENT;
+}
+
+/* The first line of libpq's message for a failed result or connection. */
+static void
+result_error(struct pg *p, const PGresult *res, struct err *e,
+    const char *what)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) :
+	    NULL;
+	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+	    : NULL;
+	char line[512];
+
+	if (msg == NULL)
+		msg = p->conn ? PQerrorMessage(p->conn) : "no connection";
+	snprintf(line, sizeof(line), "%s", msg);
+	line[strcspn(line, "\n")] = '\0';
+	if (state == NULL && res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR
+	    && p->conn && PQstatus(p->conn) == CONNECTION_OK)
+		state = "XX000";
+	err_set(e, pg_classify(state), "%s: %s%s%s%s", what, line,
+	    state ? " (SQLSTATE " : "", state ? state : "", state ? ")" : "");
+	if (p->conn != NULL && PQstatus(p->conn) != CONNECTION_OK)
+		drop(p);
+}
+
+static int
+exec_ok(struct pg *p, PGresult *res, ExecStatusType want, struct err *e,
+    const char *what)
+{
+	if (res != NULL && PQresultStatus(res) == want)
+		return 0;
+	result_error(p, res, e, what);
+	return -1;
+}
+
+int
+pg_ensure(struct pg *p, struct err *e)
+{
+	/* Defaults first: whatever DATABASE_URL says overrides them. */
+	static const char *const keys[] = { "connect_timeout", "keepalives",
+	    "keepalives_idle", "keepalives_interval", "keepalives_count",
+	    "application_name", "dbname", NULL };
+	const char *vals[] = { "10", "1", "30", "10", "3", "outboxd", NULL,
+	    NULL };
+
+	if (p->conn != NULL && PQstatus(p->conn) == CONNECTION_OK)
+		return 0;
+	drop(p);
+	vals[6] = p->url;
+	p->conn = PQconnectdbParams(keys, vals, 1);
+	if (p->conn == NULL || PQstatus(p->conn) != CONNECTION_OK) {
+		char line[512];
+
+		snprintf(line, sizeof(line), "%s", p->conn ?
+		    PQerrorMessage(p->conn) : "out of memory");
+		/* libpq's messages name host and port, never the password. */
+		line[strcspn(line, "\n")] = '\0';
+		err_set(e, ERR_TRANSIENT, "cannot connect to the database: %s",
+		    line);
+		drop(p);
+		return -1;
+	}
+	if (p->migrate && !p->migrated) {
+		p->migrated = 1;
+		if (pg_migrate(p, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static char *
+expand_schema(const char *text, const char *schema)
+{
+	struct buf b = {0};
+	const char *p = text, *at;
+
+	while ((at = strstr(p, "@schema@")) != NULL) {
+		buf_append(&b, p, (size_t)(at - p));
+		buf_puts(&b, schema);
+		p = at + strlen("@schema@");
+	}
+	buf_puts(&b, p);
+	return buf_take(&b);
+}
+
+/* The migration's version: its file name without ".sql". */
+static char *
+version_of(const char *name)
+{
+	const char *dot = strrchr(name, '.');
+
+	return xstrndup(name, dot ? (size_t)(dot - name) : strlen(name));
+}
+
+/* Reads applied versions; NULL result (not an error) when the table is
+ * missing. Returns -1 on a real error. */
+static int
+applied_versions(struct pg *p, PGresult **out, struct err *e)
+{
+	char *sql = xasprintf("SELECT version, to_char(applied_at AT TIME ZONE "
+	    "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM %s.schema_migrations "
+	    "ORDER BY version", p->schema);
+	PGresult *res = PQexecParams(p->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+	const char *state;
+
+	free(sql);
+	*out = NULL;
+	if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
+		*out = res;
+		return 0;
+	}
+	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state != NULL && (strcmp(state, "42P01") == 0 ||
+	    strcmp(state, "3F000") == 0)) {
+		PQclear(res);
+		return 0;	/* no schema or table yet */
+	}
+	result_error(p, res, e, "reading schema_migrations");
+	PQclear(res);
+	return -1;
+}
+
+static int
+is_applied(PGresult *res, const char *version)
+{
+	int i;
+
+	for (i = 0; res != NULL && i < PQntuples(res); i++)
+		if (strcmp(PQgetvalue(res, i, 0), version) == 0)
+			return 1;
+	return 0;
+}
+
+int
+pg_migration_status(struct pg *p, struct buf *out, int *missing,
+    struct err *e)
+{
+	const struct sql_file *f;
+	PGresult *res;
+
+	*missing = 0;
+	if (pg_ensure(p, e) < 0 || applied_versions(p, &res, e) < 0)
+		return -1;
+	for (f = pg_migrations_sql; f->name != NULL; f++) {
+		char *v = version_of(f->name);
+		int i;
+
+		for (i = 0; res != NULL && i < PQntuples(res); i++)
+			if (strcmp(PQgetvalue(res, i, 0), v) == 0)
+				break;
+		if (res != NULL && i < PQntuples(res)) {
+			buf_printf(out, "%s applied %s\n", v, PQgetvalue(res, i, 1));
+		} else {
+			buf_printf(out, "%s missing\n", v);
+			(*missing)++;
+		}
+		free(v);
+	}
+	PQclear(res);
+	return 0;
+}
+
+int
+pg_migrate(struct pg *p, struct err *e)
+{
+	const struct sql_file *f;
+	PGresult *res = NULL, *r;
+	int applied = 0, todo = 0;
+	char *sql;
+
+	if (p->conn == NULL && pg_ensure(p, e) < 0)
+		return -1;
+	/* Read first: when all is applied, a role without CREATE rights on
+	 * the database (the usual agent role) does no DDL at all. */
+	if (applied_versions(p, &res, e) < 0)
+		return -1;
+	for (f = pg_migrations_sql; f->name != NULL; f++) {
+		char *v = version_of(f->name);
+
+		todo += !is_applied(res, v);
+		free(v);
+	}
+	PQclear(res);
+	res = NULL;
+	if (todo == 0)
+		return 0;
+
+	r = PQexec(p->conn, "BEGIN");
+	if (exec_ok(p, r, PGRES_COMMAND_OK, e, "migrate: BEGIN") < 0) {
+		PQclear(r);
+		return -1;
+	}
+	PQclear(r);
+	sql = xasprintf("SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");"
+	    "CREATE SCHEMA IF NOT EXISTS %s;"
+	    "CREATE TABLE IF NOT EXISTS %s.schema_migrations ("
+	    " version text PRIMARY KEY,"
+	    " applied_at timestamptz NOT NULL DEFAULT now());",
+	    p->schema, p->schema);
+	r = PQexec(p->conn, sql);
+	free(sql);
+	if (exec_ok(p, r, PGRES_COMMAND_OK, e, "migrate: creating the schema")
+	    < 0)
+		goto fail;
+	PQclear(r);
+	r = NULL;
+	/* Read again under the lock: another migrator may have finished. */
+	if (applied_versions(p, &res, e) < 0)
+		goto fail;
+	for (f = pg_migrations_sql; f->name != NULL; f++) {
+		char *v = version_of(f->name), *text;
+		const char *param[1] = { v };
+		char what[128];
+
+		if (is_applied(res, v)) {
+			free(v);
+			continue;
+		}
+		text = expand_schema(f->text, p->schema);
+		r = PQexec(p->conn, text);
+		free(text);
+		snprintf(what, sizeof(what), "migration %s", v);
+		if (exec_ok(p, r, r && PQresultStatus(r) == PGRES_TUPLES_OK ?
+		    PGRES_TUPLES_OK : PGRES_COMMAND_OK, e, what) < 0) {
+			free(v);
+			goto fail;
+		}
+		PQclear(r);
+		sql = xasprintf("INSERT INTO %s.schema_migrations (version) "
+		    "VALUES ($1)", p->schema);
+		r = PQexecParams(p->conn, sql, 1, NULL, param, NULL, NULL, 0);
+		free(sql);
+		free(v);
+		if (exec_ok(p, r, PGRES_COMMAND_OK, e, what) < 0)
+			goto fail;
+		PQclear(r);
+		r = NULL;
+		applied++;
+	}
+	PQclear(res);
+	res = NULL;
+	r = PQexec(p->conn, "COMMIT");
+	if (exec_ok(p, r, PGRES_COMMAND_OK, e, "migrate: COMMIT") < 0)
+		goto fail;
+	PQclear(r);
+	return applied;
+fail:
+	PQclear(r);
+	PQclear(res);
+	if (p->conn != NULL)
+		PQclear(PQexec(p->conn, "ROLLBACK"));
+	return -1;
+}
+
+/* ---- documents ----------------------------------------------------------- */
+
+/* Sends one document's transaction into the pipeline. */
+static int
+send_doc(struct pg *p, const struct pg_doc *d)
+{
+	char size[32];
+	const char *v[13];
+
+	snprintf(size, sizeof(size), "%lld", d->file_size);
+	v[0] = d->event_id;
+	v[1] = d->job_id;
+	v[2] = d->file_path;
+	v[3] = d->filename;
+	v[4] = d->document_type;
+	v[5] = size;
+	v[6] = d->content_type;
+	v[7] = d->s3_key;
+	v[8] = d->etag;
+	v[9] = d->sha256;
+	v[10] = d->platform;
+	v[11] = d->file_info;
+	v[12] = d->user_id;
+	return PQsendQueryParams(p->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)
+	    && PQsendQueryParams(p->conn, "SET LOCAL statement_timeout = '"
+	    STATEMENT_TIMEOUT "'", 0, NULL, NULL, NULL, NULL, 0)
+	    && PQsendQueryParams(p->conn, p->sql_record, 13, NULL, v, NULL,
+	    NULL, 0)
+	    && PQsendQueryParams(p->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)
+	    && PQpipelineSync(p->conn);
+}
+
+/* Reads one document's results, up to and including its sync. */
+static int
+read_doc(struct pg *p, struct pg_doc *d)
+{
+	int step = 0, broken = 0;
+
+	d->outcome[0] = '\0';
+	err_clear(&d->err);
+	for (;;) {
+		PGresult *res = PQgetResult(p->conn);
+		ExecStatusType st;
+
+		if (res == NULL) {
+			/* Between the results of two queries; a NULL right
+			 * after a NULL means the connection is gone. */
+			if (PQstatus(p->conn) != CONNECTION_OK) {
+				if (d->err.cls == ERR_NONE)
+					result_error(p, NULL, &d->err,
+					    "recording the document");
+				return -1;
+			}
+			continue;
+		}
+		st = PQresultStatus(res);
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			break;
+		}
+		if (st == PGRES_FATAL_ERROR && d->err.cls == ERR_NONE)
+			result_error(p, res, &d->err, "recording the document");
+		else if (st == PGRES_TUPLES_OK && step == 2 && PQntuples(res) == 1)
+			snprintf(d->outcome, sizeof(d->outcome), "%s",
+			    PQgetvalue(res, 0, 0));
+		else if (st == PGRES_PIPELINE_ABORTED)
+			broken = 1;
+		PQclear(res);
+		step++;
+		if (p->conn == NULL)
+			return -1;
+	}
+	if (d->err.cls == ERR_NONE && (broken || d->outcome[0] == '\0'))
+		err_set(&d->err, ERR_TRANSIENT, "recording the document: no "
+		    "result");
+	if (d->err.cls != ERR_NONE)
+		d->outcome[0] = '\0';
+	return 0;
+}
+
+int
+pg_record_documents(struct pg *p, struct pg_doc *docs, size_t n,
+    struct err *e)
+{
+	size_t i, sent = 0;
+
+	for (i = 0; i < n; i++) {
+		docs[i].outcome[0] = '\0';
+		err_clear(&docs[i].err);
+	}
+	if (pg_ensure(p, e) < 0)
+		goto broken;
+	if (!PQenterPipelineMode(p->conn)) {
+		result_error(p, NULL, e, "entering pipeline mode");
+		goto broken;
+	}
+	for (i = 0; i < n && send_doc(p, &docs[i]); i++)
+		sent++;
+	if (sent < n || PQflush(p->conn) < 0) {
+		result_error(p, NULL, e, "sending to the database");
+		goto broken;
+	}
+	for (i = 0; i < sent; i++) {
+		if (read_doc(p, &docs[i]) < 0) {
+			*e = docs[i].err;
+			goto broken;
+		}
+	}
+	if (!PQexitPipelineMode(p->conn)) {
+		result_error(p, NULL, e, "leaving pipeline mode");
+		drop(p);
+	}
+	return 0;
+broken:
+	/* Whatever got no result is retried later, as a transient failure. */
+	for (i = 0; i < n; i++)
+		if (docs[i].outcome[0] == '\0' && docs[i].err.cls == ERR_NONE)
+			docs[i].err = *e;
+	drop(p);
+	return -1;
+}
+
+int
+pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
+    const char *sha256, const char *etag, struct err *e)
+{
+	const char *v[4] = { job_id, file_path, sha256, etag };
+	PGresult *r;
+	int rc;
+
+	if (pg_ensure(p, e) < 0)
+		return -1;
+	r = PQexecParams(p->conn, p->sql_etag, 4, NULL, v, NULL, NULL, 0);
+	rc = exec_ok(p, r, PGRES_COMMAND_OK, e, "recording the ETag");
+	PQclear(r);
+	return rc;
+}
+
+/* ---- job.json ------------------------------------------------------------ */
+
+static const char *
+str_field(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* A text[] literal for changed_fields; names are plain identifiers. */
+static char *
+text_array(char **v, size_t n)
+{
+	struct buf b = {0};
+	size_t i;
+
+	buf_puts(&b, "{");
+	for (i = 0; i < n; i++)
+		buf_printf(&b, "%s\"%s\"", i ? "," : "", v[i]);
+	buf_puts(&b, "}");
+	return buf_take(&b);
+}
+
+static int
+simple(struct pg *p, const char *sql, struct err *e)
+{
+	PGresult *r = PQexecParams(p->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+	int rc = exec_ok(p, r, PGRES_COMMAND_OK, e, sql);
+
+	PQclear(r);
+	return rc;
+}
+
+int
+pg_apply_job_meta(struct pg *p, const char *event_id, const char *job_id,
+    const cJSON *fields, const char **outcome, struct err *e)
+{
+	PGresult *r = NULL;
+	cJSON *row = NULL;
+	struct jobmeta_diff d = {0};
+	char *old_s = NULL, *new_s = NULL, *changed = NULL;
+	const cJSON *llm;
+	int rc = -1;
+
+	*outcome = "";
+	if (pg_ensure(p, e) < 0)
+		return -1;
+	if (simple(p, "BEGIN", e) < 0)
+		return -1;
+	if (simple(p, "SET LOCAL statement_timeout = '" STATEMENT_TIMEOUT "'",
+	    e) < 0)
+		goto out;
+	{
+		const char *v[2] = { event_id, job_id };
+
+		r = PQexecParams(p->conn, p->sql_event, 2, NULL, v, NULL, NULL, 0);
+		if (exec_ok(p, r, PGRES_COMMAND_OK, e, "recording the event") < 0)
+			goto out;
+		if (strcmp(PQcmdTuples(r), "0") == 0) {
+			*outcome = "duplicate";
+			PQclear(r);
+			r = NULL;
+			rc = simple(p, "COMMIT", e);
+			goto out;
+		}
+		PQclear(r);
+	}
+	{
+		const char *v[1] = { job_id };
+
+		r = PQexecParams(p->conn, p->sql_job_get, 1, NULL, v, NULL, NULL, 0);
+		if (exec_ok(p, r, PGRES_TUPLES_OK, e, "reading the job") < 0)
+			goto out;
+		if (PQntuples(r) == 1)
+			row = cJSON_Parse(PQgetvalue(r, 0, 0));
+		PQclear(r);
+		r = NULL;
+	}
+	jobmeta_diff(row, fields, &d);
+	if (row == NULL) {
+		const char *v[6];
+
+		llm = cJSON_GetObjectItemCaseSensitive(fields, "enhance_with_llm");
+		v[0] = job_id;
+		v[1] = str_field(fields, "filename");
+		v[2] = str_field(fields, "platform");
+		v[3] = str_field(fields, "user_id");
+		v[4] = str_field(fields, "status");
+		v[5] = cJSON_IsBool(llm) ? (cJSON_IsTrue(llm) ? "true" : "false")
+		    : NULL;
+		r = PQexecParams(p->conn, p->sql_job_insert, 6, NULL, v, NULL,
+		    NULL, 0);
+		if (exec_ok(p, r, PGRES_COMMAND_OK, e, "creating the job") < 0)
+			goto out;
+		PQclear(r);
+		r = NULL;
+		*outcome = "created";
+	} else if (d.n == 0) {
+		*outcome = "unchanged";
+	} else {
+		struct buf sql = {0};
+		const char *v[6];
+		int nv = 1;
+		size_t i;
+
+		v[0] = job_id;
+		buf_printf(&sql, "UPDATE %s.jobs SET updated_at = now()",
+		    p->schema);
+		for (i = 0; i < d.n; i++) {
+			const cJSON *nv_j = cJSON_GetObjectItemCaseSensitive(
+			    d.new_data, d.changed[i]);
+
+			if (cJSON_IsNull(nv_j))
+				v[nv] = NULL;
+			else if (cJSON_IsBool(nv_j))
+				v[nv] = cJSON_IsTrue(nv_j) ? "true" : "false";
+			else
+				v[nv] = nv_j->valuestring;
+			nv++;
+			buf_printf(&sql, ", %s = $%d", d.changed[i], nv);
+		}
+		buf_puts(&sql, " WHERE id = $1");
+		r = PQexecParams(p->conn, sql.data, nv, NULL, v, NULL, NULL, 0);
+		buf_free(&sql);
+		if (exec_ok(p, r, PGRES_COMMAND_OK, e, "updating the job") < 0)
+			goto out;
+		PQclear(r);
+		r = NULL;
+		*outcome = "updated";
+	}
+	if (d.n > 0) {
+		const char *v[4];
+
+		old_s = d.old_data ? cJSON_PrintUnformatted(d.old_data) : NULL;
+		new_s = cJSON_PrintUnformatted(d.new_data);
+		changed = text_array(d.changed, d.n);
+		v[0] = job_id;
+		v[1] = old_s;
+		v[2] = new_s;
+		v[3] = changed;
+		r = PQexecParams(p->conn, p->sql_history, 4, NULL, v, NULL, NULL, 0);
+		if (exec_ok(p, r, PGRES_COMMAND_OK, e, "recording job_history") < 0)
+			goto out;
+		PQclear(r);
+		r = NULL;
+	}
+	rc = simple(p, "COMMIT", e);
+out:
+	PQclear(r);
+	if (rc < 0 && p->conn != NULL)
+		PQclear(PQexec(p->conn, "ROLLBACK"));
+	cJSON_Delete(row);
+	jobmeta_diff_free(&d);
+	free(old_s);
+	free(new_s);
+	free(changed);
+	return rc;
+}

@@ -1,0 +1,81 @@
+/*
+ * pg.h - the database leg's client: libpq, unnamed statements only
+ * (PQexecParams, PQsendQueryParams), no session state, so it works through
+ * Supabase's transaction pooler and pgbouncer. Each stored file version is
+ * one short transaction calling outboxd_record_document() (schema/pg/),
+ * idempotent by the outbox event id; many of them travel in one round
+ * trip in libpq's pipeline mode, each still its own transaction.
+ *
+ * A struct pg belongs to one thread. It connects lazily and drops the
+ * connection after any connection-level failure; the caller backs off.
+ */
+#ifndef OUTBOXD_PG_H
+#define OUTBOXD_PG_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "agent/cfg.h"
+#include "agent/util.h"
+
+struct pg;
+
+struct pg *pg_new(const struct cfg *cfg);
+void pg_free(struct pg *p);
+
+/* Connects when not connected (and, the first time with
+ * OUTBOXD_DB_MIGRATE=1, applies missing migrations). 0 or -1 with e. */
+int pg_ensure(struct pg *p, struct err *e);
+
+/* Applies the migrations schema_migrations does not list, in one
+ * transaction. Returns how many were applied, or -1 with e. */
+int pg_migrate(struct pg *p, struct err *e);
+
+/* Lists migrations: applied ones first ("001_init applied at ..."),
+ * then missing ones, one line each, into out. 0 or -1. */
+int pg_migration_status(struct pg *p, struct buf *out, int *missing,
+    struct err *e);
+
+/* One stored version of a file, and the outcome of recording it. */
+struct pg_doc {
+	const char *event_id, *job_id, *file_path, *filename, *document_type;
+	const char *content_type, *s3_key, *etag, *sha256;
+	const char *platform;	/* NULL when not known from this file */
+	const char *file_info;	/* JSON text, or NULL */
+	const char *user_id;	/* NULL when unknown */
+	long long file_size;
+
+	char outcome[16];	/* job_created, inserted, updated, unchanged,
+				   duplicate; "" on error */
+	struct err err;		/* per document */
+};
+
+/*
+ * Records n documents, pipelined, each in its own transaction with a
+ * statement timeout. Fills each doc's outcome or err. Returns 0 when the
+ * round trip worked (individual documents may still have failed), -1
+ * with e when the connection failed (every doc then has err set).
+ */
+int pg_record_documents(struct pg *p, struct pg_doc *docs, size_t n,
+    struct err *e);
+
+/*
+ * Applies job.json fields (from jobmeta_parse) to the job's row, with a
+ * job_history row for what changed, once per event_id. *outcome gets
+ * "created", "updated", "unchanged" or "duplicate". 0 or -1 with e.
+ */
+int pg_apply_job_meta(struct pg *p, const char *event_id, const char *job_id,
+    const cJSON *fields, const char **outcome, struct err *e);
+
+/* Records an ETag learned after the document row was written. */
+int pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
+    const char *sha256, const char *etag, struct err *e);
+
+/* The class of a failed result's SQLSTATE (NULL: connection trouble). */
+enum err_class pg_classify(const char *sqlstate);
+
+/* The connection, connected, for outboxctl's read queries. */
+struct pg_conn *pg_conn(struct pg *p);
+
+#endif

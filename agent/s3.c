@@ -1,0 +1,665 @@
+/*
+ * s3.c - the S3 client (see s3.h).
+ *
+ * A request's life: s3_start signs it (SigV4 over host, x-amz-date,
+ * x-amz-content-sha256, Content-MD5, Content-Type and our metadata),
+ * takes an easy handle from the pool, and adds it to the multi handle;
+ * s3_wait runs curl until something finishes; s3_done classifies the
+ * outcome (curl error, HTTP status, S3's XML error code) into r->err and
+ * returns the handle to the pool. Bodies come from pread(2) on the
+ * caller's descriptor, so a 5 GiB file costs one 16 KiB curl buffer, and
+ * curl may rewind them (seek callback) when it resends on a dead
+ * keep-alive connection.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "agent/s3.h"
+
+#define EMPTY_SHA256 \
+	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#define REPLY_CAP	(1024 * 1024)	/* bytes of a reply body we keep */
+#define POOL_MAX	64		/* idle easy handles kept */
+
+struct s3 {
+	CURLM *multi;
+	char *scheme;		/* "https" or "http" */
+	char *host;		/* Host header and URL authority */
+	char *base_path;	/* endpoint path prefix, "" normally */
+	char *bucket;
+	int path_style;
+	char *region;
+	struct sigv4_creds creds;	/* points into cfg: never logged */
+	const char *ca_bundle;
+	long connect_timeout_ms;
+	long stall_s;		/* abandon a transfer this long without progress */
+	long clock_offset;	/* seconds to add to our clock when signing */
+	CURL *pool[POOL_MAX];	/* idle easy handles */
+	int npool;
+	int running;		/* transfers in flight */
+	struct s3_req **done;	/* finished, not yet collected */
+	size_t ndone, capdone;
+};
+
+/* Per-request state that only s3.c sees. */
+struct req_priv {
+	CURL *easy;
+	struct curl_slist *headers;
+	char *url;
+	uint64_t sent;		/* body bytes handed to curl */
+	int short_read;		/* the file ended early: it changed */
+	int read_errno;
+	time_t server_date;	/* from the Date header, 0 if none */
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+/* ---- configuration ------------------------------------------------------- */
+
+struct s3 *
+s3_new(const struct cfg *cfg, struct err *e)
+{
+	struct s3 *s = xcalloc(1, sizeof(*s));
+	const char *stall = getenv("OUTBOXD_S3_TIMEOUT_S");
+
+	s->multi = curl_multi_init();
+	if (s->multi == NULL) {
+		err_set(e, ERR_FATAL, "curl_multi_init failed");
+		free(s);
+		return NULL;
+	}
+	curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+	    (long)cfg->concurrency);
+	curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
+	    (long)cfg->concurrency + 4);
+	s->bucket = xstrdup(cfg->bucket);
+	s->region = xstrdup(cfg->region);
+	s->path_style = cfg->path_style;
+	s->creds.access_key = cfg->access_key;
+	s->creds.secret_key = cfg->secret_key;
+	s->creds.session_token = cfg->session_token;
+	s->ca_bundle = cfg->ca_bundle;
+	s->connect_timeout_ms = 10000;
+	s->stall_s = stall && atol(stall) > 0 ? atol(stall) : 30;
+
+	if (cfg->endpoint != NULL) {
+		CURLU *u = curl_url();
+		char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+
+		curl_url_set(u, CURLUPART_URL, cfg->endpoint, 0);
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+		curl_url_get(u, CURLUPART_HOST, &host, 0);
+		curl_url_get(u, CURLUPART_PORT, &port, 0);
+		curl_url_get(u, CURLUPART_PATH, &path, 0);
+		s->scheme = xstrdup(scheme ? scheme : "https");
+		if (s->path_style)
+			s->host = port ? xasprintf("%s:%s", host, port) :
+			    xstrdup(host);
+		else
+			s->host = port ? xasprintf("%s.%s:%s", s->bucket, host,
+			    port) : xasprintf("%s.%s", s->bucket, host);
+		s->base_path = xstrdup(path && strcmp(path, "/") != 0 ? path : "");
+		curl_free(scheme);
+		curl_free(host);
+		curl_free(port);
+		curl_free(path);
+		curl_url_cleanup(u);
+	} else {
+		s->scheme = xstrdup("https");
+		s->host = s->path_style ?
+		    xasprintf("s3.%s.amazonaws.com", s->region) :
+		    xasprintf("%s.s3.%s.amazonaws.com", s->bucket, s->region);
+		s->base_path = xstrdup("");
+	}
+	/* Trailing slashes of the base path would double up. */
+	while (strlen(s->base_path) > 0 &&
+	    s->base_path[strlen(s->base_path) - 1] == '/')
+		s->base_path[strlen(s->base_path) - 1] = '\0';
+	return s;
+}
+
+void
+s3_free(struct s3 *s)
+{
+	int i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < s->npool; i++)
+		curl_easy_cleanup(s->pool[i]);
+	curl_multi_cleanup(s->multi);
+	free(s->scheme);
+	free(s->host);
+	free(s->base_path);
+	free(s->bucket);
+	free(s->region);
+	free(s->done);
+	free(s);
+}
+
+long
+s3_clock_offset(const struct s3 *s)
+{
+	return s->clock_offset;
+}
+
+/* The decoded path of key as signed: [/base][/bucket]/key. */
+static char *
+object_path(const struct s3 *s, const char *key)
+{
+	if (s->path_style)
+		return xasprintf("%s/%s/%s", s->base_path, s->bucket, key);
+	return xasprintf("%s/%s", s->base_path, key);
+}
+
+/* ---- curl callbacks ------------------------------------------------------ */
+
+static size_t
+read_body(char *dst, size_t size, size_t nitems, void *arg)
+{
+	struct s3_req *r = arg;
+	struct req_priv *p = r->priv;
+	size_t want = size * nitems;
+	uint64_t left = r->length - p->sent;
+	ssize_t n;
+
+	if (want > left)
+		want = (size_t)left;
+	if (want == 0)
+		return 0;
+	if (r->fd < 0) {
+		memcpy(dst, r->mem + p->sent, want);
+		p->sent += want;
+		return want;
+	}
+	do
+		n = pread(r->fd, dst, want, (off_t)(r->offset + p->sent));
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		p->read_errno = errno;
+		return CURL_READFUNC_ABORT;
+	}
+	if (n == 0) {
+		/* Shorter than when it was hashed: the file changed. */
+		p->short_read = 1;
+		return CURL_READFUNC_ABORT;
+	}
+	p->sent += (uint64_t)n;
+	return (size_t)n;
+}
+
+static int
+seek_body(void *arg, curl_off_t offset, int origin)
+{
+	struct s3_req *r = arg;
+	struct req_priv *p = r->priv;
+
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > r->length)
+		return CURL_SEEKFUNC_CANTSEEK;
+	p->sent = (uint64_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
+static size_t
+write_reply(char *src, size_t size, size_t nitems, void *arg)
+{
+	struct s3_req *r = arg;
+	size_t n = size * nitems;
+
+	if (r->body.len + n <= REPLY_CAP)
+		buf_append(&r->body, src, n);
+	return n;
+}
+
+/* Copies a header's value (trimmed) when its name matches. */
+static int
+header_value(const char *line, size_t len, const char *name, char *out,
+    size_t n)
+{
+	size_t nl = strlen(name), vlen;
+	const char *v, *end = line + len;
+
+	if (len <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+		return 0;
+	for (v = line + nl + 1; v < end && (*v == ' ' || *v == '\t'); v++)
+		;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
+	    end[-1] == ' '))
+		end--;
+	vlen = (size_t)(end - v);
+	if (vlen >= n)
+		vlen = n - 1;
+	memcpy(out, v, vlen);
+	out[vlen] = '\0';
+	return 1;
+}
+
+static size_t
+read_header(char *line, size_t size, size_t nitems, void *arg)
+{
+	struct s3_req *r = arg;
+	struct req_priv *p = r->priv;
+	size_t len = size * nitems;
+	char tmp[128];
+
+	if (header_value(line, len, "ETag", tmp, sizeof(tmp)))
+		snprintf(r->etag, sizeof(r->etag), "%s", tmp);
+	else if (header_value(line, len, "Date", tmp, sizeof(tmp)))
+		p->server_date = curl_getdate(tmp, NULL);
+	else if (header_value(line, len, "x-amz-server-side-encryption", tmp,
+	    sizeof(tmp)))
+		r->kms = strncmp(tmp, "aws:kms", 7) == 0;
+	return len;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static CURL *
+take_easy(struct s3 *s)
+{
+	CURL *h;
+
+	if (s->npool > 0) {
+		h = s->pool[--s->npool];
+		curl_easy_reset(h);
+		return h;
+	}
+	return curl_easy_init();
+}
+
+static void
+give_easy(struct s3 *s, CURL *h)
+{
+	if (s->npool < POOL_MAX)
+		s->pool[s->npool++] = h;
+	else
+		curl_easy_cleanup(h);
+}
+
+static struct curl_slist *
+add_header(struct curl_slist *l, const char *name, const char *value)
+{
+	char *line = xasprintf("%s: %s", name, value);
+	struct curl_slist *n = curl_slist_append(l, line);
+
+	free(line);
+	if (n == NULL)
+		abort();
+	return n;
+}
+
+int
+s3_start(struct s3 *s, struct s3_req *r)
+{
+	struct req_priv *p = xcalloc(1, sizeof(*p));
+	struct sigv4_pair hdr[8];
+	size_t nh = 0, i;
+	struct buf auth = {0}, url = {0};
+	char amz_date[17], *path;
+	int has_body = r->fd >= 0 || r->mem != NULL;
+	struct sigv4_request sr;
+	CURLMcode mc;
+
+	err_clear(&r->err);
+	r->status = 0;
+	r->etag[0] = '\0';
+	r->code[0] = '\0';
+	r->kms = 0;
+	buf_reset(&r->body);
+	r->priv = p;
+	if (!has_body)
+		snprintf(r->sha256, sizeof(r->sha256), "%s", EMPTY_SHA256);
+
+	hdr[nh++] = (struct sigv4_pair){ "x-amz-content-sha256", r->sha256 };
+	if (r->md5[0] != '\0')
+		hdr[nh++] = (struct sigv4_pair){ "Content-MD5", r->md5 };
+	if (r->content_type != NULL)
+		hdr[nh++] = (struct sigv4_pair){ "Content-Type", r->content_type };
+	if (r->job_id != NULL)
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-meta-job-id", r->job_id };
+	if (r->file_sha256 != NULL)
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-meta-sha256",
+		    r->file_sha256 };
+	if (s->creds.session_token != NULL)
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-security-token",
+		    s->creds.session_token };
+
+	path = object_path(s, r->key);
+	sr = (struct sigv4_request){
+		.method = r->method, .host = s->host, .path = path,
+		.query = r->query, .n_query = r->n_query,
+		.headers = hdr, .n_headers = nh,
+		.payload_hash = r->sha256, .region = s->region,
+		.service = "s3", .time = time(NULL) + s->clock_offset,
+	};
+	sigv4_sign(&sr, &s->creds, &auth, amz_date, NULL);
+
+	buf_printf(&url, "%s://%s", s->scheme, s->host);
+	sigv4_uri_encode(&url, path, 1);
+	for (i = 0; i < r->n_query; i++) {
+		buf_append(&url, i == 0 ? "?" : "&", 1);
+		sigv4_uri_encode(&url, r->query[i].name, 0);
+		if (r->query[i].value != NULL && r->query[i].value[0] != '\0') {
+			buf_append(&url, "=", 1);
+			sigv4_uri_encode(&url, r->query[i].value, 0);
+		}
+	}
+	free(path);
+	p->url = buf_take(&url);
+
+	p->headers = add_header(p->headers, "Host", s->host);
+	p->headers = add_header(p->headers, "x-amz-date", amz_date);
+	for (i = 0; i < nh; i++)
+		p->headers = add_header(p->headers, hdr[i].name, hdr[i].value);
+	p->headers = add_header(p->headers, "Authorization", auth.data);
+	/* Small bodies go at once; large ones may wait for 100 Continue so
+	 * a refused request does not send the whole file first. */
+	if (!has_body || r->length < 1024 * 1024)
+		p->headers = curl_slist_append(p->headers, "Expect:");
+	memset(auth.data, 0, auth.len);
+	buf_free(&auth);
+
+	p->easy = take_easy(s);
+	if (p->easy == NULL) {
+		err_set(&r->err, ERR_TRANSIENT, "curl_easy_init failed");
+		goto fail;
+	}
+	curl_easy_setopt(p->easy, CURLOPT_URL, p->url);
+	curl_easy_setopt(p->easy, CURLOPT_HTTPHEADER, p->headers);
+	curl_easy_setopt(p->easy, CURLOPT_PRIVATE, r);
+	curl_easy_setopt(p->easy, CURLOPT_ERRORBUFFER, p->errbuf);
+	curl_easy_setopt(p->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(p->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(p->easy, CURLOPT_CONNECTTIMEOUT_MS,
+	    s->connect_timeout_ms);
+	curl_easy_setopt(p->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(p->easy, CURLOPT_LOW_SPEED_TIME, s->stall_s);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(p->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+	if (s->ca_bundle != NULL)
+		curl_easy_setopt(p->easy, CURLOPT_CAINFO, s->ca_bundle);
+	curl_easy_setopt(p->easy, CURLOPT_HEADERFUNCTION, read_header);
+	curl_easy_setopt(p->easy, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, write_reply);
+	curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, r);
+	if (has_body) {
+		curl_easy_setopt(p->easy, CURLOPT_READFUNCTION, read_body);
+		curl_easy_setopt(p->easy, CURLOPT_READDATA, r);
+		curl_easy_setopt(p->easy, CURLOPT_SEEKFUNCTION, seek_body);
+		curl_easy_setopt(p->easy, CURLOPT_SEEKDATA, r);
+	}
+	if (strcmp(r->method, "PUT") == 0) {
+		curl_easy_setopt(p->easy, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(p->easy, CURLOPT_INFILESIZE_LARGE,
+		    (curl_off_t)(has_body ? r->length : 0));
+		if (!has_body) {
+			r->length = 0;
+			curl_easy_setopt(p->easy, CURLOPT_READFUNCTION, read_body);
+			curl_easy_setopt(p->easy, CURLOPT_READDATA, r);
+		}
+	} else if (strcmp(r->method, "POST") == 0) {
+		curl_easy_setopt(p->easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(p->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)(has_body ? r->length : 0));
+		if (!has_body)
+			curl_easy_setopt(p->easy, CURLOPT_POSTFIELDS, "");
+	} else if (strcmp(r->method, "HEAD") == 0) {
+		curl_easy_setopt(p->easy, CURLOPT_NOBODY, 1L);
+	} else if (strcmp(r->method, "GET") != 0) {
+		curl_easy_setopt(p->easy, CURLOPT_CUSTOMREQUEST, r->method);
+	}
+	mc = curl_multi_add_handle(s->multi, p->easy);
+	if (mc != CURLM_OK) {
+		err_set(&r->err, ERR_TRANSIENT, "curl: %s",
+		    curl_multi_strerror(mc));
+		give_easy(s, p->easy);
+		p->easy = NULL;
+		goto fail;
+	}
+	s->running++;
+	return 0;
+fail:
+	s3_req_clear(r);
+	return -1;
+}
+
+void
+s3_req_clear(struct s3_req *r)
+{
+	struct req_priv *p = r->priv;
+
+	if (p != NULL) {
+		curl_slist_free_all(p->headers);
+		free(p->url);
+		free(p);
+		r->priv = NULL;
+	}
+}
+
+int
+s3_running(const struct s3 *s)
+{
+	return s->running;
+}
+
+/* ---- outcomes ------------------------------------------------------------ */
+
+enum err_class
+s3_classify(long status, const char *code)
+{
+	static const char *const transient[] = {
+		"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable",
+		"RequestTimeTooSkewed", "OperationAborted", "BadDigest",
+		"XAmzContentSHA256Mismatch", "IncompleteBody", "Throttling",
+		"ThrottlingException", "RequestLimitExceeded",
+		"TooManyRequestsException", "InternalFailure",
+	};
+	size_t i;
+
+	if (code != NULL && code[0] != '\0')
+		for (i = 0; i < ARRAY_SIZE(transient); i++)
+			if (strcmp(code, transient[i]) == 0)
+				return ERR_TRANSIENT;
+	if (status == 0 || status >= 500 || status == 408 || status == 429)
+		return ERR_TRANSIENT;
+	return ERR_PERMANENT;
+}
+
+static const xmlNode *
+child(const xmlNode *n, const char *name)
+{
+	for (n = n ? n->children : NULL; n != NULL; n = n->next)
+		if (n->type == XML_ELEMENT_NODE &&
+		    strcmp((const char *)n->name, name) == 0)
+			return n;
+	return NULL;
+}
+
+static void
+node_text(const xmlNode *n, char *out, size_t len)
+{
+	xmlChar *t;
+
+	out[0] = '\0';
+	if (n == NULL)
+		return;
+	t = xmlNodeGetContent(n);
+	if (t != NULL) {
+		snprintf(out, len, "%s", (const char *)t);
+		xmlFree(t);
+	}
+}
+
+int
+s3_parse_error(const char *xml, size_t len, char *code, size_t ncode,
+    char *message, size_t nmessage)
+{
+	xmlDocPtr doc;
+	const xmlNode *root;
+	int rc = -1;
+
+	code[0] = message[0] = '\0';
+	if (len == 0 || len > REPLY_CAP)
+		return -1;
+	doc = xmlReadMemory(xml, (int)len, "error.xml", NULL, XML_PARSE_NONET |
+	    XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_NOBLANKS);
+	if (doc == NULL)
+		return -1;
+	root = xmlDocGetRootElement(doc);
+	if (root != NULL && strcmp((const char *)root->name, "Error") == 0) {
+		node_text(child(root, "Code"), code, ncode);
+		node_text(child(root, "Message"), message, nmessage);
+		rc = 0;
+	}
+	xmlFreeDoc(doc);
+	return rc;
+}
+
+/* Turns a finished transfer into r->status, r->code and r->err. */
+static void
+conclude(struct s3 *s, struct s3_req *r, CURLcode cc)
+{
+	struct req_priv *p = r->priv;
+	char message[512] = "";
+
+	curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &r->status);
+	if (p->short_read) {
+		err_set(&r->err, ERR_CHANGED, "the file got shorter while "
+		    "it was being sent");
+		return;
+	}
+	if (p->read_errno != 0) {
+		errno = p->read_errno;
+		err_sys(&r->err, ERR_TRANSIENT, "reading the file");
+		return;
+	}
+	if (cc != CURLE_OK) {
+		err_set(&r->err, ERR_TRANSIENT, "%s %s: %s", r->method, r->key,
+		    p->errbuf[0] ? p->errbuf : curl_easy_strerror(cc));
+		r->status = 0;
+		return;
+	}
+	if (r->status >= 200 && r->status < 300)
+		return;
+	s3_parse_error(r->body.data ? r->body.data : "", r->body.len, r->code,
+	    sizeof(r->code), message, sizeof(message));
+	if (strcmp(r->code, "RequestTimeTooSkewed") == 0 && p->server_date > 0) {
+		/* Sign with the server's idea of now from here on. */
+		s->clock_offset = (long)(p->server_date - time(NULL));
+	}
+	if (strcmp(r->code, "PermanentRedirect") == 0 ||
+	    strcmp(r->code, "AuthorizationHeaderMalformed") == 0)
+		snprintf(message + strlen(message), sizeof(message) -
+		    strlen(message), " (is AWS_REGION=%s the bucket's region?)",
+		    s->region);
+	err_set(&r->err, s3_classify(r->status, r->code), "%s %s: HTTP %ld%s%s%s%s",
+	    r->method, r->key, r->status, r->code[0] ? " " : "", r->code,
+	    message[0] ? ": " : "", message);
+}
+
+static void
+collect(struct s3 *s)
+{
+	CURLMsg *m;
+	int left;
+
+	while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
+		struct s3_req *r = NULL;
+
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+		conclude(s, r, m->data.result);
+		curl_multi_remove_handle(s->multi, m->easy_handle);
+		give_easy(s, m->easy_handle);
+		((struct req_priv *)r->priv)->easy = NULL;
+		s->running--;
+		if (s->ndone == s->capdone) {
+			s->capdone = s->capdone ? s->capdone * 2 : 16;
+			s->done = xrealloc(s->done, s->capdone * sizeof(*s->done));
+		}
+		s->done[s->ndone++] = r;
+	}
+}
+
+int
+s3_wait(struct s3 *s, int timeout_ms, int wake_fd)
+{
+	struct curl_waitfd extra = { wake_fd, CURL_WAIT_POLLIN, 0 };
+	int still;
+	CURLMcode mc;
+
+	if (s->ndone > 0)
+		timeout_ms = 0;
+	mc = curl_multi_poll(s->multi, wake_fd >= 0 ? &extra : NULL,
+	    wake_fd >= 0 ? 1 : 0, timeout_ms, NULL);
+	if (mc != CURLM_OK)
+		return -1;
+	mc = curl_multi_perform(s->multi, &still);
+	collect(s);
+	return mc == CURLM_OK ? 0 : -1;
+}
+
+struct s3_req *
+s3_done(struct s3 *s)
+{
+	struct s3_req *r;
+
+	if (s->ndone == 0)
+		return NULL;
+	r = s->done[0];
+	memmove(s->done, s->done + 1, (s->ndone - 1) * sizeof(*s->done));
+	s->ndone--;
+	return r;
+}
+
+int
+s3_perform(struct s3 *s, struct s3_req *r)
+{
+	struct s3_req *d;
+
+	if (s3_start(s, r) < 0)
+		return -1;
+	for (;;) {
+		if (s3_wait(s, 1000, -1) < 0)
+			break;
+		while ((d = s3_done(s)) != NULL) {
+			if (d == r)
+				goto out;
+			/* Not ours: should not happen with a private client. */
+		}
+	}
+out:
+	s3_req_clear(r);
+	return r->err.cls == ERR_NONE ? 0 : -1;
+}
+
+char *
+s3_presign(struct s3 *s, const char *key, long expires)
+{
+	char *path = object_path(s, key);
+	struct sigv4_request sr = {
+		.method = "GET", .host = s->host, .path = path,
+		.region = s->region, .service = "s3",
+		.time = time(NULL) + s->clock_offset,
+	};
+	struct buf url = {0}, query = {0};
+
+	sigv4_presign(&sr, &s->creds, expires, &query);
+	buf_printf(&url, "%s://%s", s->scheme, s->host);
+	sigv4_uri_encode(&url, path, 1);
+	buf_printf(&url, "?%s", query.data);
+	buf_free(&query);
+	free(path);
+	return buf_take(&url);
+}

@@ -1,0 +1,102 @@
+/*
+ * s3.h - a thin S3 client on libcurl's multi interface, signed with our
+ * own SigV4 signer (sigv4.h).
+ *
+ * One struct s3 belongs to the sync thread: it owns a CURLM handle that
+ * drives every transfer at once, a pool of reusable easy handles (so
+ * connections, DNS and TLS sessions are reused), and the clock offset
+ * learned from RequestTimeTooSkewed replies. Requests are started with
+ * s3_start, progress with s3_wait, and come back finished from s3_done.
+ * Bodies are streamed from a file descriptor (pread at an offset) or from
+ * memory; they are never copied whole.
+ *
+ * Secrets and signed URLs never reach a log line or an error message.
+ */
+#ifndef OUTBOXD_S3_H
+#define OUTBOXD_S3_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "agent/cfg.h"
+#include "agent/sigv4.h"
+#include "agent/util.h"
+
+struct s3;
+
+/* One request and, once finished, its outcome. The caller owns it and
+ * keeps it alive until s3_done hands it back. */
+struct s3_req {
+	/* Set by the caller. */
+	const char *method;		/* "PUT", "POST", "DELETE", "HEAD", "GET" */
+	char *key;			/* object key, unencoded; owned by caller */
+	struct sigv4_pair query[2];	/* e.g. partNumber, uploadId */
+	size_t n_query;
+	int fd;				/* body from this file ..., or -1 */
+	uint64_t offset, length;	/* ... these bytes of it */
+	const unsigned char *mem;	/* body from memory when fd < 0 */
+	char sha256[65];		/* hex SHA-256 of the body */
+	char md5[25];			/* base64 MD5 of the body, "" for none */
+	const char *content_type;	/* NULL for none */
+	const char *job_id;		/* x-amz-meta-job-id, or NULL */
+	const char *file_sha256;	/* x-amz-meta-sha256, or NULL */
+	void *user;			/* the caller's */
+
+	/* Filled when finished. */
+	long status;			/* HTTP status, 0 when none came */
+	char etag[128];			/* ETag header, quotes included */
+	int kms;			/* server-side encryption was aws:kms */
+	struct buf body;		/* reply body (capped), for errors/XML */
+	struct err err;			/* cls ERR_NONE on success */
+	char code[64];			/* S3 error code, "" when none */
+
+	/* Private to s3.c. */
+	void *priv;
+};
+
+/* Creates the client; NULL with e when curl cannot be set up. */
+struct s3 *s3_new(const struct cfg *cfg, struct err *e);
+void s3_free(struct s3 *s);
+
+/* Starts r. Returns 0, or -1 with r->err set (then r is not in flight). */
+int s3_start(struct s3 *s, struct s3_req *r);
+/* Transfers in flight. */
+int s3_running(const struct s3 *s);
+/*
+ * Drives transfers for up to timeout_ms, returning early when one
+ * finishes or wake_fd (when >= 0) becomes readable. Returns 0 or -1.
+ */
+int s3_wait(struct s3 *s, int timeout_ms, int wake_fd);
+/* A finished request, or NULL. Its easy handle is back in the pool. */
+struct s3_req *s3_done(struct s3 *s);
+/* Releases what s3_start allocated for r (after s3_done returned it). */
+void s3_req_clear(struct s3_req *r);
+
+/* Runs one request to completion (for outboxctl and start-up checks). */
+int s3_perform(struct s3 *s, struct s3_req *r);
+
+/*
+ * Presigns a GET of key valid for expires seconds; returns the URL, which
+ * the caller frees. Used only by outboxctl presign.
+ */
+char *s3_presign(struct s3 *s, const char *key, long expires);
+
+/*
+ * Tells what a failure means: ERR_TRANSIENT (retry with backoff) or
+ * ERR_PERMANENT (the leg fails until an admin retries). status is the
+ * HTTP status (0 when the transfer failed before a reply), code the S3
+ * error code ("" when none). Pure; unit-tested.
+ */
+enum err_class s3_classify(long status, const char *code);
+
+/*
+ * Parses an S3 XML error body: fills code and message (truncated to fit).
+ * Returns 0 when it was an <Error> document. Pure; fuzzed.
+ */
+int s3_parse_error(const char *xml, size_t len, char *code, size_t ncode,
+    char *message, size_t nmessage);
+
+/* The clock offset in seconds applied when signing (server - local). */
+long s3_clock_offset(const struct s3 *s);
+
+#endif

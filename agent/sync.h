@@ -1,0 +1,39 @@
+/*
+ * sync.h - the sync thread: replays the outbox to S3 and to PostgreSQL
+ * until both have every entry. It owns curl (through struct s3), libpq
+ * (struct pg) and its own outbox connection; nothing it holds is shared.
+ *
+ * Each leg of each entry is claimed (in_flight), worked on with no outbox
+ * transaction open, and its outcome recorded: done, pending again with
+ * backoff (transient), failed (permanent, until outboxctl retry) or
+ * skipped (the file vanished, or a newer version superseded it). A leg
+ * that keeps failing is paused as a whole (one probe at a time) so an
+ * outage costs a trickle of requests, not a storm; the other leg carries
+ * on regardless.
+ */
+#ifndef OUTBOXD_SYNC_H
+#define OUTBOXD_SYNC_H
+
+#include "agent/cfg.h"
+#include "agent/util.h"
+
+struct sync;
+
+/* Sets up the legs cfg configures. wake_fd is an eventfd the watcher
+ * writes after journaling; the sync thread reads it. NULL with e. */
+struct sync *sync_new(const struct cfg *cfg, int wake_fd, struct err *e);
+void sync_free(struct sync *s);
+
+/* The thread body: works until sync_stop, then lets transfers in flight
+ * finish (up to 30 s) and returns 0; -1 on a fatal outbox error. */
+int sync_run(struct sync *s);
+
+/* Batch mode (outboxd --once): works until nothing is due within a few
+ * seconds. Returns 0, or -1 on a fatal outbox error. */
+int sync_once(struct sync *s);
+
+/* From any thread. */
+void sync_stop(struct sync *s);
+long long sync_heartbeat(struct sync *s);
+
+#endif

@@ -1,0 +1,955 @@
+/*
+ * outbox.c - the SQLite outbox (see outbox.h and schema/outbox.sql).
+ *
+ * All SQL text lives in the table below, prepared once per connection and
+ * reset after each use. Times are written by C as ISO-8601 UTC with
+ * milliseconds, so comparisons of *_next_at are plain string comparisons
+ * that the partial indexes serve.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "agent/keymap.h"
+#include "schema/sql.h"
+#include "store/outbox.h"
+
+#define OUTBOX_BUSY_MS 10000
+
+enum stmt_id {
+	ST_FILE_GET,
+	ST_ENTRY_INSERT,
+	ST_FILE_PUT,
+	ST_SUPERSEDE_S3,
+	ST_SUPERSEDE_DB,
+	ST_NOT_JOB,
+	ST_CLAIM_S3,
+	ST_CLAIM_DB,
+	ST_MARK_S3,
+	ST_MARK_DB,
+	ST_FINISH_S3,
+	ST_FINISH_DB,
+	ST_UPLOAD_ID,
+	ST_ETAG_TODO,
+	ST_ETAG_DONE,
+	ST_NEXT_S3,
+	ST_NEXT_DB,
+	ST_COUNT
+};
+
+#define ENTRY_COLUMNS \
+	"id, event_id, job_id, path, s3_key, kind, version, size, mtime_ns, " \
+	"inode, coalesce(sha256, ''), s3_etag, s3_state, db_state, " \
+	"s3_attempts, db_attempts, s3_upload_id"
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_FILE_GET] =
+	    "SELECT size, mtime_ns, inode, versions FROM files WHERE path = ?1",
+	[ST_ENTRY_INSERT] =
+	    "INSERT INTO entries (event_id, job_id, path, kind, version, size, "
+	    "  mtime, mtime_ns, inode, s3_key, journaled_at, updated_at, "
+	    "  s3_state, s3_error, s3_next_at, db_state, db_error, db_next_at) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, "
+	    "  ?12, ?13, ?11, ?14, ?15, ?11)",
+	[ST_FILE_PUT] =
+	    "INSERT INTO files (path, size, mtime_ns, inode, versions, entry_id) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+	    "ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
+	    "  mtime_ns = excluded.mtime_ns, inode = excluded.inode, "
+	    "  versions = excluded.versions, entry_id = excluded.entry_id",
+	[ST_SUPERSEDE_S3] =
+	    "UPDATE entries SET s3_state = 'skipped', updated_at = ?3, "
+	    "  s3_error = 'superseded by entry ' || ?2 || ' (a newer version)' "
+	    "WHERE path = ?1 AND id < ?2 AND s3_state IN ('pending', 'failed')",
+	[ST_SUPERSEDE_DB] =
+	    "UPDATE entries SET db_state = 'skipped', updated_at = ?3, "
+	    "  db_error = 'superseded by entry ' || ?2 || ' (a newer version)' "
+	    "WHERE path = ?1 AND id < ?2 AND db_state IN ('pending', 'failed')",
+	[ST_NOT_JOB] =
+	    "INSERT INTO not_jobs (dir, first_seen, last_seen) VALUES (?1, ?2, ?2) "
+	    "ON CONFLICT (dir) DO UPDATE SET last_seen = excluded.last_seen",
+	[ST_CLAIM_S3] =
+	    "SELECT " ENTRY_COLUMNS " FROM entries "
+	    "WHERE s3_state = 'pending' AND s3_next_at <= ?1 "
+	    "ORDER BY s3_next_at, id LIMIT ?2",
+	[ST_CLAIM_DB] =
+	    "SELECT " ENTRY_COLUMNS " FROM entries "
+	    "WHERE db_state = 'pending' AND db_next_at <= ?1 "
+	    "  AND (?3 = 0 OR s3_state IN ('done', 'skipped') "
+	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
+	    "ORDER BY db_next_at, id LIMIT ?2",
+	[ST_MARK_S3] =
+	    "UPDATE entries SET s3_state = 'in_flight', "
+	    "  s3_attempts = s3_attempts + 1, updated_at = ?2 "
+	    "WHERE id = ?1 AND s3_state = 'pending'",
+	[ST_MARK_DB] =
+	    "UPDATE entries SET db_state = 'in_flight', "
+	    "  db_attempts = db_attempts + 1, updated_at = ?2 "
+	    "WHERE id = ?1 AND db_state = 'pending'",
+	[ST_FINISH_S3] =
+	    "UPDATE entries SET s3_state = ?2, s3_error = ?3, s3_next_at = ?4, "
+	    "  s3_etag = coalesce(?5, s3_etag), sha256 = coalesce(?6, sha256), "
+	    "  s3_done_at = CASE WHEN ?2 = 'done' THEN ?7 ELSE s3_done_at END, "
+	    "  s3_upload_id = CASE WHEN ?2 = 'done' THEN NULL "
+	    "                 ELSE s3_upload_id END, "
+	    "  updated_at = ?7 "
+	    "WHERE id = ?1 AND s3_state = 'in_flight'",
+	[ST_FINISH_DB] =
+	    "UPDATE entries SET db_state = ?2, db_error = ?3, db_next_at = ?4, "
+	    "  sha256 = coalesce(?6, sha256), db_needs_etag = ?5, "
+	    "  db_done_at = CASE WHEN ?2 = 'done' THEN ?7 ELSE db_done_at END, "
+	    "  updated_at = ?7 "
+	    "WHERE id = ?1 AND db_state = 'in_flight'",
+	[ST_UPLOAD_ID] =
+	    "UPDATE entries SET s3_upload_id = ?2 WHERE id = ?1",
+	[ST_ETAG_TODO] =
+	    "SELECT " ENTRY_COLUMNS " FROM entries "
+	    "WHERE db_needs_etag = 1 AND s3_state = 'done' AND db_state = 'done' "
+	    "ORDER BY id LIMIT ?1",
+	[ST_ETAG_DONE] =
+	    "UPDATE entries SET db_needs_etag = 0 WHERE id = ?1",
+	[ST_NEXT_S3] =
+	    "SELECT min(s3_next_at) FROM entries WHERE s3_state = 'pending'",
+	[ST_NEXT_DB] =
+	    "SELECT min(db_next_at) FROM entries WHERE db_state = 'pending' "
+	    "  AND (?1 = 0 OR s3_state IN ('done', 'skipped') "
+	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed')))",
+};
+
+struct outbox {
+	sqlite3 *db;			/* this thread's connection */
+	sqlite3_stmt *st[ST_COUNT];	/* prepared lazily, reset after use */
+	char *path;			/* the database file */
+	int lock_fd;			/* the held lock file, or -1 */
+};
+
+static const char *const state_names[OUTBOX_NSTATES] = {
+	"pending", "in_flight", "done", "failed", "skipped"
+};
+
+const char *
+outbox_state_name(enum outbox_state s)
+{
+	return (s >= 0 && s < OUTBOX_NSTATES) ? state_names[s] : "?";
+}
+
+int
+outbox_state_parse(const char *s)
+{
+	int i;
+
+	for (i = 0; i < OUTBOX_NSTATES; i++)
+		if (s != NULL && strcmp(s, state_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+static void
+db_err(struct outbox *o, struct err *e, const char *what)
+{
+	int code = sqlite3_extended_errcode(o->db);
+	/* A full disk or an I/O error is not something a retry fixes soon,
+	 * but it is not the file's fault either: the caller pauses. */
+	enum err_class cls = (code == SQLITE_BUSY || code == SQLITE_LOCKED ||
+	    (code & 0xff) == SQLITE_FULL) ? ERR_TRANSIENT : ERR_FATAL;
+
+	err_set(e, cls, "outbox %s: %s: %s", o->path, what,
+	    sqlite3_errmsg(o->db));
+}
+
+static sqlite3_stmt *
+stmt(struct outbox *o, enum stmt_id id, struct err *e)
+{
+	if (o->st[id] == NULL &&
+	    sqlite3_prepare_v3(o->db, stmt_sql[id], -1,
+	    SQLITE_PREPARE_PERSISTENT, &o->st[id], NULL) != SQLITE_OK) {
+		db_err(o, e, "preparing a statement");
+		return NULL;
+	}
+	return o->st[id];
+}
+
+static void
+done_with(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+static void
+now_iso(char *out)
+{
+	time_iso8601(time_now_ms(), out, 32);
+}
+
+static int
+exec(struct outbox *o, const char *sql, struct err *e)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(o->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		err_set(e, ERR_FATAL, "outbox %s: %s", o->path,
+		    msg ? msg : sqlite3_errmsg(o->db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+struct outbox *
+outbox_open(const char *path, int readonly, struct err *e)
+{
+	struct outbox *o = xcalloc(1, sizeof(*o));
+	int flags = readonly ? SQLITE_OPEN_READONLY :
+	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	const struct sql_file *f;
+
+	o->path = xstrdup(path);
+	o->lock_fd = -1;
+	if (sqlite3_open_v2(path, &o->db, flags | SQLITE_OPEN_NOMUTEX |
+	    SQLITE_OPEN_EXRESCODE, NULL) != SQLITE_OK) {
+		err_set(e, ERR_FATAL, "outbox %s: %s", path,
+		    o->db ? sqlite3_errmsg(o->db) : "out of memory");
+		outbox_close(o);
+		return NULL;
+	}
+	sqlite3_busy_timeout(o->db, OUTBOX_BUSY_MS);
+	if (readonly)
+		return o;
+	/* WAL lets readers (outboxctl, sqlite3) run beside the writers;
+	 * NORMAL sync is durable across a crash of the process, and after a
+	 * power loss the start-up rescan finds what the last commits lost. */
+	if (exec(o, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+	    "PRAGMA foreign_keys = ON;", e) < 0)
+		goto fail;
+	if (exec(o, "BEGIN IMMEDIATE", e) < 0)
+		goto fail;
+	for (f = outbox_schema_sql; f->name != NULL; f++) {
+		if (exec(o, f->text, e) < 0) {
+			sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
+			goto fail;
+		}
+	}
+	if (exec(o, "COMMIT", e) < 0)
+		goto fail;
+	return o;
+fail:
+	outbox_close(o);
+	return NULL;
+}
+
+void
+outbox_close(struct outbox *o)
+{
+	int i;
+
+	if (o == NULL)
+		return;
+	for (i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(o->st[i]);
+	sqlite3_close(o->db);
+	if (o->lock_fd >= 0)
+		close(o->lock_fd);
+	free(o->path);
+	free(o);
+}
+
+sqlite3 *
+outbox_db(struct outbox *o)
+{
+	return o->db;
+}
+
+static char *
+lock_path(const char *db_path)
+{
+	return xasprintf("%s.lock", db_path);
+}
+
+int
+outbox_lock(struct outbox *o, struct err *e)
+{
+	char *lp = lock_path(o->path), pid[32];
+	int fd, n;
+
+	fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		err_sys(e, ERR_FATAL, "%s", lp);
+		free(lp);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		long owner = outbox_lock_owner(o->path);
+
+		if (errno == EWOULDBLOCK)
+			err_set(e, ERR_FATAL, "another outboxd (pid %ld) is "
+			    "already using the outbox %s", owner, o->path);
+		else
+			err_sys(e, ERR_FATAL, "%s", lp);
+		close(fd);
+		free(lp);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		err_sys(e, ERR_FATAL, "%s", lp);
+		close(fd);
+		free(lp);
+		return -1;
+	}
+	o->lock_fd = fd;
+	free(lp);
+	return 0;
+}
+
+long
+outbox_lock_owner(const char *db_path)
+{
+	char *lp = lock_path(db_path), buf[32];
+	long pid = 0;
+	ssize_t n;
+	int fd;
+
+	fd = open(lp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(lp);
+	if (fd < 0)
+		return 0;
+	/* Held means a live outboxd: only then is the pid in it meaningful. */
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+		close(fd);
+		return 0;
+	}
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n > 0) {
+		buf[n] = '\0';
+		pid = strtol(buf, NULL, 10);
+	}
+	close(fd);
+	return pid;
+}
+
+int
+outbox_begin(struct outbox *o, struct err *e)
+{
+	if (sqlite3_exec(o->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		db_err(o, e, "BEGIN");
+		return -1;
+	}
+	return 0;
+}
+
+int
+outbox_commit(struct outbox *o, struct err *e)
+{
+	if (sqlite3_exec(o->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		db_err(o, e, "COMMIT");
+		outbox_rollback(o);
+		return -1;
+	}
+	return 0;
+}
+
+void
+outbox_rollback(struct outbox *o)
+{
+	if (!sqlite3_get_autocommit(o->db))
+		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Runs a bound statement that returns no rows. */
+static int
+step_done(struct outbox *o, sqlite3_stmt *s, struct err *e, const char *what)
+{
+	int rc = sqlite3_step(s);
+
+	done_with(s);
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, what);
+		return -1;
+	}
+	return 0;
+}
+
+int
+outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
+    struct err *e)
+{
+	sqlite3_stmt *s;
+	enum keymap_kind kind;
+	const char *rest = NULL;
+	size_t job_len = 0;
+	char job[37], event[37], now[32], mtime[32];
+	char *key = NULL;
+	int versions = 0, rc;
+	int64_t new_id;
+	struct err kerr = {0};
+	const char *s3_state = "pending", *s3_error = NULL;
+	const char *db_state = "pending", *db_error = NULL;
+
+	kind = keymap_classify(f->path, &job_len, &rest);
+	if (kind == KEYMAP_NOT_A_JOB) {
+		err_set(e, ERR_PERMANENT, "%s is not in a job directory",
+		    f->path);
+		return -1;
+	}
+	memcpy(job, f->path, job_len);
+	job[job_len] = '\0';
+
+	if ((s = stmt(o, ST_FILE_GET, e)) == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		int same = sqlite3_column_int64(s, 0) == f->size &&
+		    sqlite3_column_int64(s, 1) == f->mtime_ns &&
+		    sqlite3_column_int64(s, 2) == f->inode;
+
+		versions = sqlite3_column_int(s, 3);
+		done_with(s);
+		if (same)
+			return 0;
+	} else {
+		done_with(s);
+		if (rc != SQLITE_DONE) {
+			db_err(o, e, "reading files");
+			return -1;
+		}
+	}
+
+	if (kind == KEYMAP_JOB_META) {
+		s3_state = "skipped";
+		s3_error = "job metadata: applied to the database, not uploaded";
+	} else {
+		key = keymap_s3_key(job, rest);
+		if (keymap_check_key(key, &kerr) < 0) {
+			s3_state = db_state = "failed";
+			s3_error = db_error = kerr.msg;
+		}
+	}
+
+	uuid_v4(event);
+	now_iso(now);
+	time_iso8601(f->mtime_ns / 1000000, mtime, sizeof(mtime));
+	if ((s = stmt(o, ST_ENTRY_INSERT, e)) == NULL)
+		goto fail;
+	sqlite3_bind_text(s, 1, event, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, job, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, f->path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, kind == KEYMAP_JOB_META ? "job_meta" :
+	    "document", -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 5, versions + 1);
+	sqlite3_bind_int64(s, 6, f->size);
+	sqlite3_bind_text(s, 7, mtime, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 8, f->mtime_ns);
+	sqlite3_bind_int64(s, 9, f->inode);
+	if (key != NULL)
+		sqlite3_bind_text(s, 10, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 11, now, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 12, s3_state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 13, s3_error, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 14, db_state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 15, db_error, -1, SQLITE_STATIC);
+	if (step_done(o, s, e, "journaling an entry") < 0)
+		goto fail;
+	new_id = sqlite3_last_insert_rowid(o->db);
+
+	if ((s = stmt(o, ST_FILE_PUT, e)) == NULL)
+		goto fail;
+	sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, f->size);
+	sqlite3_bind_int64(s, 3, f->mtime_ns);
+	sqlite3_bind_int64(s, 4, f->inode);
+	sqlite3_bind_int(s, 5, versions + 1);
+	sqlite3_bind_int64(s, 6, new_id);
+	if (step_done(o, s, e, "recording the file") < 0)
+		goto fail;
+
+	if (versions > 0) {
+		enum stmt_id ids[2] = { ST_SUPERSEDE_S3, ST_SUPERSEDE_DB };
+		int i;
+
+		for (i = 0; i < 2; i++) {
+			if ((s = stmt(o, ids[i], e)) == NULL)
+				goto fail;
+			sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 2, new_id);
+			sqlite3_bind_text(s, 3, now, -1, SQLITE_STATIC);
+			if (step_done(o, s, e, "superseding old versions") < 0)
+				goto fail;
+		}
+	}
+	if (id != NULL)
+		*id = new_id;
+	free(key);
+	return 1;
+fail:
+	free(key);
+	return -1;
+}
+
+int
+outbox_note_not_job(struct outbox *o, const char *dir, struct err *e)
+{
+	sqlite3_stmt *s;
+	char now[32];
+
+	if ((s = stmt(o, ST_NOT_JOB, e)) == NULL)
+		return -1;
+	now_iso(now);
+	sqlite3_bind_text(s, 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, now, -1, SQLITE_STATIC);
+	return step_done(o, s, e, "recording a directory that is not a job");
+}
+
+static char *
+col_dup(sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+
+	return t ? xstrdup((const char *)t) : NULL;
+}
+
+static void
+copy_fixed(char *dst, size_t n, sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+
+	snprintf(dst, n, "%s", t ? (const char *)t : "");
+}
+
+/* Reads a row of ENTRY_COLUMNS. */
+static void
+read_entry(sqlite3_stmt *s, struct outbox_entry *en)
+{
+	const unsigned char *kind;
+
+	memset(en, 0, sizeof(*en));
+	en->id = sqlite3_column_int64(s, 0);
+	copy_fixed(en->event_id, sizeof(en->event_id), s, 1);
+	copy_fixed(en->job_id, sizeof(en->job_id), s, 2);
+	en->path = col_dup(s, 3);
+	en->s3_key = col_dup(s, 4);
+	kind = sqlite3_column_text(s, 5);
+	en->job_meta = kind && strcmp((const char *)kind, "job_meta") == 0;
+	en->version = sqlite3_column_int(s, 6);
+	en->size = sqlite3_column_int64(s, 7);
+	en->mtime_ns = sqlite3_column_int64(s, 8);
+	en->inode = sqlite3_column_int64(s, 9);
+	copy_fixed(en->sha256, sizeof(en->sha256), s, 10);
+	en->s3_etag = col_dup(s, 11);
+	en->s3_state = outbox_state_parse((const char *)sqlite3_column_text(s,
+	    12));
+	en->db_state = outbox_state_parse((const char *)sqlite3_column_text(s,
+	    13));
+	en->s3_attempts = sqlite3_column_int(s, 14);
+	en->db_attempts = sqlite3_column_int(s, 15);
+	en->upload_id = col_dup(s, 16);
+}
+
+void
+outbox_entry_free(struct outbox_entry *en)
+{
+	free(en->path);
+	free(en->s3_key);
+	free(en->s3_etag);
+	free(en->upload_id);
+	memset(en, 0, sizeof(*en));
+}
+
+void
+outbox_entries_free(struct outbox_entry *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		outbox_entry_free(&v[i]);
+	free(v);
+}
+
+int
+outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
+    int (*skip)(void *arg, const char *path), void *skip_arg,
+    struct outbox_entry **out, size_t *nout, struct err *e)
+{
+	struct outbox_entry *v = NULL;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *s, *mark;
+	char now[32];
+	int rc;
+
+	*out = NULL;
+	*nout = 0;
+	if (max <= 0)
+		return 0;
+	now_iso(now);
+	if (outbox_begin(o, e) < 0)
+		return -1;
+	s = stmt(o, leg == OUTBOX_S3 ? ST_CLAIM_S3 : ST_CLAIM_DB, e);
+	mark = stmt(o, leg == OUTBOX_S3 ? ST_MARK_S3 : ST_MARK_DB, e);
+	if (s == NULL || mark == NULL)
+		goto fail;
+	sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
+	/* Ask for extra rows: some may be skipped as already in flight. */
+	sqlite3_bind_int(s, 2, max * 2 + 8);
+	if (leg == OUTBOX_DB)
+		sqlite3_bind_int(s, 3, s3_on);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < (size_t)max) {
+		const char *path = (const char *)sqlite3_column_text(s, 3);
+
+		if (skip != NULL && skip(skip_arg, path))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		read_entry(s, &v[n]);
+		if (leg == OUTBOX_S3)
+			v[n].s3_attempts++;
+		else
+			v[n].db_attempts++;
+		n++;
+	}
+	done_with(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_err(o, e, "selecting due entries");
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_int64(mark, 1, v[i].id);
+		sqlite3_bind_text(mark, 2, now, -1, SQLITE_STATIC);
+		if (step_done(o, mark, e, "marking entries in flight") < 0)
+			goto fail;
+	}
+	if (outbox_commit(o, e) < 0)
+		goto fail;
+	*out = v;
+	*nout = n;
+	return 0;
+fail:
+	outbox_rollback(o);
+	outbox_entries_free(v, n);
+	return -1;
+}
+
+int
+outbox_finish(struct outbox *o, enum outbox_leg leg, int64_t id,
+    const struct outbox_result *r, struct err *e)
+{
+	sqlite3_stmt *s;
+	char now[32], next[32];
+
+	if ((s = stmt(o, leg == OUTBOX_S3 ? ST_FINISH_S3 : ST_FINISH_DB, e))
+	    == NULL)
+		return -1;
+	now_iso(now);
+	if (r->state == OUTBOX_PENDING)
+		time_iso8601(r->next_at_ms, next, sizeof(next));
+	else
+		snprintf(next, sizeof(next), "%s", now);
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, outbox_state_name(r->state), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, r->state == OUTBOX_DONE ? NULL : r->error, -1,
+	    SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 4, next, -1, SQLITE_STATIC);
+	if (leg == OUTBOX_S3)
+		sqlite3_bind_text(s, 5, r->etag, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_int(s, 5, r->needs_etag ? 1 : 0);
+	sqlite3_bind_text(s, 6, r->sha256, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 7, now, -1, SQLITE_STATIC);
+	return step_done(o, s, e, "recording a result");
+}
+
+int
+outbox_set_upload_id(struct outbox *o, int64_t id, const char *upload_id,
+    struct err *e)
+{
+	sqlite3_stmt *s;
+
+	if ((s = stmt(o, ST_UPLOAD_ID, e)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, upload_id, -1, SQLITE_TRANSIENT);
+	return step_done(o, s, e, "recording a multipart upload");
+}
+
+int
+outbox_etag_todo(struct outbox *o, int max, struct outbox_entry **out,
+    size_t *nout, struct err *e)
+{
+	struct outbox_entry *v = NULL;
+	size_t n = 0;
+	sqlite3_stmt *s;
+	int rc;
+
+	*out = NULL;
+	*nout = 0;
+	if ((s = stmt(o, ST_ETAG_TODO, e)) == NULL)
+		return -1;
+	sqlite3_bind_int(s, 1, max);
+	v = xcalloc((size_t)max, sizeof(*v));
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < (size_t)max)
+		read_entry(s, &v[n++]);
+	done_with(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_err(o, e, "selecting entries missing an ETag");
+		outbox_entries_free(v, n);
+		return -1;
+	}
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+int
+outbox_etag_done(struct outbox *o, int64_t id, struct err *e)
+{
+	sqlite3_stmt *s;
+
+	if ((s = stmt(o, ST_ETAG_DONE, e)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	return step_done(o, s, e, "recording an ETag");
+}
+
+int
+outbox_recover(struct outbox *o, struct err *e)
+{
+	static const char *const sql[2] = {
+	    "UPDATE entries SET s3_state = 'pending', s3_next_at = ?1, "
+	    "  s3_error = 'interrupted: outboxd stopped while sending' "
+	    "WHERE s3_state = 'in_flight'",
+	    "UPDATE entries SET db_state = 'pending', db_next_at = ?1, "
+	    "  db_error = 'interrupted: outboxd stopped while recording' "
+	    "WHERE db_state = 'in_flight'",
+	};
+	sqlite3_stmt *s = NULL;
+	char now[32];
+	int n = 0, i;
+
+	now_iso(now);
+	if (outbox_begin(o, e) < 0)
+		return -1;
+	for (i = 0; i < 2; i++) {
+		if (sqlite3_prepare_v2(o->db, sql[i], -1, &s, NULL) != SQLITE_OK)
+			goto fail;
+		sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) != SQLITE_DONE)
+			goto fail;
+		n += sqlite3_changes(o->db);
+		sqlite3_finalize(s);
+		s = NULL;
+	}
+	if (outbox_commit(o, e) < 0)
+		return -1;
+	return n;
+fail:
+	db_err(o, e, "recovering interrupted entries");
+	sqlite3_finalize(s);
+	outbox_rollback(o);
+	return -1;
+}
+
+int64_t
+outbox_next_due(struct outbox *o, enum outbox_leg leg, int s3_on,
+    struct err *e)
+{
+	sqlite3_stmt *s = stmt(o, leg == OUTBOX_S3 ? ST_NEXT_S3 : ST_NEXT_DB, e);
+	int64_t now = time_now_ms(), t = -1;
+
+	if (s == NULL)
+		return -1;
+	if (leg == OUTBOX_DB)
+		sqlite3_bind_int(s, 1, s3_on);
+	if (sqlite3_step(s) == SQLITE_ROW &&
+	    sqlite3_column_type(s, 0) != SQLITE_NULL) {
+		t = time_parse_iso8601((const char *)sqlite3_column_text(s, 0));
+		t = t < 0 ? 0 : (t > now ? t - now : 0);
+	}
+	done_with(s);
+	return t;
+}
+
+int
+outbox_counts(struct outbox *o, int s3_on, int db_on,
+    struct outbox_counts *c, struct err *e)
+{
+	/* Per entry: failed when a live leg failed, pending when a live leg
+	 * is still to do, done otherwise. A leg that is off counts as done:
+	 * there is nothing this setup can do about it. */
+	char *sql = xasprintf(
+	    "SELECT s3_state, db_state, count(*), "
+	    "  sum(CASE WHEN %d AND s3_state = 'failed' OR %d AND db_state = 'failed' "
+	    "      THEN 1 ELSE 0 END), "
+	    "  sum(CASE WHEN (%d AND s3_state = 'failed' OR %d AND db_state = 'failed') "
+	    "      THEN 0 WHEN (%d AND s3_state IN ('pending','in_flight')) "
+	    "      OR (%d AND db_state IN ('pending','in_flight')) THEN 1 ELSE 0 END), "
+	    "  min(CASE WHEN (%d AND s3_state IN ('pending','in_flight')) "
+	    "      OR (%d AND db_state IN ('pending','in_flight')) "
+	    "      THEN journaled_at END), "
+	    "  sum(CASE WHEN s3_state = 'done' THEN size ELSE 0 END) "
+	    "FROM entries GROUP BY s3_state, db_state",
+	    s3_on, db_on, s3_on, db_on, s3_on, db_on, s3_on, db_on);
+	sqlite3_stmt *s = NULL;
+	int rc, ret = -1;
+	char oldest[32] = "";
+
+	memset(c, 0, sizeof(*c));
+	c->oldest_pending_ms = -1;
+	if (sqlite3_prepare_v2(o->db, sql, -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "counting entries");
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int s3 = outbox_state_parse((const char *)sqlite3_column_text(s, 0));
+		int db = outbox_state_parse((const char *)sqlite3_column_text(s, 1));
+		int64_t n = sqlite3_column_int64(s, 2);
+		const unsigned char *old = sqlite3_column_text(s, 5);
+
+		if (s3 >= 0)
+			c->s3[s3] += n;
+		if (db >= 0)
+			c->db[db] += n;
+		c->entries += n;
+		c->failed += sqlite3_column_int64(s, 3);
+		c->pending += sqlite3_column_int64(s, 4);
+		c->bytes_done += sqlite3_column_int64(s, 6);
+		if (old != NULL && (oldest[0] == '\0' ||
+		    strcmp((const char *)old, oldest) < 0))
+			snprintf(oldest, sizeof(oldest), "%s", old);
+	}
+	sqlite3_finalize(s);
+	s = NULL;
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, "counting entries");
+		goto out;
+	}
+	c->done = c->entries - c->failed - c->pending;
+	if (oldest[0] != '\0')
+		c->oldest_pending_ms = time_parse_iso8601(oldest);
+
+	if (sqlite3_prepare_v2(o->db,
+	    "SELECT (SELECT count(*) FROM not_jobs), "
+	    " (SELECT max(s3_done_at) FROM entries), "
+	    " (SELECT max(db_done_at) FROM entries)", -1, &s, NULL) != SQLITE_OK
+	    || sqlite3_step(s) != SQLITE_ROW) {
+		db_err(o, e, "counting entries");
+		goto out;
+	}
+	c->not_jobs = sqlite3_column_int64(s, 0);
+	copy_fixed(c->last_s3_done, sizeof(c->last_s3_done), s, 1);
+	copy_fixed(c->last_db_done, sizeof(c->last_db_done), s, 2);
+	sqlite3_finalize(s);
+	s = NULL;
+
+	/* The newest error of a leg that is not done yet. */
+	if (sqlite3_prepare_v2(o->db,
+	    "SELECT CASE WHEN s3_state IN ('pending','failed') "
+	    "  AND s3_error IS NOT NULL THEN 's3: ' || s3_error "
+	    "  ELSE 'database: ' || db_error END, updated_at FROM entries "
+	    "WHERE (s3_state IN ('pending','failed') AND s3_error IS NOT NULL) "
+	    "   OR (db_state IN ('pending','failed') AND db_error IS NOT NULL) "
+	    "ORDER BY updated_at DESC LIMIT 1", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "reading the last error");
+		goto out;
+	}
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		copy_fixed(c->last_error, sizeof(c->last_error), s, 0);
+		copy_fixed(c->last_error_at, sizeof(c->last_error_at), s, 1);
+	}
+	ret = 0;
+out:
+	sqlite3_finalize(s);
+	free(sql);
+	return ret;
+}
+
+int
+outbox_retry(struct outbox *o, int64_t id, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	char now[32];
+	int n = 0, i, ret = -1;
+	static const char *const sql[2] = {
+	    "UPDATE entries SET s3_state = 'pending', s3_next_at = ?2, "
+	    "  s3_attempts = 0, updated_at = ?2 "
+	    "WHERE s3_state = 'failed' AND (?1 < 0 OR id = ?1)",
+	    "UPDATE entries SET db_state = 'pending', db_next_at = ?2, "
+	    "  db_attempts = 0, updated_at = ?2 "
+	    "WHERE db_state = 'failed' AND (?1 < 0 OR id = ?1)",
+	};
+
+	now_iso(now);
+	if (outbox_begin(o, e) < 0)
+		return -1;
+	for (i = 0; i < 2; i++) {
+		if (sqlite3_prepare_v2(o->db, sql[i], -1, &s, NULL) != SQLITE_OK) {
+			db_err(o, e, "retrying");
+			goto out;
+		}
+		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_text(s, 2, now, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) != SQLITE_DONE) {
+			db_err(o, e, "retrying");
+			goto out;
+		}
+		n += sqlite3_changes(o->db);
+		sqlite3_finalize(s);
+		s = NULL;
+	}
+	if (outbox_commit(o, e) < 0)
+		goto out;
+	ret = n;
+out:
+	sqlite3_finalize(s);
+	if (ret < 0)
+		outbox_rollback(o);
+	return ret;
+}
+
+int
+outbox_meta_set(struct outbox *o, const char *key, const char *value,
+    struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(o->db, "INSERT INTO meta (key, value) "
+	    "VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = "
+	    "excluded.value", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "writing meta");
+		return -1;
+	}
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+	if (rc < 0)
+		db_err(o, e, "writing meta");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+char *
+outbox_meta_get(struct outbox *o, const char *key)
+{
+	sqlite3_stmt *s = NULL;
+	char *v = NULL;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT value FROM meta WHERE key = ?1",
+	    -1, &s, NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = col_dup(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}

@@ -1,0 +1,180 @@
+/*
+ * outbox.h - the durable SQLite journal between the watcher and the sync
+ * thread (schema in schema/outbox.sql).
+ *
+ * Each thread opens its own struct outbox: a connection in WAL mode with a
+ * busy timeout and its statements prepared once. Transactions are short
+ * (BEGIN IMMEDIATE ... COMMIT) and never span network I/O: the sync thread
+ * claims entries (marking them in_flight), talks to the stores with no
+ * transaction open, then records the outcome.
+ *
+ * Invariants:
+ *  - an entry never leaves the table; its legs end in done, failed (until
+ *    an admin retries) or skipped (with the reason in *_error);
+ *  - a newer version of a path supersedes older ones not yet stored, so a
+ *    stale version can never overwrite a newer one remotely;
+ *  - in_flight exists only while a process works on the leg; outbox_recover
+ *    turns leftovers from a crash back into pending.
+ */
+#ifndef OUTBOXD_OUTBOX_H
+#define OUTBOXD_OUTBOX_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "agent/util.h"
+
+struct outbox;
+
+enum outbox_leg { OUTBOX_S3, OUTBOX_DB };
+
+enum outbox_state {
+	OUTBOX_PENDING,
+	OUTBOX_IN_FLIGHT,
+	OUTBOX_DONE,
+	OUTBOX_FAILED,
+	OUTBOX_SKIPPED,
+	OUTBOX_NSTATES
+};
+
+/* "pending", "in_flight", ...; -1 from the parser for an unknown word. */
+const char *outbox_state_name(enum outbox_state s);
+int outbox_state_parse(const char *s);
+
+/*
+ * Opens (creating when missing) the outbox at path and applies its schema.
+ * readonly=1 for outboxctl's read-only verbs. Returns NULL with e filled.
+ */
+struct outbox *outbox_open(const char *path, int readonly, struct err *e);
+/* Closes the connection; NULL is a no-op. */
+void outbox_close(struct outbox *o);
+
+/*
+ * Takes the exclusive lock that marks the one outboxd working on this
+ * outbox (a lock file beside it). Returns 0, -1 with e when another
+ * process holds it (e says which pid), or -1 on error.
+ */
+int outbox_lock(struct outbox *o, struct err *e);
+/* The pid of the outboxd holding the lock, or 0 when none does. */
+long outbox_lock_owner(const char *db_path);
+
+int outbox_begin(struct outbox *o, struct err *e);
+int outbox_commit(struct outbox *o, struct err *e);
+void outbox_rollback(struct outbox *o);
+
+/* A finished file as the watcher saw it. */
+struct outbox_file {
+	const char *path;	/* relative to the uploads root, "<job>/..." */
+	int64_t size;
+	int64_t mtime_ns;
+	int64_t inode;
+};
+
+/*
+ * Journals f unless the newest entry for its path has the same size,
+ * mtime and inode. Returns 1 when a new entry was made (*id set when id is
+ * not NULL), 0 when nothing changed, -1 on error. Call inside a
+ * transaction; the path must be in a job (see keymap_classify).
+ */
+int outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
+    struct err *e);
+
+/* Records (or refreshes) a top-level directory that is not a job. */
+int outbox_note_not_job(struct outbox *o, const char *dir, struct err *e);
+
+/* An entry as the sync thread works on it. Strings are owned by it. */
+struct outbox_entry {
+	int64_t id;
+	char event_id[37];
+	char job_id[37];
+	char *path;		/* relative to the uploads root */
+	char *s3_key;
+	int job_meta;		/* <job>/job.json: applied, not uploaded */
+	int version;
+	int64_t size, mtime_ns, inode;
+	char sha256[65];	/* "" until known */
+	char *s3_etag;		/* NULL until the S3 leg is done */
+	int s3_state, db_state;
+	int s3_attempts, db_attempts;	/* including the claim */
+	char *upload_id;	/* an unfinished multipart upload, or NULL */
+};
+
+void outbox_entry_free(struct outbox_entry *en);
+void outbox_entries_free(struct outbox_entry *v, size_t n);
+
+/*
+ * Claims up to max legs that are due (pending, next attempt reached) and
+ * marks them in_flight, attempts + 1, in one transaction. For the
+ * database leg, an entry is due once its S3 leg is done or skipped, has
+ * failed at least once, or s3_on is 0. Oldest first. skip(arg, path)
+ * returning 1 leaves an entry alone (its path is already in flight).
+ */
+int outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
+    int (*skip)(void *arg, const char *path), void *skip_arg,
+    struct outbox_entry **v, size_t *n, struct err *e);
+
+/* The outcome of one claimed leg. */
+struct outbox_result {
+	enum outbox_state state;	/* done, pending (retry), failed, skipped */
+	const char *error;		/* the message for pending/failed/skipped */
+	int64_t next_at_ms;		/* pending: not before (wall clock ms) */
+	const char *etag;		/* S3 done: the ETag */
+	const char *sha256;		/* when the leg learned it, else NULL */
+	int needs_etag;			/* db done before S3 had an ETag */
+};
+
+/* Records r for leg of entry id (in_flight -> r->state). No transaction
+ * needed; wrap many in outbox_begin/commit to batch them. */
+int outbox_finish(struct outbox *o, enum outbox_leg leg, int64_t id,
+    const struct outbox_result *r, struct err *e);
+
+/* Sets or clears (upload_id NULL) the entry's multipart upload id. */
+int outbox_set_upload_id(struct outbox *o, int64_t id, const char *upload_id,
+    struct err *e);
+
+/* Entries whose database row still lacks the S3 ETag that is now known. */
+int outbox_etag_todo(struct outbox *o, int max, struct outbox_entry **v,
+    size_t *n, struct err *e);
+int outbox_etag_done(struct outbox *o, int64_t id, struct err *e);
+
+/* in_flight legs left by a crash go back to pending. Returns how many. */
+int outbox_recover(struct outbox *o, struct err *e);
+
+/*
+ * Milliseconds until leg's next pending entry is due (0 when one is due
+ * now), or -1 when none is pending. For the database leg only entries
+ * that outbox_claim would take count (s3_on as there).
+ */
+int64_t outbox_next_due(struct outbox *o, enum outbox_leg leg, int s3_on,
+    struct err *e);
+
+/* Counts for status and metrics. */
+struct outbox_counts {
+	int64_t s3[OUTBOX_NSTATES];	/* entries per S3 leg state */
+	int64_t db[OUTBOX_NSTATES];	/* entries per database leg state */
+	int64_t entries, pending, failed, done;	/* per entry (both legs) */
+	int64_t oldest_pending_ms;	/* journaled_at of the oldest, or -1 */
+	int64_t not_jobs;		/* top-level dirs that are not jobs */
+	int64_t bytes_done;		/* sum of sizes with the S3 leg done */
+	char last_error[512];		/* newest *_error of a non-done leg */
+	char last_error_at[32];
+	char last_s3_done[32];		/* newest s3_done_at, or "" */
+	char last_db_done[32];
+};
+int outbox_counts(struct outbox *o, int s3_on, int db_on,
+    struct outbox_counts *c, struct err *e);
+
+/* Puts failed legs of entry id (or of every entry when id < 0) back to
+ * pending, due now. Returns the number of legs, or -1. */
+int outbox_retry(struct outbox *o, int64_t id, struct err *e);
+
+/* Sets a meta key (e.g. which legs the daemon runs); 0 or -1 with e. */
+int outbox_meta_set(struct outbox *o, const char *key, const char *value,
+    struct err *e);
+/* A meta value, or NULL when unset; the caller frees it. */
+char *outbox_meta_get(struct outbox *o, const char *key);
+
+/* The raw connection, for outboxctl's listings. Owned by o. */
+struct sqlite3 *outbox_db(struct outbox *o);
+
+#endif

@@ -1,0 +1,249 @@
+/*
+ * t-cfg.c - proves configuration is validated the way DESIGN.md says:
+ * defaults when unset, each bad value one problem line naming the
+ * variable, no secret echoed, and Cloud Foundry's VCAP_SERVICES read with
+ * explicit variables winning.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/cfg.h"
+#include "tap.h"
+
+/* A test environment: NULL-terminated name/value pairs. */
+static const char *
+table_get(void *arg, const char *name)
+{
+	const char **t = arg;
+
+	for (; *t != NULL; t += 2)
+		if (strcmp(t[0], name) == 0)
+			return t[1];
+	return NULL;
+}
+
+static size_t
+load(struct cfg *c, const char **env, struct cfg_problems *p)
+{
+	memset(p, 0, sizeof(*p));
+	return cfg_load(c, table_get, env, 0, p);
+}
+
+static int
+has_line(const struct cfg_problems *p, const char *prefix)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++)
+		if (strncmp(p->lines[i], prefix, strlen(prefix)) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+test_defaults(void)
+{
+	const char *env[] = { NULL };
+	struct cfg_problems p;
+	struct cfg c;
+
+	tap_int((int64_t)load(&c, env, &p), 0, "no variables: no problems");
+	tap_str(c.watch_dir, "./uploads", "default watch dir");
+	tap_str(c.state_db, "./outbox.db", "default outbox");
+	tap_ok(c.bucket == NULL && !c.db_on, "both legs off by default "
+	    "(the embedded default journals only)");
+	tap_int(c.concurrency, 8, "default concurrency");
+	tap_int((int64_t)c.multipart_threshold, 64 << 20, "default multipart "
+	    "threshold 64 MiB");
+	tap_int(c.settle_ms, 20, "default settle window");
+	tap_int(c.poll_ms, 1000, "default poll interval");
+	tap_int(c.rescan_s, 3600, "default rescan period");
+	tap_str(c.db_schema, "is_migration", "default schema");
+	tap_int(c.db_migrate, 1, "migrate by default");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+}
+
+static void
+test_s3(void)
+{
+	const char *env[] = {
+		"S3_BUCKET_NAME", "app-uploads-s3alias",
+		"AWS_DEFAULT_REGION", "eu-west-2",
+		"AWS_ACCESS_KEY_ID", "AKIA1", "AWS_SECRET_ACCESS_KEY", "s3cr3t",
+		"AWS_ENDPOINT_URL", "http://127.0.0.1:9000/",
+		NULL };
+	const char *aws[] = { "S3_BUCKET", "b1", "AWS_ACCESS_KEY_ID", "k",
+		"AWS_SECRET_ACCESS_KEY", "s", NULL };
+	struct cfg_problems p;
+	struct cfg c;
+
+	tap_int((int64_t)load(&c, env, &p), 0, "S3 from the alternative names");
+	tap_str(c.bucket, "app-uploads-s3alias", "S3_BUCKET_NAME is read");
+	tap_str(c.region, "eu-west-2", "AWS_DEFAULT_REGION is read");
+	tap_str(c.endpoint, "http://127.0.0.1:9000", "endpoint, trailing "
+	    "slash dropped");
+	tap_int(c.path_style, 1, "a custom endpoint implies path style");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+
+	load(&c, aws, &p);
+	tap_ok(c.endpoint == NULL && c.path_style == 0 &&
+	    strcmp(c.region, "us-east-1") == 0, "AWS: virtual-hosted, us-east-1");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+}
+
+static void
+test_bad_values(void)
+{
+	const char *env[] = {
+		"S3_BUCKET", "ok-bucket",
+		"AWS_SECRET_ACCESS_KEY", "do-not-print-me",
+		"AWS_ENDPOINT_URL_S3", "not a url",
+		"OUTBOXD_CONCURRENCY", "abc",
+		"OUTBOXD_SETTLE_MS", "-5",
+		"OUTBOXD_MULTIPART_THRESHOLD", "1MiB",
+		"OUTBOXD_WATCH_MODE", "magic",
+		"OUTBOXD_LOG_FORMAT", "xml",
+		"S3_FORCE_PATH_STYLE", "maybe",
+		"OUTBOXD_DEFAULT_USER", "bob",
+		"OUTBOXD_DB_SCHEMA", "bad-schema;drop",
+		"DATABASE_URL", "postgresql://u:hunter2@[oops",
+		NULL };
+	const char *env2[] = { "DATABASE_URL",
+		"postgresql://u:hunter2@h/db?bogus=1&x=postgresql://v:pw2@h", NULL };
+	struct cfg_problems p;
+	struct cfg c;
+	size_t i;
+	int leaked = 0;
+
+	load(&c, env, &p);
+	tap_ok(has_line(&p, "AWS_ENDPOINT_URL_S3=not a url: "),
+	    "a bad endpoint is named");
+	tap_ok(has_line(&p, "OUTBOXD_CONCURRENCY=abc: not a whole number"),
+	    "a non-numeric concurrency is named");
+	tap_ok(has_line(&p, "OUTBOXD_SETTLE_MS=-5: must be between"),
+	    "an out-of-range settle window is named");
+	tap_ok(has_line(&p, "OUTBOXD_MULTIPART_THRESHOLD=1MiB: must be between "
+	    "5MiB and 5GiB"), "a threshold below S3's part minimum is named");
+	tap_ok(has_line(&p, "OUTBOXD_WATCH_MODE=magic"), "a bad watch mode");
+	tap_ok(has_line(&p, "OUTBOXD_LOG_FORMAT=xml"), "a bad log format");
+	tap_ok(has_line(&p, "S3_FORCE_PATH_STYLE=maybe"), "a bad boolean");
+	tap_ok(has_line(&p, "OUTBOXD_DEFAULT_USER=bob: not a UUID"),
+	    "a default user that is not a UUID");
+	tap_ok(has_line(&p, "OUTBOXD_DB_SCHEMA=bad-schema;drop"),
+	    "a schema name that is not an identifier");
+	tap_ok(has_line(&p, "DATABASE_URL: not a libpq connection string"),
+	    "a bad DATABASE_URL is named");
+	tap_ok(has_line(&p, "AWS_ACCESS_KEY_ID: not set, but S3_BUCKET is"),
+	    "a missing access key is named");
+	for (i = 0; i < p.n; i++)
+		if (strstr(p.lines[i], "do-not-print-me") ||
+		    strstr(p.lines[i], "hunter2"))
+			leaked = 1;
+	tap_ok(!leaked, "no problem line contains a secret");
+	tap_int((int64_t)p.n, 11, "one line per problem");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+
+	load(&c, env2, &p);
+	tap_ok(p.n == 1 && strstr(p.lines[0], "hunter2") == NULL &&
+	    strstr(p.lines[0], "pw2") == NULL, "libpq's quoted text is redacted: "
+	    "%s", p.n ? p.lines[0] : "");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+}
+
+static void
+test_sizes(void)
+{
+	uint64_t n = 0;
+
+	tap_ok(cfg_parse_size("64MiB", &n) == 0 && n == 64ull << 20, "64MiB");
+	tap_ok(cfg_parse_size("100 MB", &n) == 0 && n == 100000000ull, "100 MB");
+	tap_ok(cfg_parse_size("5g", &n) == 0 && n == 5ull << 30, "5g");
+	tap_ok(cfg_parse_size("1048576", &n) == 0 && n == 1048576, "bytes");
+	tap_ok(cfg_parse_size("12 parsecs", &n) < 0, "unknown unit refused");
+	tap_ok(cfg_parse_size("-1", &n) < 0, "negative refused");
+	tap_ok(cfg_parse_size("99999999999999999999GiB", &n) < 0,
+	    "overflow refused");
+	tap_int(cfg_parse_bool("TRUE"), 1, "TRUE");
+	tap_int(cfg_parse_bool("off"), 0, "off");
+	tap_int(cfg_parse_bool("2"), -1, "2 is not a boolean");
+}
+
+static void
+test_vcap(void)
+{
+	const char *vcap =
+	    "{\"objectstore\": [{\"name\": \"uploads\", \"label\": \"objectstore\","
+	    "  \"credentials\": {\"access_key_id\": \"VKEY\", \"secret_access_key\":"
+	    "  \"VSECRET\", \"bucket\": \"hcp-1234\", \"region\": \"eu-central-1\","
+	    "  \"host\": \"s3-eu-central-1.amazonaws.com\"}}],"
+	    " \"postgresql-db\": [{\"name\": \"db\", \"label\": \"postgresql-db\","
+	    "  \"credentials\": {\"username\": \"u\", \"password\": \"p'w\","
+	    "  \"hostname\": \"pg.internal\", \"port\": \"2345\", \"dbname\": \"d\"}}]}";
+	const char *minio =
+	    "{\"user-provided\": [{\"name\": \"s3\", \"credentials\": {"
+	    "\"access_key_id\": \"A\", \"secret_access_key\": \"B\","
+	    "\"bucket\": \"b1\", \"endpoint\": \"https://minio.example:9000\"}},"
+	    "{\"name\": \"pg\", \"tags\": [\"postgresql\"], \"credentials\": {"
+	    "\"uri\": \"postgres://x:y@h:5432/z\"}}]}";
+	const char *env[] = { "VCAP_SERVICES", vcap, NULL };
+	const char *env2[] = { "VCAP_SERVICES", vcap, "S3_BUCKET", "mine",
+		"DATABASE_URL", "postgresql://localhost/mine", NULL };
+	struct cfg_vcap v = {0};
+	struct cfg_problems p = {0};
+	struct cfg c;
+
+	tap_int(cfg_parse_vcap(vcap, &v, &p), 0, "a VCAP_SERVICES document parses");
+	tap_str(v.bucket, "hcp-1234", "bucket of the bound object store");
+	tap_str(v.access_key, "VKEY", "its access key");
+	tap_str(v.region, "eu-central-1", "its region");
+	tap_ok(v.endpoint == NULL, "an AWS host means no custom endpoint");
+	tap_str(v.database_url, "host='pg.internal' port='2345' dbname='d' "
+	    "user='u' password='p\\'w'", "PostgreSQL parts become a quoted "
+	    "conninfo");
+	cfg_vcap_free(&v);
+
+	tap_int(cfg_parse_vcap(minio, &v, &p), 0, "user-provided services");
+	tap_str(v.endpoint, "https://minio.example:9000", "a custom endpoint");
+	tap_str(v.database_url, "postgres://x:y@h:5432/z", "a PostgreSQL uri "
+	    "found by its tag");
+	cfg_vcap_free(&v);
+
+	tap_int(cfg_parse_vcap("[1,2", &v, &p), -1, "broken JSON is a problem");
+	tap_ok(has_line(&p, "VCAP_SERVICES: not a JSON object"),
+	    "named as VCAP_SERVICES");
+	cfg_problems_free(&p);
+	cfg_vcap_free(&v);
+
+	load(&c, env, &p);
+	tap_int((int64_t)p.n, 0, "configuration from VCAP alone is complete");
+	tap_ok(c.bucket && strcmp(c.bucket, "hcp-1234") == 0 && c.db_on &&
+	    strcmp(c.s3_source, "VCAP_SERVICES") == 0, "both legs on from VCAP");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+
+	load(&c, env2, &p);
+	tap_ok(strcmp(c.bucket, "mine") == 0 &&
+	    strcmp(c.database_url, "postgresql://localhost/mine") == 0,
+	    "explicit variables win over VCAP_SERVICES");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+}
+
+int
+main(void)
+{
+	test_defaults();
+	test_s3();
+	test_bad_values();
+	test_sizes();
+	test_vcap();
+	return tap_done();
+}

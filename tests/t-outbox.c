@@ -1,0 +1,182 @@
+/*
+ * t-outbox.c - proves the outbox's promises on a real SQLite file: a file
+ * is journaled once per version (a rescan of an unchanged file adds
+ * nothing), a newer version supersedes an older one not yet stored, legs
+ * move pending -> in_flight -> done/pending/failed, a crash's in_flight
+ * legs come back as pending, the database leg waits for the S3 leg's
+ * first attempt, retry revives failed legs, and a second process cannot
+ * take the lock.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "store/outbox.h"
+#include "tap.h"
+
+#define JOB "6f1c2b9e-3d4a-4c5b-9e8f-0a1b2c3d4e5f"
+
+static int
+count(struct outbox *o, const char *where)
+{
+	char sql[512];
+	sqlite3_stmt *s;
+	int n = -1;
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE %s",
+	    where);
+	if (sqlite3_prepare_v2(outbox_db(o), sql, -1, &s, NULL) == 0 &&
+	    sqlite3_step(s) == 100)
+		n = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+static int
+journal(struct outbox *o, const char *path, int64_t size, int64_t mtime,
+    int64_t *id)
+{
+	struct outbox_file f = { path, size, mtime, 42 };
+	struct err e = {0};
+	int rc;
+
+	outbox_begin(o, &e);
+	rc = outbox_journal(o, &f, id, &e);
+	outbox_commit(o, &e);
+	return rc;
+}
+
+int
+main(void)
+{
+	char dir[] = "tests/tmp/t-outbox.XXXXXX", path[256];
+	struct outbox *o, *o2;
+	struct outbox_entry *v = NULL;
+	struct outbox_counts n;
+	struct err e = {0};
+	size_t nv = 0;
+	int64_t id1 = 0, id2 = 0, id3 = 0;
+	struct outbox_result done = { .state = OUTBOX_DONE, .etag = "\"e\"",
+	    .sha256 = "ab" };
+	struct outbox_result later = { .state = OUTBOX_PENDING,
+	    .error = "HTTP 503 SlowDown", .next_at_ms = 0 };
+
+	mkdir("tests/tmp", 0700);
+	if (mkdtemp(dir) == NULL) {
+		tap_ok(0, "make a temporary directory");
+		return tap_done();
+	}
+	snprintf(path, sizeof(path), "%s/outbox.db", dir);
+	o = outbox_open(path, 0, &e);
+	if (!tap_ok(o != NULL, "open a new outbox (%s)", e.msg))
+		return tap_done();
+	tap_int(outbox_lock(o, &e), 0, "take the lock");
+
+	tap_int(journal(o, JOB "/a.xml", 10, 1000, &id1), 1, "journal a file");
+	tap_int(journal(o, JOB "/a.xml", 10, 1000, NULL), 0, "the same stat "
+	    "again journals nothing (rescans are cheap)");
+	tap_int(journal(o, JOB "/job.json", 5, 1000, NULL), 1, "journal job.json");
+	tap_int(count(o, "kind = 'job_meta' AND s3_state = 'skipped'"), 1,
+	    "job.json is not uploaded: its S3 leg is skipped");
+	tap_int(count(o, "path = '" JOB "/a.xml' AND s3_key = 'jobs/" JOB
+	    "/uploads/a.xml' AND version = 1 AND length(event_id) = 36"), 1,
+	    "an entry carries its key, version and a UUID event id");
+
+	/* Database legs wait for the S3 leg's first attempt. */
+	tap_int(outbox_claim(o, OUTBOX_DB, 10, 1, NULL, NULL, &v, &nv, &e), 0,
+	    "claim database legs");
+	tap_int((int64_t)nv, 1, "only job.json's is due before S3 was tried");
+	outbox_entries_free(v, nv);
+
+	tap_int(outbox_claim(o, OUTBOX_S3, 10, 1, NULL, NULL, &v, &nv, &e), 0,
+	    "claim S3 legs");
+	tap_int((int64_t)nv, 1, "one S3 leg due");
+	tap_int(nv ? v[0].s3_attempts : 0, 1, "attempts counted at the claim");
+	tap_int(count(o, "s3_state = 'in_flight'"), 1, "it is in_flight");
+	outbox_entries_free(v, nv);
+
+	/* A crash now: the claimed leg comes back. */
+	tap_int(outbox_recover(o, &e), 2, "recover puts both in_flight legs "
+	    "back to pending");
+	tap_int(count(o, "s3_state = 'pending' AND s3_error LIKE 'interrupted%'"),
+	    1, "with the reason");
+
+	outbox_claim(o, OUTBOX_S3, 10, 1, NULL, NULL, &v, &nv, &e);
+	tap_int(outbox_finish(o, OUTBOX_S3, v[0].id, &later, &e), 0,
+	    "record a transient failure");
+	outbox_entries_free(v, nv);
+	tap_int(count(o, "s3_state = 'pending' AND s3_attempts = 2 AND "
+	    "s3_error = 'HTTP 503 SlowDown'"), 1, "pending with its error and "
+	    "attempts");
+	tap_int(outbox_claim(o, OUTBOX_DB, 10, 1, NULL, NULL, &v, &nv, &e), 0,
+	    "claim database legs again");
+	tap_int((int64_t)nv, 2, "a failing S3 leg no longer holds the "
+	    "database leg back");
+	outbox_entries_free(v, nv);
+	outbox_recover(o, &e);
+
+	/* A newer version while the old one is pending supersedes it. */
+	tap_int(journal(o, JOB "/a.xml", 11, 2000, &id2), 1, "a changed file "
+	    "is a new version");
+	tap_int(count(o, "id = 1 AND s3_state = 'skipped' AND s3_error LIKE "
+	    "'superseded by entry%'"), 1, "the older version will not be sent");
+	tap_int(count(o, "path = '" JOB "/a.xml' AND version = 2"), 1,
+	    "the new entry is version 2");
+
+	/* A path in flight is left alone by the claim. */
+	tap_int(outbox_claim(o, OUTBOX_S3, 10, 1, NULL, NULL, &v, &nv, &e), 0,
+	    "claim the new version");
+	tap_int(journal(o, JOB "/a.xml", 12, 3000, &id3), 1, "a third version "
+	    "arrives while the second is in flight");
+	tap_int(count(o, "id = 3 AND s3_state = 'in_flight'"), 1,
+	    "an in-flight leg is not superseded under the sender's feet");
+	tap_int(outbox_finish(o, OUTBOX_S3, v[0].id, &done, &e), 0, "finish it");
+	outbox_entries_free(v, nv);
+	tap_int(count(o, "id = 3 AND s3_state = 'done' AND s3_etag = '\"e\"' "
+	    "AND sha256 = 'ab' AND s3_done_at IS NOT NULL"), 1,
+	    "done with its ETag, hash and time");
+
+	/* Failed legs wait for retry. */
+	outbox_claim(o, OUTBOX_S3, 10, 1, NULL, NULL, &v, &nv, &e);
+	{
+		struct outbox_result failed = { .state = OUTBOX_FAILED,
+		    .error = "HTTP 403 AccessDenied" };
+
+		outbox_finish(o, OUTBOX_S3, v[0].id, &failed, &e);
+	}
+	outbox_entries_free(v, nv);
+	tap_int(outbox_counts(o, 1, 1, &n, &e), 0, "count");
+	tap_int(n.failed, 1, "one entry failed");
+	tap_str(n.last_error, "s3: HTTP 403 AccessDenied", "status shows the "
+	    "last error");
+	tap_int(outbox_retry(o, -1, &e), 1, "retry --failed revives it");
+	tap_int(count(o, "s3_state = 'failed'"), 0, "none failed any more");
+
+	tap_int(outbox_next_due(o, OUTBOX_S3, 1, &e), 0, "something is due now");
+
+	o2 = outbox_open(path, 0, &e);
+	tap_int(outbox_lock(o2, &e), -1, "a second outboxd cannot take the lock");
+	tap_ok(strstr(e.msg, "another outboxd (pid") != NULL, "and is told "
+	    "why: %s", e.msg);
+	tap_int(outbox_lock_owner(path), (int64_t)getpid(), "the lock names "
+	    "its owner");
+	outbox_close(o2);
+	outbox_close(o);
+	tap_int(outbox_lock_owner(path), 0, "no owner once closed");
+	{
+		char cmd[600];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			tap_diag("could not remove %s", dir);
+	}
+	(void)id1;
+	(void)id3;
+	return tap_done();
+}

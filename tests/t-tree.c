@@ -1,0 +1,135 @@
+/*
+ * t-tree.c - proves files are only ever read beneath the uploads root:
+ * symlinks (to files, to directories, in the middle of a path) and ".."
+ * are refused, a FIFO neither blocks nor is read, a walk reports each
+ * kind of thing for what it is, and the ignore rules match DESIGN.md.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "watchers/tree.h"
+#include "watchers/watch.h"
+#include "tap.h"
+
+static int files, dirs, links, others;
+
+static int
+count_visit(void *arg, enum tree_what what, const char *rel,
+    const struct stat *st)
+{
+	(void)arg;
+	(void)rel;
+	(void)st;
+	switch (what) {
+	case TREE_DIR: dirs++; return 1;
+	case TREE_FILE: files++; break;
+	case TREE_SYMLINK: links++; break;
+	case TREE_OTHER: others++; break;
+	}
+	return 0;
+}
+
+static void
+touch(const char *dir, const char *rel, const char *text)
+{
+	char p[512];
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", dir, rel);
+	f = fopen(p, "w");
+	if (f != NULL) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
+
+int
+main(void)
+{
+	char base[] = "tests/tmp/t-tree.XXXXXX", root[300], p[600], q[600];
+	char *globs[] = { "*.bak", "draft-*", NULL };
+	struct stat st;
+	struct err e = {0};
+	int rootfd, fd;
+
+	mkdir("tests/tmp", 0700);
+	if (mkdtemp(base) == NULL)
+		return tap_ok(0, "temporary directory"), tap_done();
+	snprintf(root, sizeof(root), "%s/uploads", base);
+	mkdir(root, 0700);
+	snprintf(p, sizeof(p), "%s/job", root);
+	mkdir(p, 0700);
+	snprintf(p, sizeof(p), "%s/job/sub", root);
+	mkdir(p, 0700);
+	touch(root, "job/a.xml", "<a/>");
+	touch(root, "job/sub/b.md", "# b");
+	touch(base, "secret.txt", "outside");
+	snprintf(p, sizeof(p), "%s/secret.txt", base);
+	snprintf(q, sizeof(q), "%s/job/link-to-secret", root);
+	tap_int(symlink("../../secret.txt", q), 0, "plant a symlink to a file "
+	    "outside the root");
+	snprintf(q, sizeof(q), "%s/job/dirlink", root);
+	tap_int(symlink("..", q), 0, "plant a symlink to a directory");
+	snprintf(q, sizeof(q), "%s/job/fifo", root);
+	tap_int(mkfifo(q, 0600), 0, "plant a FIFO");
+
+	rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fd = tree_open_file(rootfd, "job/a.xml", &st, &e);
+	tap_ok(fd >= 0 && st.st_size == 4, "a regular file opens");
+	if (fd >= 0)
+		close(fd);
+	fd = tree_open_file(rootfd, "job/sub/b.md", &st, &e);
+	tap_ok(fd >= 0, "a nested file opens");
+	if (fd >= 0)
+		close(fd);
+	tap_int(tree_open_file(rootfd, "job/link-to-secret", &st, &e), -1,
+	    "a symlink is not followed");
+	tap_int(e.cls, ERR_PERMANENT, "refused for good, not retried");
+	tap_int(tree_open_file(rootfd, "job/dirlink/job/a.xml", &st, &e), -1,
+	    "a symlinked directory in the path is not followed");
+	tap_int(tree_open_file(rootfd, "../secret.txt", &st, &e), -1,
+	    "'..' cannot leave the root");
+	tap_int(tree_open_file(rootfd, "/etc/passwd", &st, &e), -1,
+	    "absolute paths are refused");
+	tap_int(tree_open_file(rootfd, "job/fifo", &st, &e), -1,
+	    "a FIFO is refused without blocking");
+	tap_ok(strstr(e.msg, "not a regular file") != NULL, "as not a regular "
+	    "file");
+	tap_int(tree_open_file(rootfd, "job/missing", &st, &e), -1,
+	    "a missing file fails");
+	tap_int(e.cls, ERR_GONE, "as gone");
+	tap_int(tree_stat(rootfd, "job/link-to-secret", &st, &e), 0,
+	    "tree_stat sees the link itself");
+	tap_ok(S_ISLNK(st.st_mode), "as a link");
+
+	tap_int(tree_walk(rootfd, "", NULL, count_visit, NULL, &e), 0,
+	    "walk the tree");
+	tap_ok(files == 2 && dirs == 2 && links == 2 && others == 1,
+	    "2 files, 2 directories, 2 links, 1 FIFO (got %d %d %d %d)",
+	    files, dirs, links, others);
+
+	tap_ok(watch_ignored(NULL, ".hidden"), "dot files are ignored");
+	tap_ok(watch_ignored(NULL, "upload.tmp"), "*.tmp");
+	tap_ok(watch_ignored(NULL, "big.part"), "*.part");
+	tap_ok(watch_ignored(NULL, ".x.swp") && watch_ignored(NULL, "x.swp"),
+	    "*.swp");
+	tap_ok(watch_ignored(NULL, "notes.md~"), "*~");
+	tap_ok(watch_ignored(NULL, "~$report.docx"), "~$* (Office lock files)");
+	tap_ok(!watch_ignored(NULL, "integration.xml"), "normal names are not");
+	tap_ok(!watch_ignored(NULL, "tmp.xml"), "tmp as a prefix is fine");
+	tap_ok(watch_ignored(globs, "x.bak") && watch_ignored(globs,
+	    "draft-1.xml"), "OUTBOXD_IGNORE globs apply");
+	tap_ok(!watch_ignored(globs, "final.xml"), "and only where they match");
+	close(rootfd);
+	snprintf(p, sizeof(p), "rm -rf '%s'", base);
+	if (system(p) != 0)
+		tap_diag("could not remove %s", base);
+	return tap_done();
+}
