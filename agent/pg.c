@@ -396,12 +396,15 @@ send_doc(struct pg *p, const struct pg_doc *d)
 	v[10] = d->platform;
 	v[11] = d->file_info;
 	v[12] = d->user_id;
-	return PQsendQueryParams(p->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)
-	    && PQsendQueryParams(p->conn, "SET LOCAL statement_timeout = '"
-	    STATEMENT_TIMEOUT "'", 0, NULL, NULL, NULL, NULL, 0)
+	/* No BEGIN/COMMIT: the statements up to a sync are one implicit
+	 * transaction, which the server rolls back by itself on an error,
+	 * so a failed document cannot leave the next one in an aborted
+	 * block. set_config(..., true) lasts until that transaction ends. */
+	return PQsendQueryParams(p->conn, "SELECT set_config("
+	    "'statement_timeout', '" STATEMENT_TIMEOUT "', true)", 0, NULL,
+	    NULL, NULL, NULL, 0)
 	    && PQsendQueryParams(p->conn, p->sql_record, 13, NULL, v, NULL,
 	    NULL, 0)
-	    && PQsendQueryParams(p->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)
 	    && PQpipelineSync(p->conn);
 }
 
@@ -435,7 +438,7 @@ read_doc(struct pg *p, struct pg_doc *d)
 		}
 		if (st == PGRES_FATAL_ERROR && d->err.cls == ERR_NONE)
 			result_error(p, res, &d->err, "recording the document");
-		else if (st == PGRES_TUPLES_OK && step == 2 && PQntuples(res) == 1)
+		else if (st == PGRES_TUPLES_OK && step == 1 && PQntuples(res) == 1)
 			snprintf(d->outcome, sizeof(d->outcome), "%s",
 			    PQgetvalue(res, 0, 0));
 		else if (st == PGRES_PIPELINE_ABORTED)

@@ -647,7 +647,7 @@ struct doc_prep {
 	char sha256[65];
 	char *file_info;
 	const char *platform;
-	char *s3_key_copy;
+	char *user_id;		/* a copy: job.json may change the cache */
 	int needs_etag;
 	int ok;			/* ready to send */
 };
@@ -716,8 +716,11 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 		.content_type = keymap_content_type(en->path),
 		.s3_key = en->s3_key, .etag = en->s3_etag, .sha256 = dp->sha256,
 		.platform = dp->platform, .file_info = dp->file_info,
-		.user_id = job_user(s, en->job_id), .file_size = en->size,
+		.file_size = en->size,
 	};
+	if (job_user(s, en->job_id) != NULL)
+		dp->user_id = xstrdup(job_user(s, en->job_id));
+	dp->doc.user_id = dp->user_id;
 	dp->ok = 1;
 	return 0;
 }
@@ -800,8 +803,10 @@ run_db(struct sync *s, int stopping)
 		if (rc == 0)
 			leg_ok(s, OUTBOX_DB);
 	}
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		free(dp[i].file_info);
+		free(dp[i].user_id);
+	}
 	free(dp);
 	free(docs);
 	outbox_entries_free(v, n);
