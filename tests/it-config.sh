@@ -1,0 +1,72 @@
+#!/bin/bash
+# it-config.sh - bad configuration stops outboxd at once with exit 78
+# (EX_CONFIG) and one line naming each variable and its problem, never a
+# secret; --env-file reads the app's .env without overriding the
+# environment; usage errors exit 64; -n checks and exits.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/ob.sh"
+it_init config
+ob_setup
+
+# expect_config_error DESC PATTERN VAR=VALUE...
+expect_config_error() {
+	local desc=$1 pattern=$2 rc=0
+	shift 2
+	env "$@" "$OUTBOXD" --once >"$IT_DIR/out" 2>"$IT_DIR/err" || rc=$?
+	t_is "$rc" 78 "$desc: exit 78"
+	if grep -q -- "$pattern" "$IT_DIR/err"; then
+		t_ok "$desc: stderr names it" true
+	else
+		t_ok "$desc: stderr names it ($(head -c 300 "$IT_DIR/err"))" false
+	fi
+}
+
+expect_config_error "an endpoint that is not a URL" "AWS_ENDPOINT_URL_S3=not a url" \
+	S3_BUCKET=b1b AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=s "AWS_ENDPOINT_URL_S3=not a url"
+expect_config_error "a non-numeric concurrency" "OUTBOXD_CONCURRENCY=lots: not a whole number" \
+	OUTBOXD_CONCURRENCY=lots
+expect_config_error "an unreadable watch dir" "OUTBOXD_WATCH_DIR=$IT_DIR/nope: No such file" \
+	OUTBOXD_WATCH_DIR="$IT_DIR/nope"
+expect_config_error "a bucket without credentials" "AWS_SECRET_ACCESS_KEY: not set" \
+	S3_BUCKET=b1b AWS_ACCESS_KEY_ID=k
+expect_config_error "a bad DATABASE_URL" "DATABASE_URL: not a libpq connection string" \
+	"DATABASE_URL=postgresql://u:sup3rsecret@[::1/db"
+t_ok "the database password is not printed" bash -c "! grep -q sup3rsecret '$IT_DIR/err'"
+
+env OUTBOXD_CONCURRENCY=0 OUTBOXD_SETTLE_MS=x OUTBOXD_WATCH_MODE=fast \
+	"$OUTBOXD" --once 2>"$IT_DIR/err" >/dev/null || true
+t_is "$(grep -c '^outboxd: configuration: ' "$IT_DIR/err")" 3 "three problems, three lines"
+
+cat >"$IT_DIR/app.env" <<'ENV'
+# the app's .env
+export OUTBOXD_CONCURRENCY="4"
+OUTBOXD_SETTLE_MS=abc   # overridden by the environment below
+ENV
+t_ok "--env-file with -n: configuration OK" env OUTBOXD_SETTLE_MS=30 "$OUTBOXD" --env-file "$IT_DIR/app.env" -n
+rc=0
+"$OUTBOXD" --env-file "$IT_DIR/app.env" -n >/dev/null 2>"$IT_DIR/err" || rc=$?
+t_is "$rc" 78 "the .env's bad value counts when the environment does not override it"
+t_ok "and is named" grep -q "OUTBOXD_SETTLE_MS=abc" "$IT_DIR/err"
+printf 'BROKEN LINE\n' >"$IT_DIR/bad.env"
+rc=0
+"$OUTBOXD" --env-file "$IT_DIR/bad.env" -n 2>"$IT_DIR/err" || rc=$?
+t_is "$rc" 78 "a malformed .env exits 78"
+t_ok "naming the file and line" grep -q "bad.env: line 1" "$IT_DIR/err"
+rc=0
+"$OUTBOXD" --env-file "$IT_DIR/missing.env" -n 2>/dev/null || rc=$?
+t_is "$rc" 78 "a missing .env exits 78"
+rc=0
+"$OUTBOXD" --bogus 2>/dev/null || rc=$?
+t_is "$rc" 64 "an unknown option exits 64"
+rc=0
+"$OUTBOXCTL" frobnicate 2>/dev/null || rc=$?
+t_is "$rc" 64 "outboxctl: an unknown command exits 64"
+t_ok "--version prints the version" bash -c "'$OUTBOXD' --version | grep -q '^outboxd [0-9]'"
+
+# The embedded default: no S3, no database, still journals.
+write_file "$(new_job)/a.xml" "<a/>"
+touch -d '1 minute ago' "$UPLOADS"/*/a.xml
+t_ok "with no store configured outboxd --once journals and exits 0" "$OUTBOXD" --once
+t_is "$(sqlite3 "$OUTBOXD_STATE_DB" 'select count(*) from entries')" 1 "the file is in the outbox"
+t_done
