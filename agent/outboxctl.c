@@ -60,6 +60,8 @@ config(struct cfg *c, int strict)
 	for (i = 0; i < n; i++)
 		fprintf(stderr, "outboxctl: configuration: %s\n", p.lines[i]);
 	cfg_problems_free(&p);
+	if (n > 0)
+		cfg_free(c);
 	return n == 0 ? 0 : -1;
 }
 

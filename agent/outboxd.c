@@ -71,6 +71,7 @@ load_config(struct cfg *c)
 	for (i = 0; i < p.n; i++)
 		fprintf(stderr, "outboxd: configuration: %s\n", p.lines[i]);
 	cfg_problems_free(&p);
+	cfg_free(c);
 	return -1;
 }
 
