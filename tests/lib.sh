@@ -19,7 +19,7 @@
 # A test looks like:
 #   #!/bin/bash
 #   set -euo pipefail
-#   . "$(dirname "$0")/lib.sh"      # or "$srcdir/tests/lib.sh"
+#   . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 #   it_init my-test
 #   pg_start; s3_start
 #   t_ok "outboxd syncs once" "$OUTBOXD" --once
@@ -227,9 +227,14 @@ _it_terminate() {
 
 # A watcher that stops the servers if the test script itself is killed with
 # SIGKILL (then no trap runs).
+# It is detached (not a job of the script), so a bare `wait` in a test does
+# not wait for it; neither are the servers (see _it_detach).
 _it_sentinel_start() {
 	local parent=$$ dir=$IT_DIR
+	rm -f "$dir/.it-sentinel"
 	(
+		(
+		echo "$BASHPID" >"$dir/.it-sentinel"
 		trap '' INT HUP
 		trap 'exit 0' TERM
 		while kill -0 "$parent" 2>/dev/null; do
@@ -240,8 +245,21 @@ _it_sentinel_start() {
 			while read -r p; do kill -KILL "$p" 2>/dev/null; done <"$dir/.it-pids"
 		fi
 		if [ -f "$dir/.it-pgstop" ]; then sh "$dir/.it-pgstop"; fi
-	) </dev/null >/dev/null 2>&1 &
-	_it_sentinel_pid=$!
+		) </dev/null >/dev/null 2>&1 &
+	)
+	wait_for 5 test -s "$dir/.it-sentinel"
+	_it_sentinel_pid=$(cat "$dir/.it-sentinel")
+}
+
+# _it_detach PIDFILE LOG CMD [ARGS...]: start a server that is not a job of
+# the script (a bare `wait` in a test must not wait for servers); its pid is
+# written to PIDFILE
+_it_detach() {
+	local pidfile=$1 log=$2
+	shift 2
+	rm -f "$pidfile"
+	( "$@" </dev/null >>"$log" 2>&1 &
+	  echo $! >"$pidfile" )
 }
 
 _it_now_us() { local t=${EPOCHREALTIME//[!0-9]/}; echo "$t"; }
@@ -261,7 +279,6 @@ it_init() {
 	done
 	unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
 	export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
-	export TZ=UTC
 
 	mkdir -p "$abs_top_builddir/tests/tmp"
 	IT_DIR=$(mktemp -d "$abs_top_builddir/tests/tmp/$IT_NAME.XXXXXX")
@@ -582,12 +599,13 @@ _it_proxy_ready() { [ -s "$IT_DIR/s3proxy.port" ] || ! _it_alive "$_it_proxy_pid
 _it_proxy_start() {
 	local port=$1
 	rm -f "$IT_DIR/s3proxy.port"
-	OUTBOXD_NODE_MODULES=$NODE_MODULES node "$_it_lib_dir/s3proxy.js" \
+	_it_detach "$IT_DIR/.s3proxy.pid" "$IT_DIR/s3proxy.log" \
+		env OUTBOXD_NODE_MODULES="$NODE_MODULES" node "$_it_lib_dir/s3proxy.js" \
 		--listen "127.0.0.1:$port" --upstream "$S3_UPSTREAM_URL" \
 		--access-key "$_it_s3_ak" --secret-key "$_it_s3_sk" --region "$_it_s3_region" \
 		--data-dir "$S3_DATA_DIR" --port-file "$IT_DIR/s3proxy.port" \
-		--log "$IT_DIR/s3proxy-rejections.jsonl" </dev/null >>"$IT_DIR/s3proxy.log" 2>&1 &
-	_it_proxy_pid=$!
+		--log "$IT_DIR/s3proxy-rejections.jsonl"
+	_it_proxy_pid=$(cat "$IT_DIR/.s3proxy.pid")
 	_it_write_pids
 	if ! wait_for 15 _it_proxy_ready || ! _it_alive "$_it_proxy_pid"; then
 		_it_diag_file "$IT_DIR/s3proxy.log"
@@ -608,11 +626,11 @@ s3_start() {
 	S3_DATA_DIR=$IT_DIR/s3data
 	S3_BUCKET=outboxd-test
 	mkdir -p "$S3_DATA_DIR"
-	node --openssl-legacy-provider "$NODE_MODULES/s3rver/bin/s3rver.js" \
+	_it_detach "$IT_DIR/.s3rver.pid" "$IT_DIR/s3rver.log" \
+		node --openssl-legacy-provider "$NODE_MODULES/s3rver/bin/s3rver.js" \
 		--directory "$S3_DATA_DIR" --address 127.0.0.1 --port 0 --silent \
-		--no-vhost-buckets --configure-bucket "$S3_BUCKET" \
-		</dev/null >"$IT_DIR/s3rver.log" 2>&1 &
-	_it_s3rver_pid=$!
+		--no-vhost-buckets --configure-bucket "$S3_BUCKET"
+	_it_s3rver_pid=$(cat "$IT_DIR/.s3rver.pid")
 	_it_write_pids
 	if ! wait_for 20 _it_s3rver_ready; then
 		_it_diag_file "$IT_DIR/s3rver.log"

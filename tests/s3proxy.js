@@ -30,6 +30,45 @@
  *   node s3proxy.js --presign URL --access-key AK --secret-key SK
  *        [--region R] [--expires SECONDS] [--method GET]   print a presigned URL
  *
+ * Control API (same port, unsigned, never forwarded, never counted):
+ *   POST /__proxy/fault  {"type": T, "count": N, "seconds": S, "match": "sub",
+ *                         "method": "PUT", "query": "sub", "ms": M}
+ *       arms a fault for the next N matching requests (default 1) or, with
+ *       "seconds", for every matching request during S seconds (and at most N
+ *       if both are given).  "match" is a substring of the decoded path,
+ *       "query" of the decoded query string, "method" the HTTP method.  The
+ *       first armed fault that matches applies.  Types:
+ *         slowdown       503 SlowDown, not forwarded
+ *         error500       500 InternalError, not forwarded
+ *         reset          reads part of the body, then resets the connection
+ *         stall          reads the request, never answers, holds the socket
+ *         lost_reply     verified and forwarded (the object IS stored), then
+ *                        the client's connection is reset without an answer
+ *         bad_digest     400 BadDigest, not forwarded
+ *         access_denied  403 AccessDenied, not forwarded
+ *         skewed         403 RequestTimeTooSkewed, ServerTime (and Date) 20
+ *                        minutes ahead, not forwarded
+ *         down           the connection is reset at once (an unfiltered one
+ *                        already when a connection is accepted)
+ *         delay          verified, then forwarded after "ms" (1000) ms
+ *       answers {"ok":true,"id":N}, or 400 for a bad spec
+ *   POST /__proxy/clear  disarms every fault
+ *   POST /__proxy/reset  zeroes the counters
+ *   GET  /__proxy/stats  {"requests", "by_method", "by_path", "rejected",
+ *                         "faults_injected", "armed": [...]}
+ *
+ * Rejections (each appended to --log as one JSON line with time, method,
+ * path, reason, status, code, url, and for signature mismatches the
+ * canonical request and string to sign the proxy computed): anonymous or
+ * SigV2 requests, malformed Authorization or presign parameters, a wrong
+ * access key, a region other than --region, x-amz-date more than 15 minutes
+ * off, an expired presigned URL, unsigned x-amz-* headers (as S3 does, but
+ * x-amz-content-sha256), a missing or non-hex x-amz-content-sha256 on a
+ * header-signed request (UNSIGNED-PAYLOAD only on presigned URLs, no
+ * aws-chunked), a wrong signature, an x-amz-content-sha256 or Content-MD5
+ * that does not match the body, a PUT with a body but no Content-MD5, and
+ * with --data-dir the multipart errors S3 reports (see Proxy.multipart).
+ *
  * Modules are resolved from $OUTBOXD_NODE_MODULES when set, else normally
  * (the repository's node_modules, installed with `npm ci`).
  */
@@ -322,7 +361,8 @@ async function verifyAuth(r) {
   }
 
   /* signed headers: canonical form, host included, every x-amz-* header
-   * that the request carries included (S3 refuses unsigned x-amz-*) */
+   * that the request carries included (S3 refuses unsigned x-amz-*, except
+   * x-amz-content-sha256, whose value is in the canonical request anyway) */
   const signedList = signedHeadersStr.split(';');
   const sortedUnique = [...new Set(signedList)].sort();
   if (signedList.some(n => n === '' || n !== n.toLowerCase()) ||
@@ -340,7 +380,7 @@ async function verifyAuth(r) {
       `SignedHeaders names headers that the request does not carry: ${missing.join(', ')}`);
   }
   const unsignedAmz = Object.keys(h)
-    .filter(n => n.startsWith('x-amz-') && !signedList.includes(n))
+    .filter(n => n.startsWith('x-amz-') && n !== 'x-amz-content-sha256' && !signedList.includes(n))
     .sort();
   if (unsignedAmz.length) {
     return s3err(403, 'AccessDenied',
@@ -403,12 +443,19 @@ async function verifyAuth(r) {
   if (!presigned && !signedSet.has('date')) {
     /* The signer's own entry point: sign a request that carries exactly the
      * signed headers, at the client's x-amz-date. */
-    const out = await signer.sign(request, {
+    const toSign = request;
+    const unsignable = new Set();
+    if (!signedSet.has('x-amz-content-sha256')) {
+      /* the signer takes the payload hash from this header: present, unsigned */
+      toSign.headers['x-amz-content-sha256'] = payloadHash;
+      unsignable.add('x-amz-content-sha256');
+    }
+    const out = await signer.sign(toSign, {
       signingDate,
       signingRegion: scopeRegion,
       signingService: 's3',
       signableHeaders: signedSet,
-      unsignableHeaders: new Set(),
+      unsignableHeaders: unsignable,
     });
     const m = /SignedHeaders=([^,]*), Signature=([0-9a-f]{64})$/.exec(out.headers.authorization);
     if (!m || m[1] !== signedHeadersStr) {
@@ -1105,6 +1152,24 @@ async function selfTest(file) {
   expect('header auth with UNSIGNED-PAYLOAD is refused',
     { ...base, method: 'GET', rawUrl: '/test.txt', headers: v1headers(v1.sig, { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' }) },
     'InvalidRequest');
+
+  /* Independent of the library: SigV4 from its definition with node's
+   * crypto, for a request that leaves x-amz-content-sha256 unsigned (AWS
+   * accepts that).  The canonical request is vector 1's minus that header. */
+  const hmac = (k, d) => crypto.createHmac('sha256', k).update(d).digest();
+  const cr = ['GET', '/test.txt', '', `host:${host}`, 'range:bytes=0-9', `x-amz-date:${time}`, '',
+    'host;range;x-amz-date', EMPTY_SHA256].join('\n');
+  const sts = ['AWS4-HMAC-SHA256', time, `${time.slice(0, 8)}/${region}/s3/aws4_request`,
+    crypto.createHash('sha256').update(cr).digest('hex')].join('\n');
+  let kk = hmac(`AWS4${sk}`, time.slice(0, 8));
+  for (const x of [region, 's3', 'aws4_request']) kk = hmac(kk, x);
+  const indep = crypto.createHmac('sha256', kk).update(sts).digest('hex');
+  const unsignedShaHeaders = H({
+    Host: host, Range: 'bytes=0-9', 'x-amz-content-sha256': EMPTY_SHA256, 'x-amz-date': time,
+    Authorization: authz('host;range;x-amz-date', indep),
+  });
+  expect('x-amz-content-sha256 left unsigned (AWS accepts it) verifies',
+    { ...base, method: 'GET', rawUrl: '/test.txt', headers: unsignedShaHeaders }, null);
 
   let failed = 0, n = 0;
   const report = (ok, name, diag) => {
