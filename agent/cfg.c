@@ -572,6 +572,8 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 	    600000, p);
 	c->retry_max_s = int_var(get, arg, "OUTBOXD_RETRY_MAX_S", 300, 1, 86400,
 	    p);
+	c->s3_timeout_s = int_var(get, arg, "OUTBOXD_S3_TIMEOUT_S", 30, 1, 3600,
+	    p);
 
 	cfg_vcap_free(&vcap);
 	return p->n;

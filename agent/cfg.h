@@ -49,6 +49,7 @@ struct cfg {
 	int log_json;			/* OUTBOXD_LOG_FORMAT=json */
 	int retry_base_ms;		/* OUTBOXD_RETRY_BASE_MS: first backoff */
 	int retry_max_s;		/* OUTBOXD_RETRY_MAX_S: backoff cap */
+	int s3_timeout_s;		/* OUTBOXD_S3_TIMEOUT_S: stall limit */
 
 	/* Where the S3 and database settings came from, for doctor. */
 	const char *s3_source;		/* "environment" or "VCAP_SERVICES" */

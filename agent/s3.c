@@ -46,7 +46,8 @@ struct s3 {
 	long clock_offset;	/* seconds to add to our clock when signing */
 	CURL *pool[POOL_MAX];	/* idle easy handles */
 	int npool;
-	int running;		/* transfers in flight */
+	struct s3_req **running;	/* in flight */
+	size_t nrunning, caprunning;
 	struct s3_req **done;	/* finished, not yet collected */
 	size_t ndone, capdone;
 };
@@ -69,7 +70,6 @@ struct s3 *
 s3_new(const struct cfg *cfg, struct err *e)
 {
 	struct s3 *s = xcalloc(1, sizeof(*s));
-	const char *stall = getenv("OUTBOXD_S3_TIMEOUT_S");
 
 	s->multi = curl_multi_init();
 	if (s->multi == NULL) {
@@ -89,7 +89,7 @@ s3_new(const struct cfg *cfg, struct err *e)
 	s->creds.session_token = cfg->session_token;
 	s->ca_bundle = cfg->ca_bundle;
 	s->connect_timeout_ms = 10000;
-	s->stall_s = stall && atol(stall) > 0 ? atol(stall) : 30;
+	s->stall_s = cfg->s3_timeout_s;
 
 	if (cfg->endpoint != NULL) {
 		CURLU *u = curl_url();
@@ -136,7 +136,11 @@ s3_free(struct s3 *s)
 		return;
 	for (i = 0; i < s->npool; i++)
 		curl_easy_cleanup(s->pool[i]);
+	s3_cancel_all(s);
+	while (s3_done(s) != NULL)
+		;	/* their owners were told by s3_cancel_all's caller */
 	curl_multi_cleanup(s->multi);
+	free(s->running);
 	free(s->scheme);
 	free(s->host);
 	free(s->base_path);
@@ -258,6 +262,11 @@ read_header(char *line, size_t size, size_t nitems, void *arg)
 	else if (header_value(line, len, "x-amz-server-side-encryption", tmp,
 	    sizeof(tmp)))
 		r->kms = strncmp(tmp, "aws:kms", 7) == 0;
+	else if (header_value(line, len, "x-amz-meta-sha256", r->meta_sha256,
+	    sizeof(r->meta_sha256)))
+		;
+	else if (header_value(line, len, "Content-Length", tmp, sizeof(tmp)))
+		r->content_length = strtoll(tmp, NULL, 10);
 	return len;
 }
 
@@ -314,6 +323,8 @@ s3_start(struct s3 *s, struct s3_req *r)
 	r->etag[0] = '\0';
 	r->code[0] = '\0';
 	r->kms = 0;
+	r->meta_sha256[0] = '\0';
+	r->content_length = -1;
 	buf_reset(&r->body);
 	r->priv = p;
 	if (!has_body)
@@ -426,7 +437,12 @@ s3_start(struct s3 *s, struct s3_req *r)
 		p->easy = NULL;
 		goto fail;
 	}
-	s->running++;
+	if (s->nrunning == s->caprunning) {
+		s->caprunning = s->caprunning ? s->caprunning * 2 : 16;
+		s->running = xrealloc(s->running, s->caprunning *
+		    sizeof(*s->running));
+	}
+	s->running[s->nrunning++] = r;
 	return 0;
 fail:
 	s3_req_clear(r);
@@ -449,7 +465,48 @@ s3_req_clear(struct s3_req *r)
 int
 s3_running(const struct s3 *s)
 {
-	return s->running;
+	return (int)s->nrunning;
+}
+
+static void
+forget_running(struct s3 *s, struct s3_req *r)
+{
+	size_t i;
+
+	for (i = 0; i < s->nrunning; i++) {
+		if (s->running[i] == r) {
+			s->running[i] = s->running[--s->nrunning];
+			return;
+		}
+	}
+}
+
+static void
+push_done(struct s3 *s, struct s3_req *r)
+{
+	if (s->ndone == s->capdone) {
+		s->capdone = s->capdone ? s->capdone * 2 : 16;
+		s->done = xrealloc(s->done, s->capdone * sizeof(*s->done));
+	}
+	s->done[s->ndone++] = r;
+}
+
+void
+s3_cancel_all(struct s3 *s)
+{
+	while (s->nrunning > 0) {
+		struct s3_req *r = s->running[0];
+		struct req_priv *p = r->priv;
+
+		curl_multi_remove_handle(s->multi, p->easy);
+		give_easy(s, p->easy);
+		p->easy = NULL;
+		forget_running(s, r);
+		r->status = 0;
+		err_set(&r->err, ERR_TRANSIENT, "%s %s: cancelled: outboxd is "
+		    "stopping", r->method, r->key);
+		push_done(s, r);
+	}
 }
 
 /* ---- outcomes ------------------------------------------------------------ */
@@ -583,12 +640,8 @@ collect(struct s3 *s)
 		curl_multi_remove_handle(s->multi, m->easy_handle);
 		give_easy(s, m->easy_handle);
 		((struct req_priv *)r->priv)->easy = NULL;
-		s->running--;
-		if (s->ndone == s->capdone) {
-			s->capdone = s->capdone ? s->capdone * 2 : 16;
-			s->done = xrealloc(s->done, s->capdone * sizeof(*s->done));
-		}
-		s->done[s->ndone++] = r;
+		forget_running(s, r);
+		push_done(s, r);
 	}
 }
 

@@ -46,6 +46,8 @@ struct s3_req {
 	long status;			/* HTTP status, 0 when none came */
 	char etag[128];			/* ETag header, quotes included */
 	int kms;			/* server-side encryption was aws:kms */
+	char meta_sha256[65];		/* x-amz-meta-sha256 of a HEAD, or "" */
+	int64_t content_length;		/* Content-Length of the reply, or -1 */
 	struct buf body;		/* reply body (capped), for errors/XML */
 	struct err err;			/* cls ERR_NONE on success */
 	char code[64];			/* S3 error code, "" when none */
@@ -56,6 +58,8 @@ struct s3_req {
 
 /* Creates the client; NULL with e when curl cannot be set up. */
 struct s3 *s3_new(const struct cfg *cfg, struct err *e);
+/* Frees the client. Collect cancelled requests (s3_cancel_all, s3_done)
+ * first: requests still in flight here are dropped without a word. */
 void s3_free(struct s3 *s);
 
 /* Starts r. Returns 0, or -1 with r->err set (then r is not in flight). */
@@ -71,6 +75,10 @@ int s3_wait(struct s3 *s, int timeout_ms, int wake_fd);
 struct s3_req *s3_done(struct s3 *s);
 /* Releases what s3_start allocated for r (after s3_done returned it). */
 void s3_req_clear(struct s3_req *r);
+
+/* Stops every request in flight; each comes back from s3_done with a
+ * transient "cancelled" error, for its owner to release. */
+void s3_cancel_all(struct s3 *s);
 
 /* Runs one request to completion (for outboxctl and start-up checks). */
 int s3_perform(struct s3 *s, struct s3_req *r);

@@ -1,17 +1,21 @@
 /*
  * sync.c - the sync thread (see sync.h).
  *
- * One loop turn: start S3 transfers for due entries up to the concurrency
- * limit; record one pipelined batch of due database legs; record ETags
- * learned late; then wait in curl (or poll) until a transfer finishes,
- * the watcher journals something, or the next retry is due.
+ * One loop turn: hash a bounded slice of the files being uploaded, start
+ * the requests the uploads are ready for up to OUTBOXD_CONCURRENCY,
+ * claim new S3 legs when there is room, send queued multipart aborts;
+ * record one pipelined batch of due database legs; record ETags learned
+ * late; then wait in curl (or poll) until a transfer finishes, the
+ * watcher journals something, or the next retry is due.
  *
- * Before a file is sent it is opened beneath the uploads root (no
- * symlinks), checked against what was journaled (size, mtime, inode),
- * and hashed (SHA-256 for the signature and metadata, MD5 for
- * Content-MD5). After it was sent it is checked again: a file that
- * changed in between is not marked done; the new version is journaled and
- * wins.
+ * The S3 leg of each entry is a struct upload (upload.c): the file is
+ * opened beneath the uploads root (no symlinks), checked against what was
+ * journaled, hashed, sent, and checked again; a file that changed in
+ * between is not marked done, and its new version is journaled and wins.
+ *
+ * An outcome that cannot be written to the outbox (disk full, a lock held
+ * too long) is kept in memory and written again each turn; no new work is
+ * claimed until they are all written.
  */
 #include "config.h"
 
@@ -36,10 +40,12 @@
 #include "agent/s3.h"
 #include "agent/strmap.h"
 #include "agent/sync.h"
+#include "agent/upload.h"
 #include "store/outbox.h"
 #include "watchers/tree.h"
 
-#define SMALL_FILE	(256 * 1024)	/* read whole into memory below this */
+#define HASH_BUDGET	(4 * 1024 * 1024)	/* bytes hashed per loop turn */
+#define ABORT_BATCH	4		/* multipart aborts started per turn */
 #define DB_BATCH	64		/* database legs per round trip */
 #define ONCE_WAIT_MS	5000		/* --once waits for retries this close */
 #define STOP_GRACE_MS	30000		/* transfers may finish after a stop */
@@ -51,15 +57,19 @@ struct leg {
 	int64_t paused_until;	/* wall ms; claim one probe at a time till */
 };
 
-/* One S3 transfer in flight. */
-struct xfer {
+/* An outcome the outbox could not take yet. */
+struct unrecorded {
+	enum outbox_leg leg;
+	int64_t id;
+	struct outbox_result r;		/* its strings are owned here */
+	struct unrecorded *next;
+};
+
+/* An AbortMultipartUpload in flight. */
+struct abort_req {
 	struct s3_req req;
-	struct outbox_entry en;
-	int fd;			/* the file, open while sending */
-	unsigned char *mem;	/* its bytes when small */
-	struct stat st;		/* as hashed */
-	char md5_hex[33];
-	struct xfer *next;
+	char *upload_id;
+	int attempts;
 };
 
 struct sync {
@@ -71,9 +81,12 @@ struct sync {
 	int wake_fd;			/* eventfd written by the watcher */
 	atomic_int stop;
 	atomic_llong heartbeat;
-	struct xfer *xfers;		/* in flight */
-	int nxfers;
-	struct strmap *inflight;	/* paths with an S3 transfer in flight */
+	struct upload_env env;		/* what uploads need */
+	struct upload **ups;		/* S3 legs in progress */
+	int nups, capups;
+	int naborts;			/* aborts in flight */
+	struct strmap *inflight;	/* paths with an S3 leg in progress */
+	struct unrecorded *unrecorded;	/* outcomes to write again */
 	struct strmap *job_users;	/* job id -> user id ("" unknown) */
 	struct leg legs[2];		/* OUTBOX_S3, OUTBOX_DB */
 	int fatal;			/* the outbox failed: stop */
@@ -128,17 +141,62 @@ leg_allowance(const struct sync *s, enum outbox_leg leg, int want)
 	return want > 0 ? 1 : 0;	/* one probe */
 }
 
+static char *
+dup_or_null(const char *p)
+{
+	return p ? xstrdup(p) : NULL;
+}
+
+static void
+unrecorded_free(struct unrecorded *u)
+{
+	free((char *)u->r.error);
+	free((char *)u->r.etag);
+	free((char *)u->r.sha256);
+	free(u);
+}
+
+/* Writes the outcomes kept from earlier turns; 0 when none is left. */
+static int
+flush_unrecorded(struct sync *s)
+{
+	struct err e = {0};
+
+	while (s->unrecorded != NULL) {
+		struct unrecorded *u = s->unrecorded;
+
+		if (outbox_finish(s->ob, u->leg, u->id, &u->r, &e) < 0)
+			return -1;
+		s->unrecorded = u->next;
+		unrecorded_free(u);
+	}
+	return 0;
+}
+
 static void
 record(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
     const struct outbox_result *r)
 {
+	struct unrecorded *u, **tail;
 	struct err e = {0};
 
-	if (outbox_finish(s->ob, leg, en->id, r, &e) < 0) {
-		log_err("%s", e.msg);
-		if (e.cls == ERR_FATAL)
-			s->fatal = 1;
-	}
+	if (s->unrecorded == NULL && outbox_finish(s->ob, leg, en->id, r, &e) == 0)
+		return;
+	if (s->unrecorded == NULL)
+		log_err("%s: outcomes are kept in memory and written again "
+		    "until the outbox takes them", e.msg);
+	if (e.cls == ERR_FATAL)
+		s->fatal = 1;
+	u = xcalloc(1, sizeof(*u));
+	u->leg = leg;
+	u->id = en->id;
+	u->r = *r;
+	u->r.error = dup_or_null(r->error);
+	u->r.etag = dup_or_null(r->etag);
+	u->r.sha256 = dup_or_null(r->sha256);
+	for (tail = &s->unrecorded; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = u;
 }
 
 /* Records a transient failure: back to pending, retried after backoff. */
@@ -324,160 +382,94 @@ path_in_flight(void *arg, const char *path)
 	return strmap_get(s->inflight, path) != NULL;
 }
 
+/* Records a finished upload's outcome and forgets the upload. */
 static void
-xfer_free(struct xfer *x)
+finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 {
-	if (x->fd >= 0)
-		close(x->fd);
-	free(x->mem);
-	free(x->req.key);
-	buf_free(&x->req.body);
-	outbox_entry_free(&x->en);
-	free(x);
-}
+	struct upload *u = s->ups[i];
+	const struct outbox_entry *en = upload_entry(u);
+	struct log_ctx ctx = { en->job_id, en->path, "s3" };
+	struct outbox_result r = { .state = OUTBOX_DONE };
+	char why[256];
 
-/* Opens, checks and hashes the file, then starts its PUT. Takes en. */
-static void
-start_put(struct sync *s, struct outbox_entry *en)
-{
-	struct xfer *x = xcalloc(1, sizeof(*x));
-	struct stat now;
-	struct err e = {0};
-
-	x->en = *en;
-	memset(en, 0, sizeof(*en));
-	x->fd = tree_open_file(s->rootfd, x->en.path, &x->st, &e);
-	if (x->fd < 0) {
-		file_problem(s, OUTBOX_S3, &x->en, &e);
-		goto drop;
-	}
-	if (!same_file(&x->st, &x->en)) {
-		superseded(s, OUTBOX_S3, &x->en, &x->st,
-		    "after it was journaled");
-		goto drop;
-	}
-	if (hash_file(x->fd, (uint64_t)x->st.st_size,
-	    x->st.st_size <= SMALL_FILE ? &x->mem : NULL, x->en.sha256,
-	    x->req.md5, x->md5_hex, &e) < 0) {
-		if (e.cls == ERR_CHANGED && fstat(x->fd, &now) == 0)
-			superseded(s, OUTBOX_S3, &x->en, &now,
-			    "while it was read");
+	switch (o->result) {
+	case UPLOAD_DONE:
+		r.etag = o->etag;
+		r.sha256 = o->sha256;
+		record(s, OUTBOX_S3, en, &r);
+		leg_ok(s, OUTBOX_S3);
+		if (o->parts > 0)
+			log_msg(LOG_INFO, &ctx, "stored s3://%s/%s (%lld bytes, "
+			    "%d parts)", s->cfg->bucket, en->s3_key,
+			    (long long)en->size, o->parts);
 		else
-			file_problem(s, OUTBOX_S3, &x->en, &e);
-		goto drop;
-	}
-	if (fstat(x->fd, &now) == 0 && !same_file(&now, &x->en)) {
-		superseded(s, OUTBOX_S3, &x->en, &now, "while it was read");
-		goto drop;
-	}
-	if (x->mem != NULL) {
-		close(x->fd);
-		x->fd = -1;
-	}
-	x->req.method = "PUT";
-	x->req.key = xstrdup(x->en.s3_key);
-	x->req.fd = x->fd;
-	x->req.mem = x->mem;
-	x->req.offset = 0;
-	x->req.length = (uint64_t)x->st.st_size;
-	memcpy(x->req.sha256, x->en.sha256, sizeof(x->req.sha256));
-	x->req.content_type = keymap_content_type(x->en.path);
-	x->req.job_id = x->en.job_id;
-	x->req.file_sha256 = x->en.sha256;
-	x->req.user = x;
-	if (s3_start(s->s3, &x->req) < 0) {
-		retry_later(s, OUTBOX_S3, &x->en, &x->req.err);
-		goto drop;
-	}
-	strmap_put(s->inflight, x->en.path, x);
-	x->next = s->xfers;
-	s->xfers = x;
-	s->nxfers++;
-	return;
-drop:
-	xfer_free(x);
-}
-
-/* 1 when etag is an MD5 ETag ("<32 hex>") that differs from md5_hex. */
-static int
-etag_mismatch(const char *etag, const char *md5_hex)
-{
-	size_t n = strlen(etag);
-
-	if (n != 34 || etag[0] != '"' || etag[33] != '"')
-		return 0;	/* multipart or not an MD5: nothing to compare */
-	return strncasecmp(etag + 1, md5_hex, 32) != 0;
-}
-
-static void
-unlink_xfer(struct sync *s, struct xfer *x)
-{
-	struct xfer **pp;
-
-	for (pp = &s->xfers; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == x) {
-			*pp = x->next;
-			break;
-		}
-	}
-	s->nxfers--;
-	strmap_del(s->inflight, x->en.path);
-}
-
-static void
-finish_put(struct sync *s, struct xfer *x)
-{
-	struct log_ctx ctx = { x->en.job_id, x->en.path, "s3" };
-	struct stat now;
-	struct err e = {0};
-
-	s3_req_clear(&x->req);
-	unlink_xfer(s, x);
-	if (x->req.err.cls == ERR_NONE) {
-		int fd = x->fd >= 0 ? x->fd : -1;
-
-		/* The bytes sent must be the version journaled. */
-		if (fd >= 0 && fstat(fd, &now) == 0 && !same_file(&now, &x->en)) {
-			superseded(s, OUTBOX_S3, &x->en, &now,
-			    "while it was being sent");
-		} else if (!x->req.kms && etag_mismatch(x->req.etag, x->md5_hex)) {
-			err_set(&e, ERR_TRANSIENT, "S3 returned ETag %s, not "
-			    "the MD5 of what was sent", x->req.etag);
-			retry_later(s, OUTBOX_S3, &x->en, &e);
-		} else {
-			struct outbox_result r = { .state = OUTBOX_DONE,
-			    .etag = x->req.etag, .sha256 = x->en.sha256 };
-
-			record(s, OUTBOX_S3, &x->en, &r);
-			leg_ok(s, OUTBOX_S3);
 			log_msg(LOG_INFO, &ctx, "stored s3://%s/%s (%lld bytes)",
-			    s->cfg->bucket, x->en.s3_key, (long long)x->en.size);
-		}
-	} else if (x->req.err.cls == ERR_CHANGED) {
-		if (fstat(x->fd, &now) == 0)
-			superseded(s, OUTBOX_S3, &x->en, &now,
-			    "while it was being sent");
-		else
-			retry_later(s, OUTBOX_S3, &x->en, &x->req.err);
-	} else if (x->req.err.cls == ERR_TRANSIENT) {
-		retry_later(s, OUTBOX_S3, &x->en, &x->req.err);
-	} else {
-		fail_for_good(s, OUTBOX_S3, &x->en, &x->req.err);
+			    s->cfg->bucket, en->s3_key, (long long)en->size);
+		break;
+	case UPLOAD_RETRY:
+		retry_later(s, OUTBOX_S3, en, &o->err);
+		break;
+	case UPLOAD_FAILED:
+		fail_for_good(s, OUTBOX_S3, en, &o->err);
+		break;
+	case UPLOAD_GONE:
+		snprintf(why, sizeof(why), "the file vanished before it was "
+		    "uploaded");
+		skip(s, OUTBOX_S3, en, why);
+		break;
+	case UPLOAD_CHANGED:
+		superseded(s, OUTBOX_S3, en, &o->st, o->when);
+		break;
+	case UPLOAD_STOPPED:
+	case UPLOAD_BUSY:
+		break;	/* left in_flight: the next start retries it */
 	}
-	xfer_free(x);
+	strmap_del(s->inflight, en->path);
+	upload_free(u);
+	s->ups[i] = s->ups[--s->nups];
 }
 
+/* Records every upload that has finished. */
+static void
+reap_uploads(struct sync *s)
+{
+	struct upload_outcome o;
+	struct err e = {0};
+	int i, open = 0;
+
+	for (i = 0; i < s->nups;) {
+		if (!upload_finished(s->ups[i], &o)) {
+			i++;
+			continue;
+		}
+		if (!open && outbox_begin(s->ob, &e) == 0)
+			open = 1;
+		finish_upload(s, i, &o);
+	}
+	if (open && outbox_commit(s->ob, &e) < 0)
+		log_err("%s", e.msg);
+}
+
+static void
+add_upload(struct sync *s, struct upload *u)
+{
+	if (s->nups == s->capups) {
+		s->capups = s->capups ? s->capups * 2 : 16;
+		s->ups = xrealloc(s->ups, (size_t)s->capups * sizeof(*s->ups));
+	}
+	s->ups[s->nups++] = u;
+	strmap_put(s->inflight, upload_entry(u)->path, u);
+}
+
+/* Claims due S3 legs while fewer uploads than the concurrency run. */
 static int
-start_s3(struct sync *s, int stopping)
+claim_uploads(struct sync *s)
 {
 	struct outbox_entry *v;
 	size_t n = 0, i;
 	struct err e = {0};
-	int room = s->cfg->concurrency - s->nxfers;
+	int room = leg_allowance(s, OUTBOX_S3, s->cfg->concurrency - s->nups);
 
-	if (s->s3 == NULL || stopping || room <= 0)
-		return 0;
-	room = leg_allowance(s, OUTBOX_S3, room);
 	if (room <= 0)
 		return 0;
 	if (outbox_claim(s->ob, OUTBOX_S3, room, 1, path_in_flight, s, &v, &n,
@@ -488,28 +480,123 @@ start_s3(struct sync *s, int stopping)
 		return 0;
 	}
 	for (i = 0; i < n; i++)
-		start_put(s, &v[i]);
+		add_upload(s, upload_new(&s->env, &v[i]));
 	outbox_entries_free(v, n);
 	return (int)n;
 }
 
+/* Sends queued AbortMultipartUpload requests while slots are free. */
+static void
+send_aborts(struct sync *s, int *slots)
+{
+	struct outbox_abort *v = NULL;
+	struct err e = {0};
+	size_t n = 0, i;
+
+	if (*slots <= 0 || s->naborts >= ABORT_BATCH ||
+	    leg_allowance(s, OUTBOX_S3, 1) == 0)
+		return;
+	if (outbox_abort_due(s->ob, ABORT_BATCH - s->naborts, &v, &n, &e) < 0) {
+		outbox_aborts_free(v, n);
+		return;
+	}
+	for (i = 0; i < n && *slots > 0; i++) {
+		struct abort_req *a = xcalloc(1, sizeof(*a));
+
+		a->upload_id = xstrdup(v[i].upload_id);
+		a->attempts = v[i].attempts + 1;
+		a->req.method = "DELETE";
+		a->req.key = xstrdup(v[i].s3_key);
+		a->req.query[0] = (struct sigv4_pair){ "uploadId", a->upload_id };
+		a->req.n_query = 1;
+		a->req.fd = -1;
+		a->req.user = NULL;	/* marks an abort, not an upload */
+		if (s3_start(s->s3, &a->req) < 0) {
+			outbox_abort_later(s->ob, a->upload_id,
+			    retry_at(s, a->attempts), a->req.err.msg, &e);
+			free(a->upload_id);
+			free(a->req.key);
+			free(a);
+			continue;
+		}
+		/* Delay this upload id's next turn while it is in flight. */
+		outbox_abort_later(s->ob, a->upload_id, time_now_ms() +
+		    (int64_t)s->cfg->s3_timeout_s * 2000, "in flight", &e);
+		s->naborts++;
+		(*slots)--;
+	}
+	outbox_aborts_free(v, n);
+}
+
+static void
+abort_reply(struct sync *s, struct abort_req *a)
+{
+	struct err e = {0};
+
+	s3_req_clear(&a->req);
+	s->naborts--;
+	if (a->req.err.cls == ERR_NONE || strcmp(a->req.code, "NoSuchUpload") == 0
+	    || a->req.status == 404) {
+		log_info("aborted the abandoned multipart upload of %s",
+		    a->req.key);
+		outbox_abort_done(s->ob, a->upload_id, &e);
+	} else {
+		log_warnx("aborting the multipart upload of %s: %s (will retry)",
+		    a->req.key, a->req.err.msg);
+		outbox_abort_later(s->ob, a->upload_id, retry_at(s, a->attempts),
+		    a->req.err.msg, &e);
+	}
+	buf_free(&a->req.body);
+	free(a->req.key);
+	free(a->upload_id);
+	free(a);
+}
+
+/* Collects finished requests and the uploads they finish. */
 static void
 collect_s3(struct sync *s)
 {
 	struct s3_req *r;
-	struct err e = {0};
-	int open = 0;
 
 	while ((r = s3_done(s->s3)) != NULL) {
-		if (!open && outbox_begin(s->ob, &e) == 0)
-			open = 1;
-		finish_put(s, r->user);
+		if (r->user == NULL)
+			abort_reply(s, (struct abort_req *)r);
+		else
+			upload_reply(r);
 	}
-	if (open && outbox_commit(s->ob, &e) < 0) {
-		log_err("%s", e.msg);
-		if (e.cls == ERR_FATAL)
-			s->fatal = 1;
+	reap_uploads(s);
+}
+
+/* The S3 part of a turn; returns 1 while hashing work is left. */
+static int
+run_s3(struct sync *s, int stopping)
+{
+	size_t budget = HASH_BUDGET;
+	int slots, i, busy = 0;
+
+	if (s->s3 == NULL)
+		return 0;
+	if (stopping)
+		for (i = 0; i < s->nups; i++)
+			upload_stop(s->ups[i]);
+	else if (s->unrecorded == NULL)
+		claim_uploads(s);
+	/* Local work: hash a slice of each file still being read. */
+	for (i = 0; i < s->nups && budget > 0 && !stopping; i++) {
+		size_t share = budget / (size_t)(s->nups - i);
+		size_t used = upload_work(s->ups[i], share > 0 ? share : budget);
+
+		budget -= used;
+		if (used > 0 && used >= share)
+			busy = 1;
 	}
+	slots = s->cfg->concurrency - s3_running(s->s3);
+	for (i = 0; i < s->nups && slots > 0; i++)
+		upload_send(s->ups[i], &slots, stopping);
+	if (!stopping)
+		send_aborts(s, &slots);
+	reap_uploads(s);
+	return busy;
 }
 
 /* ---- the database leg ---------------------------------------------------- */
@@ -864,6 +951,7 @@ sync_new(const struct cfg *cfg, int wake_fd, struct err *e)
 		goto fail;
 	if (cfg->bucket != NULL && (s->s3 = s3_new(cfg, e)) == NULL)
 		goto fail;
+	s->env = (struct upload_env){ cfg, s->s3, s->ob, s->rootfd };
 	if (cfg->db_on)
 		s->pg = pg_new(cfg);
 	atomic_store(&s->heartbeat, time_mono_ms());
@@ -882,18 +970,28 @@ sync_free(struct sync *s)
 
 	if (s == NULL)
 		return;
-	while (s->xfers != NULL) {
-		struct xfer *x = s->xfers;
-
-		s->xfers = x->next;
-		s3_req_clear(&x->req);
-		xfer_free(x);
+	/* Requests still in curl point into the uploads: cancel them and
+	 * let their owners record a retry, then drop the client. */
+	if (s->s3 != NULL) {
+		s3_cancel_all(s->s3);
+		collect_s3(s);
+		s3_free(s->s3);
+		s->s3 = NULL;
 	}
+	for (i = 0; i < (size_t)s->nups; i++)
+		upload_free(s->ups[i]);
+	free(s->ups);
+	while (s->unrecorded != NULL) {
+		struct unrecorded *u = s->unrecorded;
+
+		s->unrecorded = u->next;
+		unrecorded_free(u);
+	}
+	i = 0;
 	while (strmap_next(s->job_users, &i, &k, &v))
 		free(v);
 	strmap_free(s->job_users);
 	strmap_free(s->inflight);
-	s3_free(s->s3);
 	pg_free(s->pg);
 	outbox_close(s->ob);
 	if (s->rootfd >= 0)
@@ -997,12 +1095,16 @@ turn(struct sync *s, int stopping)
 {
 	int recorded, etags;
 
+	int hashing;
+
 	atomic_store(&s->heartbeat, time_mono_ms());
-	start_s3(s, stopping);
-	recorded = run_db(s, stopping);
-	etags = run_etags(s, stopping);
-	/* A full batch suggests more is waiting. */
-	return recorded >= DB_BATCH || etags >= 32;
+	if (s->unrecorded != NULL)
+		flush_unrecorded(s);
+	hashing = run_s3(s, stopping);
+	recorded = s->unrecorded ? 0 : run_db(s, stopping);
+	etags = s->unrecorded ? 0 : run_etags(s, stopping);
+	/* Hashing left, or a full batch: more is waiting right now. */
+	return hashing || recorded >= DB_BATCH || etags >= 32;
 }
 
 int
@@ -1014,20 +1116,22 @@ sync_run(struct sync *s)
 		int stopping = atomic_load(&s->stop);
 
 		if (stopping) {
+			int busy = s->s3 ? s3_running(s->s3) : 0;
+
 			if (stop_deadline == 0) {
 				stop_deadline = time_mono_ms() + STOP_GRACE_MS;
-				if (s->nxfers > 0)
+				if (busy > 0)
 					log_info("stopping: letting %d "
-					    "transfer(s) finish", s->nxfers);
+					    "request(s) finish", busy);
 			}
-			if (s->nxfers == 0 || time_mono_ms() > stop_deadline)
+			if (busy == 0 || time_mono_ms() > stop_deadline)
 				break;
 		}
 		wait_turn(s, idle_timeout(s, turn(s, stopping)));
 	}
-	if (s->nxfers > 0)
-		log_warnx("stopped with %d transfer(s) unfinished: they are "
-		    "retried at the next start", s->nxfers);
+	if (s->s3 != NULL && s3_running(s->s3) > 0)
+		log_warnx("stopped with %d request(s) unfinished: they are "
+		    "retried at the next start", s3_running(s->s3));
 	return s->fatal ? -1 : 0;
 }
 
@@ -1038,14 +1142,15 @@ sync_once(struct sync *s)
 		int busy = turn(s, 0);
 		int64_t due;
 
-		if (!busy && s->nxfers == 0) {
+		if (!busy && s->nups == 0 && (s->s3 == NULL ||
+		    s3_running(s->s3) == 0)) {
 			due = next_work(s);
 			if (due < 0 || due > ONCE_WAIT_MS)
 				break;
 		}
 		wait_turn(s, idle_timeout(s, busy));
 	}
-	while (s->nxfers > 0 && !s->fatal)
-		wait_turn(s, 1000);
+	while (s->nups > 0 && !s->fatal)
+		wait_turn(s, idle_timeout(s, turn(s, 0)));
 	return s->fatal ? -1 : 0;
 }

@@ -80,6 +80,30 @@ CREATE TABLE IF NOT EXISTS not_jobs (
     last_seen  TEXT NOT NULL
 ) WITHOUT ROWID;
 
+-- Parts of unfinished multipart uploads that S3 has acknowledged, so an
+-- upload interrupted by a crash resumes instead of starting over.
+CREATE TABLE IF NOT EXISTS parts (
+    entry_id    INTEGER NOT NULL,
+    part_number INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    etag        TEXT NOT NULL,
+    done_at     TEXT NOT NULL,
+    PRIMARY KEY (entry_id, part_number)
+) WITHOUT ROWID;
+
+-- Multipart uploads given up on (the file changed, vanished, or the leg
+-- failed): aborted in S3 so no parts are left behind, retried until S3
+-- confirms.
+CREATE TABLE IF NOT EXISTS aborts (
+    upload_id  TEXT PRIMARY KEY,
+    s3_key     TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    TEXT NOT NULL,
+    last_error TEXT
+) WITHOUT ROWID;
+
 CREATE VIEW IF NOT EXISTS pending AS
     SELECT id, job_id, path, version, size,
            s3_state, s3_attempts, s3_next_at, s3_error,

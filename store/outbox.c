@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,7 @@ struct outbox {
 	sqlite3_stmt *st[ST_COUNT];	/* prepared lazily, reset after use */
 	char *path;			/* the database file */
 	int lock_fd;			/* the held lock file, or -1 */
+	int depth;			/* nested outbox_begin calls */
 };
 
 static const char *const state_names[OUTBOX_NSTATES] = {
@@ -336,33 +338,65 @@ outbox_lock_owner(const char *db_path)
 	return pid;
 }
 
+/*
+ * Transactions nest: the outermost is BEGIN IMMEDIATE ... COMMIT, inner
+ * ones are savepoints, so a helper that needs atomicity (journaling a
+ * version) can be called inside a caller's batch.
+ */
 int
 outbox_begin(struct outbox *o, struct err *e)
 {
-	if (sqlite3_exec(o->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-	    SQLITE_OK) {
+	char sql[48];
+
+	if (o->depth == 0)
+		snprintf(sql, sizeof(sql), "BEGIN IMMEDIATE");
+	else
+		snprintf(sql, sizeof(sql), "SAVEPOINT s%d", o->depth);
+	if (sqlite3_exec(o->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
 		db_err(o, e, "BEGIN");
 		return -1;
 	}
+	o->depth++;
 	return 0;
 }
 
 int
 outbox_commit(struct outbox *o, struct err *e)
 {
-	if (sqlite3_exec(o->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+	char sql[48];
+
+	if (o->depth == 0) {
+		err_set(e, ERR_FATAL, "outbox %s: COMMIT without BEGIN", o->path);
+		return -1;
+	}
+	if (o->depth == 1)
+		snprintf(sql, sizeof(sql), "COMMIT");
+	else
+		snprintf(sql, sizeof(sql), "RELEASE s%d", o->depth - 1);
+	if (sqlite3_exec(o->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
 		db_err(o, e, "COMMIT");
 		outbox_rollback(o);
 		return -1;
 	}
+	o->depth--;
 	return 0;
 }
 
 void
 outbox_rollback(struct outbox *o)
 {
+	char sql[64];
+
+	if (o->depth > 1) {
+		snprintf(sql, sizeof(sql), "ROLLBACK TO s%d; RELEASE s%d",
+		    o->depth - 1, o->depth - 1);
+		sqlite3_exec(o->db, sql, NULL, NULL, NULL);
+		o->depth--;
+		return;
+	}
 	if (!sqlite3_get_autocommit(o->db))
 		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
+	o->depth = 0;
 }
 
 /* Runs a bound statement that returns no rows. */
@@ -952,4 +986,168 @@ outbox_meta_get(struct outbox *o, const char *key)
 		v = col_dup(s, 0);
 	sqlite3_finalize(s);
 	return v;
+}
+
+/* Runs sql with text/int64 parameters given as a format: 't' text (const
+ * char *), 'i' int64_t. For the rarely used statements below. */
+static int
+run(struct outbox *o, const char *sql, const char *fmt, struct err *e, ...)
+{
+	sqlite3_stmt *s = NULL;
+	va_list ap;
+	int i, rc;
+
+	if (sqlite3_prepare_v2(o->db, sql, -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "preparing a statement");
+		return -1;
+	}
+	va_start(ap, e);
+	for (i = 0; fmt[i] != '\0'; i++) {
+		if (fmt[i] == 't')
+			sqlite3_bind_text(s, i + 1, va_arg(ap, const char *), -1,
+			    SQLITE_TRANSIENT);
+		else
+			sqlite3_bind_int64(s, i + 1, va_arg(ap, int64_t));
+	}
+	va_end(ap);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, "writing");
+		return -1;
+	}
+	return 0;
+}
+
+int
+outbox_part_done(struct outbox *o, int64_t id, int number, int64_t size,
+    const char *etag, struct err *e)
+{
+	char now[32];
+
+	now_iso(now);
+	return run(o, "INSERT OR REPLACE INTO parts (entry_id, part_number, "
+	    "size, etag, done_at) VALUES (?1, ?2, ?3, ?4, ?5)", "iiitt", e, id,
+	    (int64_t)number, size, etag, now);
+}
+
+int
+outbox_parts(struct outbox *o, int64_t id, struct outbox_part **v, size_t *n,
+    struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	size_t cap = 0;
+	int rc;
+
+	*v = NULL;
+	*n = 0;
+	if (sqlite3_prepare_v2(o->db, "SELECT part_number, size, etag FROM parts "
+	    "WHERE entry_id = ?1 ORDER BY part_number", -1, &s, NULL) !=
+	    SQLITE_OK) {
+		db_err(o, e, "reading parts");
+		return -1;
+	}
+	sqlite3_bind_int64(s, 1, id);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 16;
+			*v = xrealloc(*v, cap * sizeof(**v));
+		}
+		(*v)[*n].number = sqlite3_column_int(s, 0);
+		(*v)[*n].size = sqlite3_column_int64(s, 1);
+		copy_fixed((*v)[*n].etag, sizeof((*v)[*n].etag), s, 2);
+		(*n)++;
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, "reading parts");
+		free(*v);
+		*v = NULL;
+		*n = 0;
+		return -1;
+	}
+	return 0;
+}
+
+int
+outbox_upload_clear(struct outbox *o, int64_t id, struct err *e)
+{
+	if (run(o, "DELETE FROM parts WHERE entry_id = ?1", "i", e, id) < 0)
+		return -1;
+	return run(o, "UPDATE entries SET s3_upload_id = NULL WHERE id = ?1",
+	    "i", e, id);
+}
+
+int
+outbox_abort_add(struct outbox *o, const char *upload_id, const char *key,
+    const char *reason, struct err *e)
+{
+	char now[32];
+
+	now_iso(now);
+	return run(o, "INSERT OR IGNORE INTO aborts (upload_id, s3_key, reason, "
+	    "created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?4)", "tttt", e,
+	    upload_id, key, reason, now);
+}
+
+int
+outbox_abort_due(struct outbox *o, int max, struct outbox_abort **v,
+    size_t *n, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	char now[32];
+	int rc;
+
+	*v = xcalloc((size_t)max, sizeof(**v));
+	*n = 0;
+	now_iso(now);
+	if (sqlite3_prepare_v2(o->db, "SELECT upload_id, s3_key, attempts FROM "
+	    "aborts WHERE next_at <= ?1 ORDER BY next_at LIMIT ?2", -1, &s,
+	    NULL) != SQLITE_OK) {
+		db_err(o, e, "reading aborts");
+		return -1;
+	}
+	sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < (size_t)max) {
+		copy_fixed((*v)[*n].upload_id, sizeof((*v)[*n].upload_id), s, 0);
+		(*v)[*n].s3_key = col_dup(s, 1);
+		(*v)[*n].attempts = sqlite3_column_int(s, 2);
+		(*n)++;
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		db_err(o, e, "reading aborts");
+		return -1;
+	}
+	return 0;
+}
+
+void
+outbox_aborts_free(struct outbox_abort *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].s3_key);
+	free(v);
+}
+
+int
+outbox_abort_done(struct outbox *o, const char *upload_id, struct err *e)
+{
+	return run(o, "DELETE FROM aborts WHERE upload_id = ?1", "t", e,
+	    upload_id);
+}
+
+int
+outbox_abort_later(struct outbox *o, const char *upload_id, int64_t next_at_ms,
+    const char *error, struct err *e)
+{
+	char next[32];
+
+	time_iso8601(next_at_ms, next, sizeof(next));
+	return run(o, "UPDATE aborts SET attempts = attempts + 1, next_at = ?2, "
+	    "last_error = ?3 WHERE upload_id = ?1", "ttt", e, upload_id, next,
+	    error);
 }

@@ -132,6 +132,41 @@ int outbox_finish(struct outbox *o, enum outbox_leg leg, int64_t id,
 int outbox_set_upload_id(struct outbox *o, int64_t id, const char *upload_id,
     struct err *e);
 
+/* A part of a multipart upload that S3 acknowledged. */
+struct outbox_part {
+	int number;
+	int64_t size;
+	char etag[128];
+};
+
+/* Records part number of entry id as stored (replacing an older record). */
+int outbox_part_done(struct outbox *o, int64_t id, int number, int64_t size,
+    const char *etag, struct err *e);
+/* The recorded parts of entry id, by number; the caller frees *v. */
+int outbox_parts(struct outbox *o, int64_t id, struct outbox_part **v,
+    size_t *n, struct err *e);
+/* Forgets entry id's upload: its upload id and recorded parts. */
+int outbox_upload_clear(struct outbox *o, int64_t id, struct err *e);
+
+/* A multipart upload to abort. */
+struct outbox_abort {
+	char upload_id[1024];
+	char *s3_key;
+	int attempts;
+};
+/* Queues upload_id (of key) for AbortMultipartUpload. */
+int outbox_abort_add(struct outbox *o, const char *upload_id, const char *key,
+    const char *reason, struct err *e);
+/* Up to max queued aborts that are due; free with outbox_aborts_free. */
+int outbox_abort_due(struct outbox *o, int max, struct outbox_abort **v,
+    size_t *n, struct err *e);
+void outbox_aborts_free(struct outbox_abort *v, size_t n);
+/* S3 confirmed (or never knew) the upload: forget it. */
+int outbox_abort_done(struct outbox *o, const char *upload_id, struct err *e);
+/* The abort failed transiently: try again at next_at_ms. */
+int outbox_abort_later(struct outbox *o, const char *upload_id,
+    int64_t next_at_ms, const char *error, struct err *e);
+
 /* Entries whose database row still lacks the S3 ETag that is now known. */
 int outbox_etag_todo(struct outbox *o, int max, struct outbox_entry **v,
     size_t *n, struct err *e);

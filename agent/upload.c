@@ -1,0 +1,891 @@
+/*
+ * upload.c - one entry's S3 leg (see upload.h).
+ *
+ *   hash ──┬─> PUT ───────────────────────────────────────────> done
+ *          └─> CreateMultipartUpload ─> UploadPart × n ─> Complete ─> done
+ *                                                     lost reply? ─> HEAD
+ *
+ * Every request an upload makes is a struct ureq; the upload counts them
+ * and is finished only when it has decided its outcome and none is left
+ * in flight, so curl never holds a pointer into freed memory.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <openssl/evp.h>
+
+#include "agent/keymap.h"
+#include "agent/upload.h"
+#include "watchers/tree.h"
+
+#define SMALL_FILE	(256 * 1024)	/* bodies kept in memory below this */
+#define MIN_PART	(8ull * 1024 * 1024)
+#define MAX_PARTS	10000
+#define MAX_RESTARTS	2		/* fresh multipart uploads per attempt */
+#define READ_CHUNK	(256 * 1024)
+
+enum phase { P_HASH, P_PUT, P_CREATE, P_PARTS, P_COMPLETE, P_HEAD, P_END };
+enum kind { K_PUT, K_CREATE, K_PART, K_COMPLETE, K_HEAD };
+enum part_state { PART_TODO, PART_SENDING, PART_DONE };
+
+struct part {
+	uint64_t offset, length;
+	char sha256[65];	/* of the part's bytes, signed */
+	char md5_b64[25];	/* Content-MD5 */
+	unsigned char md5[16];
+	char etag[128];		/* recorded or returned */
+	enum part_state state;
+};
+
+/* A request in flight. */
+struct ureq {
+	struct s3_req req;	/* first: s3_req.user points to the ureq */
+	struct upload *u;
+	enum kind kind;
+	int part;		/* K_PART: index into parts */
+	char num[16];		/* partNumber as text */
+	struct buf xml;		/* K_COMPLETE: the body */
+};
+
+struct upload {
+	const struct upload_env *env;
+	struct outbox_entry en;	/* owned */
+	int fd;			/* the file, open until the upload ends */
+	struct stat st;		/* as opened and hashed */
+	uint64_t size;
+	enum phase phase;
+	int inflight;		/* requests in flight */
+	int put_sent;		/* P_PUT: the PUT was started */
+	int stopping;
+	uint64_t hashed;	/* bytes hashed so far */
+	EVP_MD_CTX *sha_file, *md5_file, *sha_part, *md5_part;
+	unsigned char *mem;	/* small single-PUT body */
+	char sha256[65];	/* of the whole file */
+	char md5_b64[25];		/* of the whole file (single PUT) */
+	unsigned char md5[16];
+	int multipart;
+	uint64_t part_size;
+	int nparts;
+	struct part *parts;
+	char *upload_id;
+	int restarts;
+	int decided;
+	struct upload_outcome out;
+};
+
+/* ---- outcome ------------------------------------------------------------- */
+
+static int
+same_file(const struct stat *st, const struct outbox_entry *en)
+{
+	return (int64_t)st->st_size == en->size &&
+	    (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec ==
+	    en->mtime_ns && (int64_t)st->st_ino == en->inode;
+}
+
+/* Gives up on the multipart upload: abort it in S3 and forget it here. */
+static void
+abandon(struct upload *u, const char *why)
+{
+	struct err e = {0};
+
+	if (u->upload_id == NULL)
+		return;
+	outbox_abort_add(u->env->ob, u->upload_id, u->en.s3_key, why, &e);
+	outbox_upload_clear(u->env->ob, u->en.id, &e);
+	free(u->upload_id);
+	u->upload_id = NULL;
+}
+
+/* Settles the outcome; the first decision stands. */
+static void
+decide(struct upload *u, enum upload_result r, const struct err *e,
+    const char *when)
+{
+	struct err ignored = {0};
+
+	if (u->decided)
+		return;
+	u->decided = 1;
+	u->phase = P_END;
+	u->out.result = r;
+	if (e != NULL)
+		u->out.err = *e;
+	u->out.when = when;
+	u->out.parts = u->multipart ? u->nparts : 0;
+	memcpy(u->out.sha256, u->sha256, sizeof(u->out.sha256));
+	switch (r) {
+	case UPLOAD_DONE:
+		if (u->multipart)
+			outbox_upload_clear(u->env->ob, u->en.id, &ignored);
+		break;
+	case UPLOAD_FAILED:
+		abandon(u, "the S3 leg failed");
+		break;
+	case UPLOAD_GONE:
+		abandon(u, "the file vanished");
+		break;
+	case UPLOAD_CHANGED:
+		abandon(u, "the file changed");
+		break;
+	default:
+		break;	/* RETRY and STOPPED keep the upload to resume */
+	}
+}
+
+static void
+changed(struct upload *u, const char *when)
+{
+	if (fstat(u->fd, &u->out.st) < 0 || u->out.st.st_nlink == 0) {
+		struct err e;
+
+		err_set(&e, ERR_GONE, "the file vanished %s", when);
+		decide(u, UPLOAD_GONE, &e, when);
+		return;
+	}
+	decide(u, UPLOAD_CHANGED, NULL, when);
+}
+
+/* A failed request's error as the upload's outcome. */
+static void
+request_failed(struct upload *u, const struct s3_req *r)
+{
+	switch (r->err.cls) {
+	case ERR_CHANGED:
+		changed(u, "while it was being sent");
+		break;
+	case ERR_TRANSIENT:
+		decide(u, UPLOAD_RETRY, &r->err, NULL);
+		break;
+	default:
+		decide(u, UPLOAD_FAILED, &r->err, NULL);
+		break;
+	}
+}
+
+/* ---- set-up -------------------------------------------------------------- */
+
+static void
+plan_parts(struct upload *u)
+{
+	uint64_t off = 0;
+	int i;
+
+	u->part_size = (u->size + MAX_PARTS - 1) / MAX_PARTS;
+	if (u->part_size < MIN_PART)
+		u->part_size = MIN_PART;
+	u->nparts = (int)((u->size + u->part_size - 1) / u->part_size);
+	u->parts = xcalloc((size_t)u->nparts, sizeof(*u->parts));
+	for (i = 0; i < u->nparts; i++) {
+		u->parts[i].offset = off;
+		u->parts[i].length = u->size - off < u->part_size ?
+		    u->size - off : u->part_size;
+		off += u->parts[i].length;
+	}
+}
+
+/* Takes over parts recorded by an earlier attempt, if they still fit. */
+static void
+resume(struct upload *u)
+{
+	struct outbox_part *v = NULL;
+	struct err e = {0};
+	size_t n = 0, i;
+
+	u->upload_id = xstrdup(u->en.upload_id);
+	if (outbox_parts(u->env->ob, u->en.id, &v, &n, &e) < 0)
+		return;
+	for (i = 0; i < n; i++) {
+		int k = v[i].number - 1;
+
+		if (k < 0 || k >= u->nparts ||
+		    (uint64_t)v[i].size != u->parts[k].length) {
+			/* Planned differently: start over cleanly. */
+			abandon(u, "the part plan changed");
+			break;
+		}
+		snprintf(u->parts[k].etag, sizeof(u->parts[k].etag), "%s",
+		    v[i].etag);
+		u->parts[k].state = PART_DONE;
+	}
+	free(v);
+}
+
+struct upload *
+upload_new(const struct upload_env *env, struct outbox_entry *en)
+{
+	struct upload *u = xcalloc(1, sizeof(*u));
+	struct err e = {0};
+
+	u->env = env;
+	u->en = *en;
+	memset(en, 0, sizeof(*en));
+	u->phase = P_HASH;
+	u->fd = tree_open_file(env->rootfd, u->en.path, &u->st, &e);
+	if (u->fd < 0) {
+		decide(u, e.cls == ERR_GONE ? UPLOAD_GONE : e.cls ==
+		    ERR_TRANSIENT ? UPLOAD_RETRY : UPLOAD_FAILED, &e, NULL);
+		return u;
+	}
+	if (!same_file(&u->st, &u->en)) {
+		u->out.st = u->st;
+		decide(u, UPLOAD_CHANGED, NULL, "after it was journaled");
+		return u;
+	}
+	u->size = (uint64_t)u->st.st_size;
+	u->multipart = u->size > env->cfg->multipart_threshold;
+	u->sha_file = EVP_MD_CTX_new();
+	if (u->sha_file == NULL)
+		abort();
+	EVP_DigestInit_ex(u->sha_file, EVP_sha256(), NULL);
+	if (u->multipart) {
+		plan_parts(u);
+		u->sha_part = EVP_MD_CTX_new();
+		u->md5_part = EVP_MD_CTX_new();
+		if (u->sha_part == NULL || u->md5_part == NULL)
+			abort();
+		EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
+		EVP_DigestInit_ex(u->md5_part, EVP_md5(), NULL);
+		if (u->en.upload_id != NULL)
+			resume(u);
+	} else {
+		u->md5_file = EVP_MD_CTX_new();
+		if (u->md5_file == NULL)
+			abort();
+		EVP_DigestInit_ex(u->md5_file, EVP_md5(), NULL);
+		if (u->en.upload_id != NULL) {
+			/* Planned as multipart before (threshold changed). */
+			u->upload_id = xstrdup(u->en.upload_id);
+			abandon(u, "sent as a single PUT instead");
+		}
+		if (u->size <= SMALL_FILE)
+			u->mem = xmalloc(u->size ? u->size : 1);
+	}
+	return u;
+}
+
+void
+upload_free(struct upload *u)
+{
+	if (u == NULL)
+		return;
+	if (u->fd >= 0)
+		close(u->fd);
+	EVP_MD_CTX_free(u->sha_file);
+	EVP_MD_CTX_free(u->md5_file);
+	EVP_MD_CTX_free(u->sha_part);
+	EVP_MD_CTX_free(u->md5_part);
+	free(u->mem);
+	free(u->parts);
+	free(u->upload_id);
+	outbox_entry_free(&u->en);
+	free(u);
+}
+
+const struct outbox_entry *
+upload_entry(const struct upload *u)
+{
+	return &u->en;
+}
+
+/* ---- hashing ------------------------------------------------------------- */
+
+static void
+finish_part(struct upload *u, int k)
+{
+	struct part *p = &u->parts[k];
+	unsigned char sha[32];
+
+	EVP_DigestFinal_ex(u->sha_part, sha, NULL);
+	EVP_DigestFinal_ex(u->md5_part, p->md5, NULL);
+	hex_encode(sha, sizeof(sha), p->sha256);
+	EVP_EncodeBlock((unsigned char *)p->md5_b64, p->md5, sizeof(p->md5));
+	EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
+	EVP_DigestInit_ex(u->md5_part, EVP_md5(), NULL);
+	/* A part recorded before is kept only if it holds these bytes. */
+	if (p->state == PART_DONE) {
+		char want[36], hex[33];
+
+		hex_encode(p->md5, sizeof(p->md5), hex);
+		snprintf(want, sizeof(want), "\"%s\"", hex);
+		if (strcasecmp(p->etag, want) != 0)
+			p->state = PART_TODO;
+	}
+}
+
+/* All bytes hashed: the file must not have grown or changed meanwhile. */
+static void
+finish_hashing(struct upload *u)
+{
+	unsigned char sha[32], extra;
+	struct stat now;
+	ssize_t n;
+
+	do
+		n = pread(u->fd, &extra, 1, (off_t)u->size);
+	while (n < 0 && errno == EINTR);
+	if (n != 0 || fstat(u->fd, &now) < 0 || !same_file(&now, &u->en)) {
+		changed(u, "while it was read");
+		return;
+	}
+	EVP_DigestFinal_ex(u->sha_file, sha, NULL);
+	hex_encode(sha, sizeof(sha), u->sha256);
+	if (!u->multipart) {
+		EVP_DigestFinal_ex(u->md5_file, u->md5, NULL);
+		EVP_EncodeBlock((unsigned char *)u->md5_b64, u->md5,
+		    sizeof(u->md5));
+		u->phase = P_PUT;
+	} else {
+		u->phase = u->upload_id ? P_PARTS : P_CREATE;
+	}
+}
+
+size_t
+upload_work(struct upload *u, size_t budget)
+{
+	unsigned char chunk[READ_CHUNK];
+	size_t used = 0;
+
+	while (!u->decided && u->phase == P_HASH && used < budget) {
+		uint64_t left = u->size - u->hashed;
+		size_t want = left < sizeof(chunk) ? (size_t)left : sizeof(chunk);
+		unsigned char *dst = u->mem ? u->mem + u->hashed : chunk;
+		ssize_t n;
+
+		if (u->multipart) {
+			int k = (int)(u->hashed / u->part_size);
+			uint64_t part_left = u->parts[k].offset +
+			    u->parts[k].length - u->hashed;
+
+			if (want > part_left)
+				want = (size_t)part_left;
+		}
+		if (want == 0) {
+			finish_hashing(u);
+			break;
+		}
+		n = pread(u->fd, dst, want, (off_t)u->hashed);
+		if (n < 0) {
+			struct err e;
+
+			if (errno == EINTR)
+				continue;
+			err_sys(&e, ERR_TRANSIENT, "reading %s", u->en.path);
+			decide(u, UPLOAD_RETRY, &e, NULL);
+			break;
+		}
+		if (n == 0) {
+			changed(u, "while it was read");	/* it shrank */
+			break;
+		}
+		EVP_DigestUpdate(u->sha_file, dst, (size_t)n);
+		if (u->multipart) {
+			int k = (int)(u->hashed / u->part_size);
+
+			EVP_DigestUpdate(u->sha_part, dst, (size_t)n);
+			EVP_DigestUpdate(u->md5_part, dst, (size_t)n);
+			u->hashed += (uint64_t)n;
+			if (u->hashed == u->parts[k].offset + u->parts[k].length)
+				finish_part(u, k);
+		} else {
+			EVP_DigestUpdate(u->md5_file, dst, (size_t)n);
+			u->hashed += (uint64_t)n;
+		}
+		used += (size_t)n;
+	}
+	return used;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static struct ureq *
+new_req(struct upload *u, enum kind kind, const char *method)
+{
+	struct ureq *q = xcalloc(1, sizeof(*q));
+
+	q->u = u;
+	q->kind = kind;
+	q->part = -1;
+	q->req.method = method;
+	q->req.key = xstrdup(u->en.s3_key);
+	q->req.fd = -1;
+	q->req.user = q;
+	return q;
+}
+
+static void
+free_req(struct ureq *q)
+{
+	s3_req_clear(&q->req);
+	free(q->req.key);
+	buf_free(&q->req.body);
+	buf_free(&q->xml);
+	free(q);
+}
+
+static int
+start(struct upload *u, struct ureq *q, int *slots)
+{
+	if (s3_start(u->env->s3, &q->req) < 0) {
+		request_failed(u, &q->req);
+		free_req(q);
+		return -1;
+	}
+	u->inflight++;
+	(*slots)--;
+	return 0;
+}
+
+static void
+send_put(struct upload *u, int *slots)
+{
+	struct ureq *q = new_req(u, K_PUT, "PUT");
+
+	q->req.fd = u->mem ? -1 : u->fd;
+	q->req.mem = u->mem;
+	q->req.length = u->size;
+	memcpy(q->req.sha256, u->sha256, sizeof(q->req.sha256));
+	memcpy(q->req.md5, u->md5_b64, sizeof(q->req.md5));
+	q->req.content_type = keymap_content_type(u->en.path);
+	q->req.job_id = u->en.job_id;
+	q->req.file_sha256 = u->sha256;
+	u->put_sent = 1;
+	start(u, q, slots);
+}
+
+static void
+send_create(struct upload *u, int *slots)
+{
+	struct ureq *q = new_req(u, K_CREATE, "POST");
+
+	q->req.query[0] = (struct sigv4_pair){ "uploads", "" };
+	q->req.n_query = 1;
+	q->req.content_type = keymap_content_type(u->en.path);
+	q->req.job_id = u->en.job_id;
+	q->req.file_sha256 = u->sha256;
+	start(u, q, slots);
+}
+
+static void
+send_part(struct upload *u, int k, int *slots)
+{
+	struct ureq *q = new_req(u, K_PART, "PUT");
+	struct part *p = &u->parts[k];
+
+	q->part = k;
+	snprintf(q->num, sizeof(q->num), "%d", k + 1);
+	q->req.query[0] = (struct sigv4_pair){ "partNumber", q->num };
+	q->req.query[1] = (struct sigv4_pair){ "uploadId", u->upload_id };
+	q->req.n_query = 2;
+	q->req.fd = u->fd;
+	q->req.offset = p->offset;
+	q->req.length = p->length;
+	memcpy(q->req.sha256, p->sha256, sizeof(q->req.sha256));
+	memcpy(q->req.md5, p->md5_b64, sizeof(q->req.md5));
+	p->state = PART_SENDING;
+	if (start(u, q, slots) < 0)
+		p->state = PART_TODO;
+}
+
+static void
+send_complete(struct upload *u, int *slots)
+{
+	struct ureq *q = new_req(u, K_COMPLETE, "POST");
+	unsigned char sha[32], md5[16];
+	int i;
+
+	buf_puts(&q->xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws"
+	    ".com/doc/2006-03-01/\">");
+	for (i = 0; i < u->nparts; i++)
+		buf_printf(&q->xml, "<Part><PartNumber>%d</PartNumber><ETag>%s"
+		    "</ETag></Part>", i + 1, u->parts[i].etag);
+	buf_puts(&q->xml, "</CompleteMultipartUpload>");
+	EVP_Digest(q->xml.data, q->xml.len, sha, NULL, EVP_sha256(), NULL);
+	EVP_Digest(q->xml.data, q->xml.len, md5, NULL, EVP_md5(), NULL);
+	hex_encode(sha, sizeof(sha), q->req.sha256);
+	EVP_EncodeBlock((unsigned char *)q->req.md5, md5, sizeof(md5));
+	q->req.query[0] = (struct sigv4_pair){ "uploadId", u->upload_id };
+	q->req.n_query = 1;
+	q->req.mem = (const unsigned char *)q->xml.data;
+	q->req.length = q->xml.len;
+	q->req.content_type = "application/xml";
+	start(u, q, slots);
+}
+
+static void
+send_head(struct upload *u, int *slots)
+{
+	start(u, new_req(u, K_HEAD, "HEAD"), slots);
+}
+
+void
+upload_send(struct upload *u, int *slots, int stopping)
+{
+	int i;
+
+	if (stopping)
+		u->stopping = 1;
+	if (u->decided || u->stopping)
+		return;
+	switch (u->phase) {
+	case P_PUT:
+		if (!u->put_sent && *slots > 0)
+			send_put(u, slots);
+		break;
+	case P_CREATE:
+		if (u->inflight == 0 && *slots > 0)
+			send_create(u, slots);
+		break;
+	case P_PARTS:
+		for (i = 0; i < u->nparts && *slots > 0 && !u->decided; i++)
+			if (u->parts[i].state == PART_TODO)
+				send_part(u, i, slots);
+		for (i = 0; i < u->nparts; i++)
+			if (u->parts[i].state != PART_DONE)
+				break;
+		if (i == u->nparts && u->inflight == 0) {
+			u->phase = P_COMPLETE;
+			if (*slots > 0)
+				send_complete(u, slots);
+		}
+		break;
+	case P_COMPLETE:
+		if (u->inflight == 0 && *slots > 0)
+			send_complete(u, slots);
+		break;
+	case P_HEAD:
+		if (u->inflight == 0 && *slots > 0)
+			send_head(u, slots);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+/* The text of the first element called name anywhere in an XML reply. */
+static int
+xml_find(const struct buf *b, const char *root, const char *name, char *out,
+    size_t n)
+{
+	xmlDocPtr doc;
+	xmlNodePtr r, c;
+	int found = 0;
+
+	out[0] = '\0';
+	if (b->len == 0 || b->len > 1024 * 1024)
+		return 0;
+	doc = xmlReadMemory(b->data, (int)b->len, "reply.xml", NULL,
+	    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	if (doc == NULL)
+		return 0;
+	r = xmlDocGetRootElement(doc);
+	if (r != NULL && strcmp((const char *)r->name, root) == 0) {
+		for (c = r->children; c != NULL; c = c->next) {
+			if (c->type == XML_ELEMENT_NODE &&
+			    strcmp((const char *)c->name, name) == 0) {
+				xmlChar *t = xmlNodeGetContent(c);
+
+				snprintf(out, n, "%s", t ? (const char *)t : "");
+				xmlFree(t);
+				found = 1;
+				break;
+			}
+		}
+	}
+	xmlFreeDoc(doc);
+	return found;
+}
+
+/*
+ * The bytes sent must still be the version journaled, and still the file
+ * at its path: one replaced by a rename (link count 0) is obsolete even
+ * though the bytes we hold are consistent.
+ */
+static int
+still_same(struct upload *u)
+{
+	struct stat now;
+
+	if (fstat(u->fd, &now) == 0 && same_file(&now, &u->en) &&
+	    now.st_nlink > 0)
+		return 1;
+	if (fstat(u->fd, &now) == 0 && now.st_nlink == 0) {
+		struct stat cur;
+		struct err e = {0};
+
+		/* Look at what the path holds now. */
+		if (tree_stat(u->env->rootfd, u->en.path, &cur, &e) == 0 &&
+		    S_ISREG(cur.st_mode)) {
+			u->out.st = cur;
+			decide(u, UPLOAD_CHANGED, NULL, "while it was being sent");
+		} else {
+			err_set(&e, ERR_GONE, "the file was deleted while it was "
+			    "being sent");
+			decide(u, UPLOAD_GONE, &e, NULL);
+		}
+		return 0;
+	}
+	changed(u, "while it was being sent");
+	return 0;
+}
+
+/* An MD5 ETag ("<32 hex>") that differs from md5? Others are not MD5s. */
+static int
+md5_etag_differs(const char *etag, const unsigned char *md5)
+{
+	char hex[33];
+
+	if (strlen(etag) != 34 || etag[0] != '"' || etag[33] != '"')
+		return 0;
+	hex_encode(md5, 16, hex);
+	return strncasecmp(etag + 1, hex, 32) != 0;
+}
+
+/* A multipart ETag "<hex>-N" must be the MD5 of the parts' MD5s. */
+static int
+multipart_etag_differs(const struct upload *u, const char *etag)
+{
+	EVP_MD_CTX *c;
+	unsigned char md5[16];
+	char want[48], hex[33];
+	int i;
+
+	if (strchr(etag, '-') == NULL)
+		return 0;	/* not AWS's form (s3rver, some compatibles) */
+	c = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(c, EVP_md5(), NULL);
+	for (i = 0; i < u->nparts; i++)
+		EVP_DigestUpdate(c, u->parts[i].md5, 16);
+	EVP_DigestFinal_ex(c, md5, NULL);
+	EVP_MD_CTX_free(c);
+	hex_encode(md5, sizeof(md5), hex);
+	snprintf(want, sizeof(want), "\"%s-%d\"", hex, u->nparts);
+	return strcasecmp(etag, want) != 0;
+}
+
+static void
+done(struct upload *u, const char *etag)
+{
+	snprintf(u->out.etag, sizeof(u->out.etag), "%s", etag);
+	decide(u, UPLOAD_DONE, NULL, NULL);
+}
+
+/* Starts a fresh multipart upload after the old one vanished. */
+static void
+restart(struct upload *u, const char *why)
+{
+	struct err e = {0};
+	int i;
+
+	outbox_upload_clear(u->env->ob, u->en.id, &e);
+	free(u->upload_id);
+	u->upload_id = NULL;
+	for (i = 0; i < u->nparts; i++)
+		u->parts[i].state = PART_TODO;
+	if (++u->restarts > MAX_RESTARTS) {
+		err_set(&e, ERR_TRANSIENT, "%s, again: will retry later", why);
+		decide(u, UPLOAD_RETRY, &e, NULL);
+		return;
+	}
+	u->phase = P_CREATE;
+}
+
+static void
+reply_put(struct upload *u, struct s3_req *r)
+{
+	struct err e;
+
+	if (r->err.cls != ERR_NONE) {
+		request_failed(u, r);
+		return;
+	}
+	if (!still_same(u))
+		return;
+	if (!r->kms && md5_etag_differs(r->etag, u->md5)) {
+		err_set(&e, ERR_TRANSIENT, "S3 returned ETag %s, not the MD5 of "
+		    "what was sent", r->etag);
+		decide(u, UPLOAD_RETRY, &e, NULL);
+		return;
+	}
+	done(u, r->etag);
+}
+
+static void
+reply_create(struct upload *u, struct s3_req *r)
+{
+	char id[1024];
+	struct err e = {0};
+
+	if (r->err.cls != ERR_NONE) {
+		request_failed(u, r);
+		return;
+	}
+	if (!xml_find(&r->body, "InitiateMultipartUploadResult", "UploadId", id,
+	    sizeof(id)) || id[0] == '\0') {
+		err_set(&e, ERR_TRANSIENT, "CreateMultipartUpload for %s: no "
+		    "UploadId in the reply", u->en.s3_key);
+		decide(u, UPLOAD_RETRY, &e, NULL);
+		return;
+	}
+	u->upload_id = xstrdup(id);
+	if (outbox_set_upload_id(u->env->ob, u->en.id, id, &e) < 0) {
+		decide(u, UPLOAD_RETRY, &e, NULL);
+		return;
+	}
+	u->phase = P_PARTS;
+}
+
+static void
+reply_part(struct upload *u, struct ureq *q)
+{
+	struct s3_req *r = &q->req;
+	struct part *p = &u->parts[q->part];
+	struct err e = {0};
+
+	if (r->err.cls != ERR_NONE) {
+		p->state = PART_TODO;
+		if (strcmp(r->code, "NoSuchUpload") == 0) {
+			restart(u, "the multipart upload vanished");
+			return;
+		}
+		request_failed(u, r);
+		return;
+	}
+	if (md5_etag_differs(r->etag, p->md5) && !r->kms) {
+		p->state = PART_TODO;
+		err_set(&e, ERR_TRANSIENT, "part %d: S3 returned ETag %s, not "
+		    "the MD5 of what was sent", q->part + 1, r->etag);
+		decide(u, UPLOAD_RETRY, &e, NULL);
+		return;
+	}
+	snprintf(p->etag, sizeof(p->etag), "%s", r->etag);
+	p->state = PART_DONE;
+	if (outbox_part_done(u->env->ob, u->en.id, q->part + 1,
+	    (int64_t)p->length, r->etag, &e) < 0)
+		decide(u, UPLOAD_RETRY, &e, NULL);
+	else
+		still_same(u);	/* stop early when the file was replaced */
+}
+
+static void
+reply_complete(struct upload *u, struct s3_req *r)
+{
+	char code[64], msg[512], etag[128];
+	struct err e = {0};
+
+	if (r->err.cls != ERR_NONE) {
+		if (strcmp(r->code, "NoSuchUpload") == 0) {
+			/* Maybe our last Complete worked and its reply was
+			 * lost: look at the object before starting over. */
+			u->phase = P_HEAD;
+			return;
+		}
+		request_failed(u, r);
+		return;
+	}
+	/* Complete can fail after a 200: the error is in the body. */
+	if (s3_parse_error(r->body.data ? r->body.data : "", r->body.len, code,
+	    sizeof(code), msg, sizeof(msg)) == 0) {
+		err_set(&e, s3_classify(500, code), "CompleteMultipartUpload %s: "
+		    "%s: %s", u->en.s3_key, code, msg);
+		decide(u, e.cls == ERR_TRANSIENT ? UPLOAD_RETRY : UPLOAD_FAILED,
+		    &e, NULL);
+		return;
+	}
+	if (!xml_find(&r->body, "CompleteMultipartUploadResult", "ETag", etag,
+	    sizeof(etag)))
+		snprintf(etag, sizeof(etag), "%s", r->etag);
+	if (!still_same(u))
+		return;
+	if (multipart_etag_differs(u, etag)) {
+		err_set(&e, ERR_TRANSIENT, "S3 returned ETag %s, not the MD5 of "
+		    "the parts' MD5s", etag);
+		restart(u, "the stored object's ETag did not match");
+		if (!u->decided)
+			decide(u, UPLOAD_RETRY, &e, NULL);
+		return;
+	}
+	done(u, etag);
+}
+
+static void
+reply_head(struct upload *u, struct s3_req *r)
+{
+	if (r->err.cls == ERR_NONE && r->content_length == (int64_t)u->size &&
+	    strcmp(r->meta_sha256, u->sha256) == 0) {
+		if (still_same(u))
+			done(u, r->etag);
+		return;
+	}
+	if (r->err.cls == ERR_NONE || r->status == 404) {
+		restart(u, "the multipart upload vanished before it completed");
+		return;
+	}
+	request_failed(u, r);
+}
+
+struct upload *
+upload_of(struct s3_req *r)
+{
+	return ((struct ureq *)r->user)->u;
+}
+
+void
+upload_reply(struct s3_req *r)
+{
+	struct ureq *q = r->user;
+	struct upload *u = q->u;
+
+	u->inflight--;
+	s3_req_clear(r);
+	if (!u->decided) {
+		switch (q->kind) {
+		case K_PUT: reply_put(u, r); break;
+		case K_CREATE: reply_create(u, r); break;
+		case K_PART: reply_part(u, q); break;
+		case K_COMPLETE: reply_complete(u, r); break;
+		case K_HEAD: reply_head(u, r); break;
+		}
+	} else if (q->kind == K_PART && r->err.cls == ERR_NONE) {
+		/* Already failing, but a stored part is worth keeping. */
+		struct err e = {0};
+
+		outbox_part_done(u->env->ob, u->en.id, q->part + 1,
+		    (int64_t)u->parts[q->part].length, r->etag, &e);
+	}
+	if (u->stopping && u->inflight == 0 && !u->decided)
+		decide(u, UPLOAD_STOPPED, NULL, NULL);
+	free_req(q);
+}
+
+void
+upload_stop(struct upload *u)
+{
+	u->stopping = 1;
+	if (u->inflight == 0 && !u->decided)
+		decide(u, UPLOAD_STOPPED, NULL, NULL);
+}
+
+int
+upload_inflight(const struct upload *u)
+{
+	return u->inflight;
+}
+
+int
+upload_finished(const struct upload *u, struct upload_outcome *out)
+{
+	if (!u->decided || u->inflight > 0)
+		return 0;
+	*out = u->out;
+	return 1;
+}

@@ -1,0 +1,90 @@
+/*
+ * upload.h - one entry's S3 leg, from opening the file to the object
+ * stored: a single PUT up to OUTBOXD_MULTIPART_THRESHOLD, a multipart
+ * upload above it. Used by the sync thread only.
+ *
+ * An upload first hashes its file in bounded steps (upload_work), so the
+ * sync thread keeps driving every other transfer while a large file is
+ * read: SHA-256 of the whole file (x-amz-meta-sha256), and for each body
+ * sent the SHA-256 it is signed with and the MD5 of Content-MD5. Then it
+ * sends what it is ready to send as the sync thread gives it request
+ * slots (upload_send), and advances on each reply (upload_reply).
+ *
+ * Multipart uploads are resumable: the upload id and each acknowledged
+ * part are recorded in the outbox as they happen, so after a crash the
+ * next attempt sends only the missing parts. An upload given up on is
+ * queued for AbortMultipartUpload, never left dangling. Bodies are read
+ * from the file as they are sent; memory stays bounded whatever the size.
+ */
+#ifndef OUTBOXD_UPLOAD_H
+#define OUTBOXD_UPLOAD_H
+
+#include <sys/stat.h>
+
+#include "agent/cfg.h"
+#include "agent/s3.h"
+#include "agent/util.h"
+#include "store/outbox.h"
+
+/* What uploads need from the sync thread. */
+struct upload_env {
+	const struct cfg *cfg;
+	struct s3 *s3;
+	struct outbox *ob;	/* the sync thread's connection */
+	int rootfd;		/* the uploads root */
+};
+
+enum upload_result {
+	UPLOAD_BUSY,		/* still working */
+	UPLOAD_DONE,		/* stored: etag and sha256 are set */
+	UPLOAD_RETRY,		/* transient failure: err says why */
+	UPLOAD_FAILED,		/* permanent failure: err says why */
+	UPLOAD_GONE,		/* the file vanished */
+	UPLOAD_CHANGED,		/* the file changed: st is the new stat */
+	UPLOAD_STOPPED,		/* dropped on request before finishing */
+};
+
+struct upload_outcome {
+	enum upload_result result;
+	struct err err;
+	char etag[128];
+	char sha256[65];
+	struct stat st;		/* UPLOAD_CHANGED: the file as it is now */
+	const char *when;	/* UPLOAD_CHANGED: "while it was read", ... */
+	int parts;		/* parts of a multipart upload, 0 for a PUT */
+};
+
+struct upload;
+
+/* Starts the S3 leg of en (taken). Opens and checks the file at once; the
+ * upload may already be finished (gone, changed) when this returns. */
+struct upload *upload_new(const struct upload_env *env, struct outbox_entry *en);
+/* Frees u; only when it is finished (no request in flight). */
+void upload_free(struct upload *u);
+
+const struct outbox_entry *upload_entry(const struct upload *u);
+
+/* Hashes up to budget bytes; returns the bytes consumed from the budget
+ * (0 when u has no local work left). */
+size_t upload_work(struct upload *u, size_t budget);
+
+/* Starts the requests u is ready for while *slots > 0, decrementing it.
+ * With stopping set it starts nothing new. */
+void upload_send(struct upload *u, int *slots, int stopping);
+
+/* A request of u finished (r->user is u's request). */
+void upload_reply(struct s3_req *r);
+
+/* The upload a finished request belongs to. */
+struct upload *upload_of(struct s3_req *r);
+
+/* Gives up on u as soon as nothing is in flight (shutdown). */
+void upload_stop(struct upload *u);
+
+/* Requests of u in flight. */
+int upload_inflight(const struct upload *u);
+
+/* Finished (no request in flight)? Fills out when so. */
+int upload_finished(const struct upload *u, struct upload_outcome *out);
+
+#endif
