@@ -486,6 +486,8 @@ load_db(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
 		problem(p, "OUTBOXD_DB_SCHEMA=%s: not a plain SQL identifier "
 		    "(letters, digits, '_', at most 63)", c->db_schema);
 	c->db_migrate = bool_var(get, arg, "OUTBOXD_DB_MIGRATE", 1, p);
+	c->db_timeout_s = int_var(get, arg, "OUTBOXD_DB_TIMEOUT_S", 30, 1, 3600,
+	    p);
 }
 
 size_t

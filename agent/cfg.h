@@ -36,6 +36,7 @@ struct cfg {
 	char *database_url;		/* DATABASE_URL, "" for PG* alone */
 	char *db_schema;		/* OUTBOXD_DB_SCHEMA */
 	int db_migrate;			/* OUTBOXD_DB_MIGRATE */
+	int db_timeout_s;		/* OUTBOXD_DB_TIMEOUT_S: per statement */
 
 	char *default_user;		/* OUTBOXD_DEFAULT_USER (a UUID) or NULL */
 	char **ignore;			/* OUTBOXD_IGNORE globs, NULL ended */

@@ -413,6 +413,7 @@ cmd_migrate(struct cfg *c)
 		    "set\n");
 		return EX_CONFIG;
 	}
+	c->db_migrate = 0;	/* migrate here, explicitly, and say what it did */
 	p = pg_new(c);
 	n = pg_migrate(p, &e);
 	if (n < 0) {

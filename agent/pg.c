@@ -18,8 +18,16 @@
 #include "agent/pg.h"
 #include "schema/sql.h"
 
-#define STATEMENT_TIMEOUT "30s"
 #define MIGRATE_LOCK_KEY "7364518203"
+
+/*
+ * Per transaction, never per session (poolers share sessions): a bound on
+ * how long a statement may wait, and a commit that is durable before it is
+ * acknowledged even where the server defaults to synchronous_commit=off,
+ * because outboxd marks an entry done on that acknowledgement.
+ */
+#define SQL_TXN_SETTINGS "SELECT set_config('statement_timeout', $1, true), " \
+	"set_config('synchronous_commit', 'on', true)"
 
 struct pg {
 	PGconn *conn;		/* NULL when not connected */
@@ -27,6 +35,7 @@ struct pg {
 	char *schema;		/* quoted identifier, e.g. "is_migration" */
 	char *schema_raw;	/* as configured */
 	int migrate;		/* OUTBOXD_DB_MIGRATE */
+	char timeout[16];	/* statement_timeout, e.g. "30s" */
 	int migrated;		/* tried once since start */
 	char *sql_record;	/* SELECT schema.outboxd_record_document(...) */
 	char *sql_etag;
@@ -45,6 +54,7 @@ pg_new(const struct cfg *cfg)
 	p->schema_raw = xstrdup(cfg->db_schema);
 	p->schema = xasprintf("\"%s\"", cfg->db_schema);
 	p->migrate = cfg->db_migrate;
+	snprintf(p->timeout, sizeof(p->timeout), "%ds", cfg->db_timeout_s);
 	p->sql_record = xasprintf("SELECT %s.outboxd_record_document($1, $2, "
 	    "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", p->schema);
 	p->sql_etag = xasprintf("UPDATE %s.documents SET etag = $4 "
@@ -379,6 +389,7 @@ fail:
 static int
 send_doc(struct pg *p, const struct pg_doc *d)
 {
+	const char *t[1] = { p->timeout };
 	char size[32];
 	const char *v[13];
 
@@ -400,9 +411,8 @@ send_doc(struct pg *p, const struct pg_doc *d)
 	 * transaction, which the server rolls back by itself on an error,
 	 * so a failed document cannot leave the next one in an aborted
 	 * block. set_config(..., true) lasts until that transaction ends. */
-	return PQsendQueryParams(p->conn, "SELECT set_config("
-	    "'statement_timeout', '" STATEMENT_TIMEOUT "', true)", 0, NULL,
-	    NULL, NULL, NULL, 0)
+	return PQsendQueryParams(p->conn, SQL_TXN_SETTINGS, 1, NULL, t, NULL,
+	    NULL, 0)
 	    && PQsendQueryParams(p->conn, p->sql_record, 13, NULL, v, NULL,
 	    NULL, 0)
 	    && PQpipelineSync(p->conn);
@@ -564,9 +574,16 @@ pg_apply_job_meta(struct pg *p, const char *event_id, const char *job_id,
 		return -1;
 	if (simple(p, "BEGIN", e) < 0)
 		return -1;
-	if (simple(p, "SET LOCAL statement_timeout = '" STATEMENT_TIMEOUT "'",
-	    e) < 0)
-		goto out;
+	{
+		const char *t[1] = { p->timeout };
+
+		r = PQexecParams(p->conn, SQL_TXN_SETTINGS, 1, NULL, t, NULL,
+		    NULL, 0);
+		if (exec_ok(p, r, PGRES_TUPLES_OK, e, "setting the timeout") < 0)
+			goto out;
+		PQclear(r);
+		r = NULL;
+	}
 	{
 		const char *v[2] = { event_id, job_id };
 

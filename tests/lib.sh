@@ -583,6 +583,46 @@ pg_up() {
 	_it_pg_running=1
 }
 
+# pgbouncer_start: pgbouncer (Debian's, 1.18) in transaction mode in front
+# of the test PostgreSQL, as Supabase's transaction pooler is: no session
+# state survives a transaction, no named prepared statements. Exports
+# PGBOUNCER_URL (same user and database as DATABASE_URL).
+pgbouncer_start() {
+	local port dir=$_it_pg_tmp/pgbouncer bin
+	bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+	[ -x "$bin" ] || t_bail "pgbouncer not found (apt-get install pgbouncer)"
+	port=$(free_port)
+	mkdir -p "$dir"
+	printf '"%s" ""\n' "$PG_USER" outboxd_agent >"$dir/userlist.txt"
+	cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+outboxd = host=127.0.0.1 port=$PG_PORT dbname=outboxd
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+max_client_conn = 100
+default_pool_size = 4
+ignore_startup_parameters = extra_float_digits,options
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+EOF
+	if [ "$(id -u)" = 0 ]; then chown -R postgres: "$dir"; fi
+	if ! _it_pg_as "$bin" -d "$dir/pgbouncer.ini" >"$IT_DIR/pgbouncer.out" 2>&1; then
+		_it_diag_file "$IT_DIR/pgbouncer.out"
+		t_bail "pgbouncer did not start"
+	fi
+	wait_for 10 test -s "$dir/pgbouncer.pid" || t_bail "pgbouncer wrote no pid file"
+	it_track "$(cat "$dir/pgbouncer.pid")"
+	PGBOUNCER_URL=postgresql://$PG_USER@127.0.0.1:$port/outboxd
+	export PGBOUNCER_URL
+	wait_for 10 "$IT_PG_BINDIR/psql" -X -At -d "$PGBOUNCER_URL" -c 'select 1' ||
+		t_bail "pgbouncer does not answer at $PGBOUNCER_URL"
+}
+
 # ---------------------------------------------------------------- S3
 
 _it_s3_ak=S3RVER

@@ -24,13 +24,13 @@ ob_setup() {
 _ob_started() { grep -q 'rescan (start-up)' "$IT_DIR/outboxd.log"; }
 
 ob_start() {
+	local before
 	: >>"$IT_DIR/outboxd.log"
 	echo "--- start $(date -u +%T.%N)" >>"$IT_DIR/outboxd.log"
+	# Wait for this start's rescan line (earlier starts left theirs).
+	before=$(grep -c 'rescan (start-up)' "$IT_DIR/outboxd.log" || true)
 	it_bg outboxd "$OUTBOXD" "$@"
 	OB_PID=$IT_BG_PID
-	# Wait for this start's rescan line (earlier starts left theirs).
-	local before
-	before=$(grep -c 'rescan (start-up)' "$IT_DIR/outboxd.log" || true)
 	wait_for 20 _ob_rescanned_since "$before" || {
 		t_diag "outboxd did not finish its start-up rescan"
 		tail -20 "$IT_DIR/outboxd.log" | sed 's/^/# /'

@@ -1,0 +1,125 @@
+#!/bin/bash
+# it-db.sh - the database leg as the app's operators see it in Supabase:
+# migrations apply once and upgrade from an older version; outboxd works
+# as a least-privilege role; row-level security shows users their own
+# rows; each sample file sets the job's platform and file_info; job.json
+# rewrites (queued -> documentation_ready -> completed) leave three
+# job_history rows with the right changed_fields; an invalid job.json
+# changes nothing; permission denied fails the entry naming the table
+# until it is granted and retried; the reporting views count.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/ob.sh"
+it_init db
+pg_start
+ob_setup
+
+# --- migrations: twice, then an upgrade from the first version
+t_ok "migrate" "$OUTBOXCTL" migrate
+"$OUTBOXCTL" migrate >"$IT_DIR/m2.out"
+t_ok "migrating again applies nothing" grep -q '0 migrations applied now, up to date' "$IT_DIR/m2.out"
+t_is "$(pg_psql -c 'select string_agg(version, $$,$$ order by version) from is_migration.schema_migrations')" \
+	"001_init,002_roles_views" "both migrations are recorded once"
+pg_psql -c "create database old_version"
+old_url=${DATABASE_URL%/*}/old_version
+sed 's/@schema@/"is_migration"/g' "$abs_top_srcdir/schema/pg/001_init.sql" >"$IT_DIR/001.sql"
+"$IT_PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "$old_url" \
+	-c 'create schema is_migration' \
+	-c 'create table is_migration.schema_migrations (version text primary key, applied_at timestamptz not null default now())' \
+	-f "$IT_DIR/001.sql" -c "insert into is_migration.schema_migrations values ('001_init')" >/dev/null
+DATABASE_URL=$old_url "$OUTBOXCTL" migrate >"$IT_DIR/up.out"
+t_ok "a database at version 001 is upgraded" grep -q '1 migration applied now' "$IT_DIR/up.out"
+t_ok "with the views of 002" "$IT_PG_BINDIR/psql" -X -At -d "$old_url" -c 'select * from is_migration.job_completion'
+
+# --- the least-privilege role
+pg_psql -c "create role outboxd_agent login" -c "grant outboxd_writer to outboxd_agent"
+admin_url=$DATABASE_URL
+admin() { DATABASE_URL=$admin_url pg_psql "$@"; }
+export DATABASE_URL=postgresql://outboxd_agent@127.0.0.1:$PG_PORT/outboxd
+t_is "$(pg_psql -c "select rolsuper or rolbypassrls or rolcreaterole from pg_roles where rolname = 'outboxd_agent'")" f \
+	"outboxd_agent is neither superuser nor BYPASSRLS"
+ob_start
+declare -A want=([mulesoft-orders.xml]=mulesoft [boomi-invoice.xml]=boomi
+	[tibco-shipment.process]=tibco [sap-customer.iflw]=sap [malformed.xml]=unknown)
+declare -A job
+for f in "${!want[@]}"; do
+	job[$f]=$(new_job)
+	mkdir -p "$UPLOADS/${job[$f]}"
+	cp "$IT_DATA/$f" "$UPLOADS/${job[$f]}/.$f.tmp"
+	mv "$UPLOADS/${job[$f]}/.$f.tmp" "$UPLOADS/${job[$f]}/$f"
+done
+t_ok "the samples are recorded by the least-privilege role" ob_wait_idle 30 5
+for f in "${!want[@]}"; do
+	t_is "$(pg_psql -c "select platform from is_migration.jobs where id = '${job[$f]}'")" "${want[$f]}" \
+		"$f: platform ${want[$f]}"
+done
+t_is "$(pg_psql -c "select file_info->>'root_element' || ' ' || (file_info->>'namespace') from is_migration.jobs where id = '${job[boomi-invoice.xml]}'")" \
+	"Component http://api.platform.boomi.com/" "file_info has the root element and namespace"
+t_is "$(pg_psql -c "select (file_info->>'well_formed') || ' ' || (file_info->>'error_line') from is_migration.jobs where id = '${job[malformed.xml]}'")" \
+	"false 6" "file_info of the malformed file: not well-formed, with the parser's line"
+t_is "$(pg_psql -c "select count(*) from is_migration.documents where filename = 'malformed.xml'")" 1 \
+	"the malformed file is still recorded"
+
+# --- job.json: three rewrites, three history rows
+j=${job[mulesoft-orders.xml]}
+user=3b241101-e2bb-4255-8caf-4136c566a962
+history() { pg_psql -c "select count(*) from is_migration.job_history where job_id = '$j'"; }
+write_job_json() {
+	printf '{"id":"%s","filename":"mulesoft-orders.xml","platform":"mulesoft","user_id":"%s","status":"%s","enhance_with_llm":true}' \
+		"$j" "$user" "$1" >"$UPLOADS/$j/.job.json.tmp"
+	mv "$UPLOADS/$j/.job.json.tmp" "$UPLOADS/$j/job.json"
+}
+_status_is() { [ "$(pg_psql -c "select status from is_migration.jobs where id = '$j'")" = "$1" ]; }
+before=$(history)
+for st in queued documentation_ready completed; do
+	write_job_json "$st"
+	t_ok "job.json status $st is applied" wait_for 20 _status_is "$st"
+done
+t_is "$(($(history) - before))" 3 "three rewrites, three job_history rows"
+t_is "$(pg_psql -c "select string_agg(array_to_string(changed_fields, '+'), ' ' order by created_at) from is_migration.job_history where job_id = '$j' and old_data is not null")" \
+	"user_id+status+enhance_with_llm status status" "changed_fields: what each rewrite changed"
+t_is "$(pg_psql -c "select old_data->>'status' || '>' || (new_data->>'status') from is_migration.job_history where job_id = '$j' order by created_at desc limit 1")" \
+	"documentation_ready>completed" "old_data and new_data of the last one"
+t_ok "the log says it in the app's words" grep -q "Job status updated: $j -> completed" "$IT_DIR/outboxd.log"
+
+# --- invalid job.json: a warning, nothing changes, picked up when fixed
+printf '{"status": "finished"}' >"$UPLOADS/$j/.job.json.tmp"
+mv "$UPLOADS/$j/.job.json.tmp" "$UPLOADS/$j/job.json"
+_warned() { grep -q 'job.json not applied: status "finished" is not one of' "$IT_DIR/outboxd.log"; }
+t_ok "an unknown status: one clear warning" wait_for 20 _warned
+printf '{"status": ' >"$UPLOADS/$j/.job.json.tmp"
+mv "$UPLOADS/$j/.job.json.tmp" "$UPLOADS/$j/job.json"
+_warned2() { grep -q 'job.json not applied: not valid JSON' "$IT_DIR/outboxd.log"; }
+t_ok "invalid JSON: one clear warning" wait_for 20 _warned2
+t_is "$(pg_psql -c "select status from is_migration.jobs where id = '$j'")" completed "no database change"
+t_is "$(ob_status failed)" 0 "and no failed entry to retry"
+write_job_json failed
+t_ok "the corrected job.json is applied" wait_for 20 _status_is failed
+
+# --- row-level security: users see their own rows
+admin -c "create role app_user nologin" \
+	-c "grant usage on schema is_migration to app_user" \
+	-c "grant select on all tables in schema is_migration to app_user" >/dev/null
+t_is "$(admin -c "set role app_user" -c "select set_config('request.jwt.claim.sub', '$user', false)" -c "select count(*) from is_migration.jobs" | tail -1)" 1 \
+	"the job's user sees their one job"
+t_is "$(admin -c "set role app_user" -c "select set_config('request.jwt.claim.sub', '$user', false)" -c "select count(*) from is_migration.documents" | tail -1)" 1 \
+	"and its document"
+t_is "$(admin -c "set role app_user" -c "select set_config('request.jwt.claim.sub', '00000000-0000-4000-8000-000000000000', false)" -c "select count(*) from is_migration.jobs" | tail -1)" 0 \
+	"another user sees none"
+
+# --- permission denied names the table, waits for retry
+admin -c "revoke insert on is_migration.documents from outboxd_writer"
+write_file "$j/docs/denied.md" "# no insert"
+_one_failed() { [ "$(ob_status failed)" = 1 ]; }
+t_ok "without INSERT on documents the entry fails" wait_for 20 _one_failed
+t_ok "naming the table" bash -c "'$OUTBOXCTL' list --state failed | grep -q 'permission denied for table documents'"
+admin -c "grant insert on is_migration.documents to outboxd_writer"
+t_ok "granted again and retried" "$OUTBOXCTL" retry --failed
+t_ok "it is recorded" ob_wait_idle 20 6
+
+# --- the reporting views
+t_is "$(pg_psql -c "select sum(files) from is_migration.upload_stats")" 6 "upload_stats counts the files"
+t_is "$(pg_psql -c "select jobs from is_migration.job_completion where status = 'processing'")" 4 \
+	"job_completion counts jobs per status"
+ob_stop
+t_done
