@@ -572,7 +572,7 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 		problem(p, "OUTBOXD_LOG_FORMAT=%s: must be text or json", v);
 	c->retry_base_ms = int_var(get, arg, "OUTBOXD_RETRY_BASE_MS", 1000, 10,
 	    600000, p);
-	c->retry_max_s = int_var(get, arg, "OUTBOXD_RETRY_MAX_S", 300, 1, 86400,
+	c->retry_max_s = int_var(get, arg, "OUTBOXD_RETRY_MAX_S", 60, 1, 86400,
 	    p);
 	c->s3_timeout_s = int_var(get, arg, "OUTBOXD_S3_TIMEOUT_S", 30, 1, 3600,
 	    p);

@@ -385,11 +385,10 @@ fail:
 
 /* ---- documents ----------------------------------------------------------- */
 
-/* Sends one document's transaction into the pipeline. */
+/* Queues the call recording d (no sync). */
 static int
-send_doc(struct pg *p, const struct pg_doc *d)
+send_call(struct pg *p, const struct pg_doc *d)
 {
-	const char *t[1] = { p->timeout };
 	char size[32];
 	const char *v[13];
 
@@ -407,36 +406,42 @@ send_doc(struct pg *p, const struct pg_doc *d)
 	v[10] = d->platform;
 	v[11] = d->file_info;
 	v[12] = d->user_id;
-	/* No BEGIN/COMMIT: the statements up to a sync are one implicit
-	 * transaction, which the server rolls back by itself on an error,
-	 * so a failed document cannot leave the next one in an aborted
-	 * block. set_config(..., true) lasts until that transaction ends. */
-	return PQsendQueryParams(p->conn, SQL_TXN_SETTINGS, 1, NULL, t, NULL,
-	    NULL, 0)
-	    && PQsendQueryParams(p->conn, p->sql_record, 13, NULL, v, NULL,
-	    NULL, 0)
-	    && PQpipelineSync(p->conn);
+	return PQsendQueryParams(p->conn, p->sql_record, 13, NULL, v, NULL,
+	    NULL, 0);
 }
 
-/* Reads one document's results, up to and including its sync. */
 static int
-read_doc(struct pg *p, struct pg_doc *d)
+send_settings(struct pg *p)
 {
-	int step = 0, broken = 0;
+	const char *t[1] = { p->timeout };
 
-	d->outcome[0] = '\0';
-	err_clear(&d->err);
+	return PQsendQueryParams(p->conn, SQL_TXN_SETTINGS, 1, NULL, t, NULL,
+	    NULL, 0);
+}
+
+/*
+ * Reads the results of one transaction up to its sync: the settings, then
+ * n calls for docs. No BEGIN/COMMIT is sent: the statements up to a sync
+ * are one implicit transaction, committed at the sync and rolled back by
+ * the server on an error, so nothing is ever left in an aborted block.
+ * Returns 1 when every call worked, 0 when one failed (its doc holds the
+ * error; the transaction was rolled back), -1 when the connection broke.
+ */
+static int
+read_txn(struct pg *p, struct pg_doc *docs, size_t n, struct err *e)
+{
+	size_t call = 0;
+	int step = 0, failed = 0;
+
 	for (;;) {
 		PGresult *res = PQgetResult(p->conn);
 		ExecStatusType st;
 
 		if (res == NULL) {
-			/* Between the results of two queries; a NULL right
-			 * after a NULL means the connection is gone. */
+			/* Between two queries' results; on a broken
+			 * connection libpq says so in the status. */
 			if (PQstatus(p->conn) != CONNECTION_OK) {
-				if (d->err.cls == ERR_NONE)
-					result_error(p, NULL, &d->err,
-					    "recording the document");
+				result_error(p, NULL, e, "recording documents");
 				return -1;
 			}
 			continue;
@@ -446,23 +451,96 @@ read_doc(struct pg *p, struct pg_doc *d)
 			PQclear(res);
 			break;
 		}
-		if (st == PGRES_FATAL_ERROR && d->err.cls == ERR_NONE)
-			result_error(p, res, &d->err, "recording the document");
-		else if (st == PGRES_TUPLES_OK && step == 1 && PQntuples(res) == 1)
-			snprintf(d->outcome, sizeof(d->outcome), "%s",
-			    PQgetvalue(res, 0, 0));
-		else if (st == PGRES_PIPELINE_ABORTED)
-			broken = 1;
+		if (step > 0)
+			call = (size_t)(step - 1);
+		if (st == PGRES_FATAL_ERROR) {
+			failed = 1;
+			if (step > 0 && call < n)
+				result_error(p, res, &docs[call].err,
+				    "recording the document");
+			else
+				result_error(p, res, e, "setting up the transaction");
+		} else if (st == PGRES_TUPLES_OK && step > 0 && call < n &&
+		    PQntuples(res) == 1) {
+			snprintf(docs[call].outcome, sizeof(docs[call].outcome),
+			    "%s", PQgetvalue(res, 0, 0));
+		} else if (st == PGRES_PIPELINE_ABORTED) {
+			failed = 1;
+		}
 		PQclear(res);
 		step++;
 		if (p->conn == NULL)
 			return -1;
 	}
-	if (d->err.cls == ERR_NONE && (broken || d->outcome[0] == '\0'))
-		err_set(&d->err, ERR_TRANSIENT, "recording the document: no "
-		    "result");
-	if (d->err.cls != ERR_NONE)
-		d->outcome[0] = '\0';
+	return failed ? 0 : 1;
+}
+
+/* Sends what is queued and enters nothing new; 0 or -1. */
+static int
+flush_pipeline(struct pg *p, struct err *e)
+{
+	if (PQpipelineSync(p->conn) && PQflush(p->conn) == 0)
+		return 0;
+	result_error(p, NULL, e, "sending to the database");
+	return -1;
+}
+
+/* All n documents in one transaction: one commit (and one WAL flush) for
+ * the batch. 1 all recorded, 0 one failed (nothing kept), -1 broken. */
+static int
+record_batch(struct pg *p, struct pg_doc *docs, size_t n, struct err *e)
+{
+	size_t i;
+	int rc;
+
+	if (!send_settings(p))
+		goto broken;
+	for (i = 0; i < n; i++)
+		if (!send_call(p, &docs[i]))
+			goto broken;
+	if (flush_pipeline(p, e) < 0)
+		return -1;
+	rc = read_txn(p, docs, n, e);
+	if (rc == 0)
+		for (i = 0; i < n; i++) {
+			/* Rolled back: none of them counts. */
+			docs[i].outcome[0] = '\0';
+			err_clear(&docs[i].err);
+		}
+	return rc;
+broken:
+	result_error(p, NULL, e, "sending to the database");
+	return -1;
+}
+
+/* Each document in its own transaction, all in one round trip: a failing
+ * one does not hold the others back. 0, or -1 when the connection broke. */
+static int
+record_each(struct pg *p, struct pg_doc *docs, size_t n, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!send_settings(p) || !send_call(p, &docs[i]) ||
+		    !PQpipelineSync(p->conn)) {
+			result_error(p, NULL, e, "sending to the database");
+			return -1;
+		}
+	if (PQflush(p->conn) != 0) {
+		result_error(p, NULL, e, "sending to the database");
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		int rc = read_txn(p, &docs[i], 1, e);
+
+		if (rc < 0)
+			return -1;
+		if (rc == 0 && docs[i].err.cls == ERR_NONE)
+			docs[i].err = *e;
+		if (docs[i].err.cls == ERR_NONE && docs[i].outcome[0] == '\0')
+			err_set(&docs[i].err, ERR_TRANSIENT, "recording the "
+			    "document: no result");
+	}
 	return 0;
 }
 
@@ -470,7 +548,8 @@ int
 pg_record_documents(struct pg *p, struct pg_doc *docs, size_t n,
     struct err *e)
 {
-	size_t i, sent = 0;
+	size_t i;
+	int rc;
 
 	for (i = 0; i < n; i++) {
 		docs[i].outcome[0] = '\0';
@@ -482,18 +561,14 @@ pg_record_documents(struct pg *p, struct pg_doc *docs, size_t n,
 		result_error(p, NULL, e, "entering pipeline mode");
 		goto broken;
 	}
-	for (i = 0; i < n && send_doc(p, &docs[i]); i++)
-		sent++;
-	if (sent < n || PQflush(p->conn) < 0) {
-		result_error(p, NULL, e, "sending to the database");
+	/* The whole batch in one transaction first; if any document fails,
+	 * nothing of it was kept, and each goes again on its own so one bad
+	 * file cannot hold the others back. Replays are idempotent. */
+	rc = n > 1 ? record_batch(p, docs, n, e) : 0;
+	if (rc == 0)
+		rc = record_each(p, docs, n, e) == 0 ? 1 : -1;
+	if (rc < 0)
 		goto broken;
-	}
-	for (i = 0; i < sent; i++) {
-		if (read_doc(p, &docs[i]) < 0) {
-			*e = docs[i].err;
-			goto broken;
-		}
-	}
 	if (!PQexitPipelineMode(p->conn)) {
 		result_error(p, NULL, e, "leaving pipeline mode");
 		drop(p);

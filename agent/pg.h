@@ -3,8 +3,8 @@
  * (PQexecParams, PQsendQueryParams), no session state, so it works through
  * Supabase's transaction pooler and pgbouncer. Each stored file version is
  * one short transaction calling outboxd_record_document() (schema/pg/),
- * idempotent by the outbox event id; many of them travel in one round
- * trip in libpq's pipeline mode, each still its own transaction.
+ * idempotent by the outbox event id; a batch of them travels in one
+ * round trip in libpq's pipeline mode and commits once.
  *
  * A struct pg belongs to one thread. It connects lazily and drops the
  * connection after any connection-level failure; the caller backs off.
@@ -52,10 +52,11 @@ struct pg_doc {
 };
 
 /*
- * Records n documents, pipelined, each in its own transaction with a
- * statement timeout. Fills each doc's outcome or err. Returns 0 when the
- * round trip worked (individual documents may still have failed), -1
- * with e when the connection failed (every doc then has err set).
+ * Records n documents, pipelined: all in one transaction (one commit),
+ * or, when one of them fails, each in its own, so the others are kept.
+ * Fills each doc's outcome or err. Returns 0 when the round trip worked
+ * (individual documents may still have failed), -1 with e when the
+ * connection failed (every doc then has err set).
  */
 int pg_record_documents(struct pg *p, struct pg_doc *docs, size_t n,
     struct err *e);

@@ -1053,10 +1053,16 @@ next_work(struct sync *s)
 static int
 idle_timeout(struct sync *s, int busy)
 {
-	int64_t t = next_work(s);
+	int64_t t;
 
 	if (busy)
 		return 0;
+	/* Requests in flight wake the loop when they finish; a short nap
+	 * covers retries falling due meanwhile without asking the outbox
+	 * every turn. */
+	if (s->s3 != NULL && s3_running(s->s3) > 0)
+		return 100;
+	t = next_work(s);
 	if (t < 0 || t > 1000)
 		t = 1000;
 	/* Due but not claimable (its path is in flight): do not spin. */

@@ -659,8 +659,14 @@ multipart_etag_differs(const struct upload *u, const char *etag)
 	char want[48], hex[33];
 	int i;
 
-	if (strchr(etag, '-') == NULL)
-		return 0;	/* not AWS's form (s3rver, some compatibles) */
+	size_t n = strlen(etag);
+
+	/* Only AWS's form, "<32 hex>-<parts>", can be checked; s3rver and
+	 * some compatibles return other things. */
+	if (n < 36 || etag[0] != '"' || etag[n - 1] != '"' || etag[33] != '-' ||
+	    strspn(etag + 1, "0123456789abcdefABCDEF") != 32 ||
+	    strspn(etag + 34, "0123456789") != n - 35)
+		return 0;
 	c = EVP_MD_CTX_new();
 	EVP_DigestInit_ex(c, EVP_md5(), NULL);
 	for (i = 0; i < u->nparts; i++)

@@ -117,12 +117,16 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "ORDER BY id LIMIT ?1",
 	[ST_ETAG_DONE] =
 	    "UPDATE entries SET db_needs_etag = 0 WHERE id = ?1",
+	/* ORDER BY ... LIMIT 1 walks the partial index and stops at the
+	 * first row that qualifies; min() would visit them all. */
 	[ST_NEXT_S3] =
-	    "SELECT min(s3_next_at) FROM entries WHERE s3_state = 'pending'",
+	    "SELECT s3_next_at FROM entries WHERE s3_state = 'pending' "
+	    "ORDER BY s3_next_at LIMIT 1",
 	[ST_NEXT_DB] =
-	    "SELECT min(db_next_at) FROM entries WHERE db_state = 'pending' "
+	    "SELECT db_next_at FROM entries WHERE db_state = 'pending' "
 	    "  AND (?1 = 0 OR s3_state IN ('done', 'skipped') "
-	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed')))",
+	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
+	    "ORDER BY db_next_at LIMIT 1",
 };
 
 struct outbox {
@@ -623,6 +627,10 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 	*out = NULL;
 	*nout = 0;
 	if (max <= 0)
+		return 0;
+	/* Nothing due is the common case when idle: find out with a read,
+	 * not a write transaction. */
+	if (outbox_next_due(o, leg, s3_on, e) != 0)
 		return 0;
 	now_iso(now);
 	if (outbox_begin(o, e) < 0)

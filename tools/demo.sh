@@ -21,7 +21,7 @@ echo "== starting PostgreSQL 15 and an S3 server on loopback"
 pg_start
 s3_start
 ob_setup
-export OUTBOXD_RETRY_BASE_MS=1000 OUTBOXD_RETRY_MAX_S=300
+export OUTBOXD_RETRY_BASE_MS=1000 OUTBOXD_RETRY_MAX_S=60
 echo "   DATABASE_URL=$DATABASE_URL"
 echo "   S3: bucket $S3_BUCKET at $AWS_ENDPOINT_URL_S3"
 
