@@ -54,7 +54,7 @@
 /* A leg's circuit breaker. */
 struct leg {
 	int failures;		/* consecutive transient failures */
-	int64_t paused_until;	/* wall ms; claim one probe at a time till */
+	int64_t paused_until;	/* monotonic ms; one probe at a time till */
 };
 
 /* An outcome the outbox could not take yet. */
@@ -125,7 +125,9 @@ leg_failed(struct sync *s, enum outbox_leg leg)
 	struct leg *l = &s->legs[leg];
 
 	l->failures++;
-	l->paused_until = retry_at(s, l->failures);
+	l->paused_until = time_mono_ms() + backoff_delay(l->failures,
+	    s->cfg->retry_base_ms, (int64_t)s->cfg->retry_max_s * 1000,
+	    rand_below(UINT64_MAX));
 }
 
 /* How many of leg's entries may be claimed now. */
@@ -136,7 +138,7 @@ leg_allowance(const struct sync *s, enum outbox_leg leg, int want)
 
 	if (l->failures == 0)
 		return want;
-	if (time_now_ms() < l->paused_until)
+	if (time_mono_ms() < l->paused_until)
 		return 0;
 	return want > 0 ? 1 : 0;	/* one probe */
 }
@@ -394,6 +396,7 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 
 	switch (o->result) {
 	case UPLOAD_DONE:
+		test_crash_point("s3-answered");
 		r.etag = o->etag;
 		r.sha256 = o->sha256;
 		record(s, OUTBOX_S3, en, &r);
@@ -877,6 +880,8 @@ run_db(struct sync *s, int stopping)
 		int rc = pg_record_documents(s->pg, docs, nd, &e);
 		size_t k = 0;
 
+		if (rc == 0)
+			test_crash_point("db-committed");
 		if (outbox_begin(s->ob, &e) < 0)
 			log_err("%s", e.msg);
 		for (i = 0; i < n; i++) {
@@ -949,6 +954,9 @@ sync_new(const struct cfg *cfg, int wake_fd, struct err *e)
 	s->ob = outbox_open(cfg->state_db, 0, e);
 	if (s->ob == NULL)
 		goto fail;
+	/* Retries are never further off than the cap; beyond it (plus a
+	 * margin for a slow clock) the clock must have been set back. */
+	outbox_set_horizon(s->ob, (int64_t)cfg->retry_max_s * 1000 + 60000);
 	if (cfg->bucket != NULL && (s->s3 = s3_new(cfg, e)) == NULL)
 		goto fail;
 	s->env = (struct upload_env){ cfg, s->s3, s->ob, s->rootfd };
@@ -1038,7 +1046,7 @@ next_work(struct sync *s)
 			continue;
 		if (s->legs[legs[i]].failures > 0) {
 			int64_t left = s->legs[legs[i]].paused_until -
-			    time_now_ms();
+			    time_mono_ms();
 
 			if (left > due)
 				due = left;

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -396,4 +398,27 @@ write_all(int fd, const void *p, size_t n)
 		n -= (size_t)w;
 	}
 	return 0;
+}
+
+void
+test_crash_point(const char *name)
+{
+	static atomic_int hits;
+	const char *spec = getenv("OUTBOXD_TEST_CRASH");
+	size_t n;
+	int want = 1;
+
+	if (spec == NULL)
+		return;
+	n = strlen(name);
+	if (strncmp(spec, name, n) != 0 || (spec[n] != '\0' && spec[n] != ':'))
+		return;
+	if (spec[n] == ':')
+		want = atoi(spec + n + 1);
+	if (atomic_fetch_add(&hits, 1) + 1 >= want) {
+		static const char msg[] = "outboxd: test crash point reached\n";
+
+		(void)write(2, msg, sizeof(msg) - 1);
+		raise(SIGKILL);
+	}
 }

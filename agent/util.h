@@ -87,6 +87,14 @@ void hex_encode(const unsigned char *p, size_t n, char *out);
 /* Uniform random integer in [0, n), from a per-thread generator. */
 uint64_t rand_below(uint64_t n);
 
+/*
+ * A named crash point for the fault tests: when OUTBOXD_TEST_CRASH is
+ * "name" or "name:N", the N-th (default first) time the point is reached
+ * the process kills itself with SIGKILL, as a power cut or kill -9 would
+ * at exactly that moment. Does nothing otherwise.
+ */
+void test_crash_point(const char *name);
+
 /* Writes all n bytes, retrying on EINTR and short writes; -1 on error. */
 int write_all(int fd, const void *p, size_t n);
 

@@ -18,6 +18,9 @@
 #   --out DIR     where RESULTS.md, raw.tsv and results.png go
 #   --no-profile  skip the perf profiles of outboxd (bench/profile-*.txt)
 #   --keep        keep the work directory (it is printed)
+#
+# OUTBOXD_BENCH_TREE=DIR measures the outboxd built from another checkout
+# (e.g. a git worktree of an older commit) with this benchmark.
 set -euo pipefail
 export LC_ALL=C
 
@@ -67,9 +70,17 @@ want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 say "installing what is missing (Debian packages, npm ci)"
 bash "$TOP/tools/deps.sh" rclone s3cmd awscli gnuplot-nox nginx time \
 	inotify-tools python3 linux-perf strace
-say "building outboxd out of tree"
-BUILD=$(bash "$TOP/tools/build.sh" "$TOP/_build-bench")
-COMMIT=$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "${OUTBOXD_BENCH_TREE:-}" ]; then
+	# Measure another checkout (an older commit, for before/after figures)
+	# with this checkout's benchmark and harness.
+	say "building outboxd from $OUTBOXD_BENCH_TREE"
+	BUILD=$(bash "$OUTBOXD_BENCH_TREE/tools/build.sh" "$OUTBOXD_BENCH_TREE/_build-bench")
+	COMMIT=$(git -C "$OUTBOXD_BENCH_TREE" rev-parse --short HEAD 2>/dev/null || echo unknown)
+else
+	say "building outboxd out of tree"
+	BUILD=$(bash "$TOP/tools/build.sh" "$TOP/_build-bench")
+	COMMIT=$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo unknown)
+fi
 DIRTY=$(git -C "$TOP" status --porcelain --untracked-files=no -- . ':(exclude)bench' 2>/dev/null |
 	awk '{print $2}' | paste -sd' ' -)
 DIRTY_UNTRACKED=$(git -C "$TOP" status --porcelain -- agent store watchers schema Makefile.am configure.ac 2>/dev/null |

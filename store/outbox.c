@@ -43,6 +43,8 @@ enum stmt_id {
 	ST_ETAG_DONE,
 	ST_NEXT_S3,
 	ST_NEXT_DB,
+	ST_LAST_S3,
+	ST_LAST_DB,
 	ST_COUNT
 };
 
@@ -79,11 +81,11 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "ON CONFLICT (dir) DO UPDATE SET last_seen = excluded.last_seen",
 	[ST_CLAIM_S3] =
 	    "SELECT " ENTRY_COLUMNS " FROM entries "
-	    "WHERE s3_state = 'pending' AND s3_next_at <= ?1 "
+	    "WHERE s3_state = 'pending' AND (s3_next_at <= ?1 OR s3_next_at > ?4) "
 	    "ORDER BY s3_next_at, id LIMIT ?2",
 	[ST_CLAIM_DB] =
 	    "SELECT " ENTRY_COLUMNS " FROM entries "
-	    "WHERE db_state = 'pending' AND db_next_at <= ?1 "
+	    "WHERE db_state = 'pending' AND (db_next_at <= ?1 OR db_next_at > ?4) "
 	    "  AND (?3 = 0 OR s3_state IN ('done', 'skipped') "
 	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
 	    "ORDER BY db_next_at, id LIMIT ?2",
@@ -122,11 +124,19 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_NEXT_S3] =
 	    "SELECT s3_next_at FROM entries WHERE s3_state = 'pending' "
 	    "ORDER BY s3_next_at LIMIT 1",
+	[ST_LAST_S3] =
+	    "SELECT s3_next_at FROM entries WHERE s3_state = 'pending' "
+	    "ORDER BY s3_next_at DESC LIMIT 1",
 	[ST_NEXT_DB] =
 	    "SELECT db_next_at FROM entries WHERE db_state = 'pending' "
 	    "  AND (?1 = 0 OR s3_state IN ('done', 'skipped') "
 	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
 	    "ORDER BY db_next_at LIMIT 1",
+	[ST_LAST_DB] =
+	    "SELECT db_next_at FROM entries WHERE db_state = 'pending' "
+	    "  AND (?1 = 0 OR s3_state IN ('done', 'skipped') "
+	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
+	    "ORDER BY db_next_at DESC LIMIT 1",
 };
 
 struct outbox {
@@ -135,6 +145,8 @@ struct outbox {
 	char *path;			/* the database file */
 	int lock_fd;			/* the held lock file, or -1 */
 	int depth;			/* nested outbox_begin calls */
+	int64_t horizon_ms;		/* a next attempt later than now + this
+					   means the clock was set back */
 };
 
 static const char *const state_names[OUTBOX_NSTATES] = {
@@ -220,6 +232,7 @@ outbox_open(const char *path, int readonly, struct err *e)
 
 	o->path = xstrdup(path);
 	o->lock_fd = -1;
+	o->horizon_ms = 86400000;
 	if (sqlite3_open_v2(path, &o->db, flags | SQLITE_OPEN_NOMUTEX |
 	    SQLITE_OPEN_EXRESCODE, NULL) != SQLITE_OK) {
 		err_set(e, ERR_FATAL, "outbox %s: %s", path,
@@ -621,7 +634,7 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 	struct outbox_entry *v = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *s, *mark;
-	char now[32];
+	char now[32], horizon[32];
 	int rc;
 
 	*out = NULL;
@@ -640,6 +653,8 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 	if (s == NULL || mark == NULL)
 		goto fail;
 	sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
+	time_iso8601(time_now_ms() + o->horizon_ms, horizon, sizeof(horizon));
+	sqlite3_bind_text(s, 4, horizon, -1, SQLITE_STATIC);
 	/* Ask for extra rows: some may be skipped as already in flight. */
 	sqlite3_bind_int(s, 2, max * 2 + 8);
 	if (leg == OUTBOX_DB)
@@ -801,24 +816,51 @@ fail:
 	return -1;
 }
 
-int64_t
-outbox_next_due(struct outbox *o, enum outbox_leg leg, int s3_on,
-    struct err *e)
+/* The first (or last) next-attempt time of leg's pending entries, or -1. */
+static int64_t
+pending_edge(struct outbox *o, enum stmt_id id, int s3_on, struct err *e)
 {
-	sqlite3_stmt *s = stmt(o, leg == OUTBOX_S3 ? ST_NEXT_S3 : ST_NEXT_DB, e);
-	int64_t now = time_now_ms(), t = -1;
+	sqlite3_stmt *s = stmt(o, id, e);
+	int64_t t = -1;
 
 	if (s == NULL)
 		return -1;
-	if (leg == OUTBOX_DB)
+	if (id == ST_NEXT_DB || id == ST_LAST_DB)
 		sqlite3_bind_int(s, 1, s3_on);
 	if (sqlite3_step(s) == SQLITE_ROW &&
 	    sqlite3_column_type(s, 0) != SQLITE_NULL) {
 		t = time_parse_iso8601((const char *)sqlite3_column_text(s, 0));
-		t = t < 0 ? 0 : (t > now ? t - now : 0);
+		if (t < 0)
+			t = 0;
 	}
 	done_with(s);
 	return t;
+}
+
+int64_t
+outbox_next_due(struct outbox *o, enum outbox_leg leg, int s3_on,
+    struct err *e)
+{
+	int64_t now = time_now_ms(), first, last;
+
+	first = pending_edge(o, leg == OUTBOX_S3 ? ST_NEXT_S3 : ST_NEXT_DB,
+	    s3_on, e);
+	if (first < 0)
+		return -1;
+	if (first <= now)
+		return 0;
+	/* Times beyond any backoff mean the clock went back: due now. */
+	last = pending_edge(o, leg == OUTBOX_S3 ? ST_LAST_S3 : ST_LAST_DB,
+	    s3_on, e);
+	if (last > now + o->horizon_ms)
+		return 0;
+	return first - now;
+}
+
+void
+outbox_set_horizon(struct outbox *o, int64_t ms)
+{
+	o->horizon_ms = ms;
 }
 
 int

@@ -183,6 +183,11 @@ int outbox_recover(struct outbox *o, struct err *e);
 int64_t outbox_next_due(struct outbox *o, enum outbox_leg leg, int s3_on,
     struct err *e);
 
+/* Tells the outbox the longest backoff in use: a next attempt further in
+ * the future than that means the wall clock was set back, and the entry
+ * is taken as due now rather than left waiting (default: one day). */
+void outbox_set_horizon(struct outbox *o, int64_t ms);
+
 /* Counts for status and metrics. */
 struct outbox_counts {
 	int64_t s3[OUTBOX_NSTATES];	/* entries per S3 leg state */

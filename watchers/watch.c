@@ -237,6 +237,7 @@ flush(struct watch *w)
 	}
 	if (outbox_commit(w->ob, &e) < 0)
 		goto fail;
+	test_crash_point("journaled");
 	batch_clear(w);
 	w->journaled += n;
 	if (n > 0)
