@@ -81,33 +81,43 @@ main(void)
 	tap_int(mkfifo(q, 0600), 0, "plant a FIFO");
 
 	rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	fd = tree_open_file(rootfd, "job/a.xml", &st, &e);
-	tap_ok(fd >= 0 && st.st_size == 4, "a regular file opens");
-	if (fd >= 0)
-		close(fd);
-	fd = tree_open_file(rootfd, "job/sub/b.md", &st, &e);
-	tap_ok(fd >= 0, "a nested file opens");
-	if (fd >= 0)
-		close(fd);
-	tap_int(tree_open_file(rootfd, "job/link-to-secret", &st, &e), -1,
-	    "a symlink is not followed");
-	tap_int(e.cls, ERR_PERMANENT, "refused for good, not retried");
-	tap_int(tree_open_file(rootfd, "job/dirlink/job/a.xml", &st, &e), -1,
-	    "a symlinked directory in the path is not followed");
-	tap_int(tree_open_file(rootfd, "../secret.txt", &st, &e), -1,
-	    "'..' cannot leave the root");
-	tap_int(tree_open_file(rootfd, "/etc/passwd", &st, &e), -1,
-	    "absolute paths are refused");
-	tap_int(tree_open_file(rootfd, "job/fifo", &st, &e), -1,
-	    "a FIFO is refused without blocking");
-	tap_ok(strstr(e.msg, "not a regular file") != NULL, "as not a regular "
-	    "file");
-	tap_int(tree_open_file(rootfd, "job/missing", &st, &e), -1,
-	    "a missing file fails");
-	tap_int(e.cls, ERR_GONE, "as gone");
-	tap_int(tree_stat(rootfd, "job/link-to-secret", &st, &e), 0,
-	    "tree_stat sees the link itself");
-	tap_ok(S_ISLNK(st.st_mode), "as a link");
+	for (int pass = 0; pass < 2; pass++) {
+		const char *how = pass == 0 ? "openat2" : "O_NOFOLLOW fallback";
+
+		tree_use_openat2(pass == 0);
+		fd = tree_open_file(rootfd, "job/a.xml", &st, &e);
+		tap_ok(fd >= 0 && st.st_size == 4, "%s: a regular file opens", how);
+		if (fd >= 0)
+			close(fd);
+		fd = tree_open_file(rootfd, "job/sub/b.md", &st, &e);
+		tap_ok(fd >= 0, "%s: a nested file opens", how);
+		if (fd >= 0)
+			close(fd);
+		tap_int(tree_open_file(rootfd, "job/link-to-secret", &st, &e), -1,
+		    "%s: a symlink is not followed", how);
+		tap_int(e.cls, ERR_PERMANENT, "%s: refused for good, not retried",
+		    how);
+		tap_int(tree_open_file(rootfd, "job/dirlink/job/a.xml", &st, &e),
+		    -1, "%s: a symlinked directory in the path is not followed",
+		    how);
+		tap_int(tree_open_file(rootfd, "../secret.txt", &st, &e), -1,
+		    "%s: '..' cannot leave the root", how);
+		tap_int(tree_open_file(rootfd, "job/../../secret.txt", &st, &e), -1,
+		    "%s: nor '..' in the middle", how);
+		tap_int(tree_open_file(rootfd, "/etc/passwd", &st, &e), -1,
+		    "%s: absolute paths are refused", how);
+		tap_int(tree_open_file(rootfd, "job/fifo", &st, &e), -1,
+		    "%s: a FIFO is refused without blocking", how);
+		tap_ok(strstr(e.msg, "not a regular file") != NULL, "%s: as not "
+		    "a regular file", how);
+		tap_int(tree_open_file(rootfd, "job/missing", &st, &e), -1,
+		    "%s: a missing file fails", how);
+		tap_int(e.cls, ERR_GONE, "%s: as gone", how);
+		tap_int(tree_stat(rootfd, "job/link-to-secret", &st, &e), 0,
+		    "%s: tree_stat sees the link itself", how);
+		tap_ok(S_ISLNK(st.st_mode), "%s: as a link", how);
+	}
+	tree_use_openat2(1);
 
 	tap_int(tree_walk(rootfd, "", NULL, count_visit, NULL, &e), 0,
 	    "walk the tree");

@@ -173,6 +173,12 @@ tree_stat(int rootfd, const char *rel, struct stat *st, struct err *e)
 	return rc;
 }
 
+void
+tree_use_openat2(int use)
+{
+	have_openat2 = use ? 0 : -1;
+}
+
 char *
 tree_join(const char *dir, const char *name)
 {

@@ -62,6 +62,10 @@ typedef int (*tree_visit_fn)(void *arg, enum tree_what what, const char *rel,
 int tree_walk(int rootfd, const char *rel, int (*ignore)(void *arg,
     const char *name), tree_visit_fn visit, void *arg, struct err *e);
 
+/* For tests: 0 forces the per-component O_NOFOLLOW fallback that kernels
+ * without openat2 (before 5.6) get; 1 goes back to trying openat2. */
+void tree_use_openat2(int use);
+
 /* Joins a relative directory and a name: "a/b" + "c" = "a/b/c". */
 char *tree_join(const char *dir, const char *name);
 

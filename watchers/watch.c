@@ -75,6 +75,7 @@ struct watch {
 	struct ready *batch;		/* files to journal next */
 	size_t nbatch, batch_cap;
 	int flush_failed;		/* a journaling batch was dropped */
+	int paused;			/* journaling failed; said so once */
 	struct strmap *warned;		/* things warned about once */
 	struct strmap *unwatched;	/* dirs without a watch (limit hit) */
 	char *self_rel;			/* the outbox file under the root */
@@ -83,6 +84,7 @@ struct watch {
 	int journaled;			/* entries journaled by the last rescan */
 	int overflow_backoff_ms;	/* grows while overflows repeat */
 	int fatal;			/* the outbox failed in a way we stop on */
+	int test_watch_limit;		/* OUTBOXD_TEST_WATCH_LIMIT, 0: none */
 };
 
 /* ---- ignore rules -------------------------------------------------------- */
@@ -105,13 +107,8 @@ watch_ignored(char *const *globs, const char *name)
 	return 0;
 }
 
-static int
-ignore_name(void *arg, const char *name)
-{
-	struct watch *w = arg;
-
-	return watch_ignored(w->cfg->ignore, name);
-}
+/* tree_walk's ignore callback; arg is the walk's struct walk_ctx. */
+static int ignore_name(void *arg, const char *name);
 
 /* The outbox database and its companions, when they sit in the tree. */
 static int
@@ -237,7 +234,12 @@ flush(struct watch *w)
 	}
 	if (outbox_commit(w->ob, &e) < 0)
 		goto fail;
-	test_crash_point("journaled");
+	if (n > 0)
+		test_crash_point("journaled");
+	if (w->paused) {
+		log_info("journaling resumed");
+		w->paused = 0;
+	}
 	batch_clear(w);
 	w->journaled += n;
 	if (n > 0)
@@ -245,8 +247,12 @@ flush(struct watch *w)
 	return n;
 fail:
 	outbox_rollback(w->ob);
-	log_err("journaling paused: %s; the files stay on disk and a rescan "
-	    "in %d s will journal them", e.msg, RETRY_RESCAN_MS / 1000);
+	/* Once per episode: a full disk would otherwise fill the log too. */
+	log_msg(w->paused ? LOG_DEBUG : LOG_ERR, NULL, "journaling paused: %s; "
+	    "the files stay on disk and are journaled by a rescan once the "
+	    "outbox can be written (tried every %d s)", e.msg,
+	    RETRY_RESCAN_MS / 1000);
+	w->paused = 1;
 	if (e.cls == ERR_FATAL && e.sys_errno == 0 &&
 	    strstr(e.msg, "disk I/O error") != NULL)
 		w->fatal = 1;	/* never trust a failed fsync */
@@ -394,7 +400,13 @@ add_watch(struct watch *w, const char *rel)
 		return;
 	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", dfd);
-	wd = inotify_add_watch(w->ifd, path, WATCH_MASK & ~IN_DONT_FOLLOW);
+	if (w->test_watch_limit > 0 &&
+	    (int)strmap_count(w->wd_paths) >= w->test_watch_limit) {
+		wd = -1;	/* the fault tests' stand-in for a full table */
+		errno = ENOSPC;
+	} else {
+		wd = inotify_add_watch(w->ifd, path, WATCH_MASK & ~IN_DONT_FOLLOW);
+	}
 	saved = errno;
 	close(dfd);
 	errno = saved;
@@ -415,7 +427,7 @@ add_watch(struct watch *w, const char *rel)
 	}
 	snprintf(key, sizeof(key), "%d", wd);
 	free(strmap_put(w->wd_paths, key, xstrdup(rel)));
-	free(strmap_del(w->unwatched, rel));
+	strmap_del(w->unwatched, rel);	/* its values are markers, not memory */
 }
 
 /* Forgets the watches of dir and everything under it (moved away). */
@@ -445,6 +457,14 @@ struct walk_ctx {
 	int from_event;		/* a directory that just appeared */
 	int files;		/* regular files seen */
 };
+
+static int
+ignore_name(void *arg, const char *name)
+{
+	struct walk_ctx *c = arg;
+
+	return watch_ignored(c->w->cfg->ignore, name);
+}
 
 static int
 is_top_level(const char *rel)
@@ -688,6 +708,8 @@ watch_create(const struct cfg *cfg, int live, int notify_fd, struct err *e)
 	w->ifd = -1;
 	w->ctl_fd = -1;
 	w->overflow_backoff_ms = 100;
+	if (getenv("OUTBOXD_TEST_WATCH_LIMIT") != NULL)
+		w->test_watch_limit = atoi(getenv("OUTBOXD_TEST_WATCH_LIMIT"));
 	w->wd_paths = strmap_new();
 	w->settle_map = strmap_new();
 	w->warned = strmap_new();
