@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@
 #include "log.h"
 
 static const char *log_prog = "outboxd";
-static enum log_format log_fmt = LOG_FORMAT_TEXT;
+static atomic_int log_fmt = LOG_FORMAT_TEXT;
 static int log_max = LOG_INFO;
 static int log_journal;		/* stderr is connected to journald */
 
@@ -43,6 +44,12 @@ log_init(const char *progname, enum log_format format, int max_priority)
 	log_fmt = format;
 	log_max = max_priority;
 	log_journal = stderr_is_journal();
+}
+
+void
+log_set_format(enum log_format format)
+{
+	atomic_store(&log_fmt, (int)format);
 }
 
 static const char *

@@ -24,6 +24,9 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 void log_init(const char *progname, enum log_format format, int max_priority);
 
 /* Context of a line about one outbox entry; any field may be NULL. */
+/* Switches text/JSON while running (SIGHUP); any thread may be logging. */
+void log_set_format(enum log_format format);
+
 struct log_ctx {
 	const char *job;	/* job id */
 	const char *path;	/* path relative to the uploads root */

@@ -9,17 +9,24 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <strings.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sysexits.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <libpq-fe.h>
+#include <openssl/evp.h>
 #include <libxml/parser.h>
 #include <sqlite3.h>
 
@@ -27,7 +34,10 @@
 #include "agent/dotenv.h"
 #include "agent/log.h"
 #include "agent/pg.h"
+#include "agent/keymap.h"
 #include "agent/s3.h"
+#include "agent/strmap.h"
+#include "watchers/tree.h"
 #include "store/outbox.h"
 #include "watchers/watch.h"
 
@@ -46,7 +56,11 @@ usage(FILE *f)
 	    "  rescan                       journal what changed on disk (asks a running\n"
 	    "                               outboxd, or does it itself)\n"
 	    "  migrate                      apply the PostgreSQL schema\n"
-	    "  presign KEY [--expires S]    print a presigned GET URL (default 3600 s)\n");
+	    "  presign KEY [--expires S]    print a presigned GET URL (default 3600 s)\n"
+	    "  verify [--job ID]            compare local files with S3 and the\n"
+	    "                               database; exit 1 on any difference\n"
+	    "  doctor                       check configuration, stores, limits; one\n"
+	    "                               line per check, exit 0 when all pass\n");
 }
 
 /* Loads the configuration; with strict=0 path problems are not fatal. */
@@ -476,6 +490,554 @@ cmd_presign(struct cfg *c, int argc, char **argv)
 	return 0;
 }
 
+/* ---- doctor -------------------------------------------------------------- */
+
+static int doctor_failed;
+
+static void
+check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+check(int ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("%s ", ok ? "ok  " : "FAIL");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	if (!ok)
+		doctor_failed++;
+}
+
+static long
+read_long(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	long v = -1;
+
+	if (f != NULL) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+struct dircount {
+	long dirs, files;
+};
+
+static int
+count_visit(void *arg, enum tree_what what, const char *rel,
+    const struct stat *st)
+{
+	struct dircount *d = arg;
+
+	(void)rel;
+	(void)st;
+	if (what == TREE_DIR) {
+		d->dirs++;
+		return 1;
+	}
+	if (what == TREE_FILE)
+		d->files++;
+	return 0;
+}
+
+static int
+doctor_ignore(void *arg, const char *name)
+{
+	return watch_ignored(arg, name);
+}
+
+static void
+doctor_tree(const struct cfg *c)
+{
+	struct dircount d = { 1, 0 };
+	struct err e = {0};
+	long watches, queued;
+	int fd;
+
+	fd = open(c->watch_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || tree_walk(fd, "", doctor_ignore, count_visit, &d, &e) < 0) {
+		check(0, "uploads root %s: %s", c->watch_dir, fd < 0 ?
+		    strerror(errno) : e.msg);
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	close(fd);
+	check(1, "uploads root %s: readable, %ld directories, %ld files",
+	    c->watch_dir, d.dirs, d.files);
+	watches = read_long("/proc/sys/fs/inotify/max_user_watches");
+	queued = read_long("/proc/sys/fs/inotify/max_queued_events");
+	if (watches < 0)
+		check(0, "inotify: cannot read /proc/sys/fs/inotify (is this "
+		    "Linux?)");
+	else
+		check(d.dirs * 10 < watches * 9, "inotify: %ld directories to "
+		    "watch, fs.inotify.max_user_watches=%ld (shared by all of "
+		    "this user's processes), max_queued_events=%ld%s", d.dirs,
+		    watches, queued, d.dirs * 10 < watches * 9 ? "" :
+		    ": raise it (packaging/sysctl.d/60-outboxd.conf)");
+}
+
+static void
+doctor_outbox(const struct cfg *c)
+{
+	struct outbox *ob;
+	struct err e = {0};
+	struct statvfs sv;
+	char *dir = xstrdup(c->state_db), *slash = strrchr(dir, '/');
+	long pid = outbox_lock_owner(c->state_db);
+
+	if (slash != NULL)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	else
+		snprintf(dir, strlen(dir) + 1, ".");
+	ob = outbox_open(c->state_db, 0, &e);
+	if (ob == NULL || outbox_begin(ob, &e) < 0) {
+		check(0, "outbox %s: %s", c->state_db, e.msg);
+	} else {
+		outbox_rollback(ob);
+		if (statvfs(dir, &sv) == 0) {
+			double free_mib = (double)sv.f_bavail * sv.f_frsize /
+			    (1024.0 * 1024.0);
+
+			check(free_mib >= 64, "outbox %s: writable, %.0f MiB free%s%s",
+			    c->state_db, free_mib, free_mib >= 64 ? "" :
+			    " (low: journaling pauses when it is full)",
+			    pid > 0 ? ", outboxd running" : ", outboxd not running");
+		} else {
+			check(1, "outbox %s: writable", c->state_db);
+		}
+	}
+	outbox_close(ob);
+	free(dir);
+}
+
+static void
+doctor_s3(const struct cfg *c)
+{
+	struct s3 *s;
+	struct s3_req r;
+	struct err e = {0};
+	char id[37], body[96];
+	unsigned char sha[32], md5[16];
+	int n;
+
+	if (c->bucket == NULL) {
+		check(1, "s3: off (S3_BUCKET is not set): files are journaled "
+		    "and wait for it");
+		return;
+	}
+	s = s3_new(c, &e);
+	if (s == NULL) {
+		check(0, "s3: %s", e.msg);
+		return;
+	}
+	/* A small probe object outside jobs/, removed again. */
+	uuid_v4(id);
+	n = snprintf(body, sizeof(body), "outboxd doctor probe %s\n", id);
+	EVP_Digest(body, (size_t)n, sha, NULL, EVP_sha256(), NULL);
+	EVP_Digest(body, (size_t)n, md5, NULL, EVP_md5(), NULL);
+	memset(&r, 0, sizeof(r));
+	r.method = "PUT";
+	r.key = xasprintf("outboxd-doctor/probe-%s", id);
+	r.fd = -1;
+	r.mem = (const unsigned char *)body;
+	r.length = (uint64_t)n;
+	hex_encode(sha, sizeof(sha), r.sha256);
+	EVP_EncodeBlock((unsigned char *)r.md5, md5, sizeof(md5));
+	r.content_type = "text/plain";
+	if (s3_perform(s, &r) < 0) {
+		check(0, "s3: cannot write to bucket %s at %s: %s", c->bucket,
+		    c->endpoint ? c->endpoint : "AWS", r.err.msg);
+	} else {
+		struct s3_req d;
+
+		memset(&d, 0, sizeof(d));
+		d.method = "DELETE";
+		d.key = r.key;
+		d.fd = -1;
+		if (s3_perform(s, &d) < 0)
+			check(1, "s3: bucket %s is writable (the probe %s stays: "
+			    "%s)", c->bucket, r.key, d.err.msg);
+		else
+			check(1, "s3: bucket %s at %s is writable", c->bucket,
+			    c->endpoint ? c->endpoint : "AWS");
+		buf_free(&d.body);
+	}
+	buf_free(&r.body);
+	free(r.key);
+	s3_free(s);
+}
+
+static void
+doctor_db(struct cfg *c)
+{
+	struct pg *p;
+	struct err e = {0};
+	struct buf out = {0}, missing_privs = {0};
+	int missing;
+
+	if (!c->db_on) {
+		check(1, "database: off (DATABASE_URL is not set): files are "
+		    "journaled and wait for it");
+		return;
+	}
+	c->db_migrate = 0;	/* doctor looks, it does not change */
+	p = pg_new(c);
+	if (pg_ensure(p, &e) < 0) {
+		check(0, "database: %s", e.msg);
+		goto out;
+	}
+	check(1, "database: reachable (%s)", c->db_source);
+	if (pg_migration_status(p, &out, &missing, &e) < 0) {
+		check(0, "database: schema %s: %s", c->db_schema, e.msg);
+		goto out;
+	}
+	check(missing == 0, "database: schema %s %s", c->db_schema,
+	    missing == 0 ? "is up to date" : "lacks migrations: run outboxctl "
+	    "migrate (or let outboxd with OUTBOXD_DB_MIGRATE=1)");
+	if (missing == 0) {
+		int n = pg_check_access(p, &missing_privs, &e);
+
+		if (n < 0)
+			check(0, "database: privileges: %s", e.msg);
+		else
+			check(n == 0, "database: privileges %s%s", n == 0 ?
+			    "to record files" : "missing: ", n == 0 ? "" :
+			    missing_privs.data);
+	}
+out:
+	buf_free(&out);
+	buf_free(&missing_privs);
+	pg_free(p);
+}
+
+static int
+cmd_doctor(void)
+{
+	struct cfg_problems p = {0};
+	struct cfg c;
+	size_t i, n;
+
+	n = cfg_load(&c, NULL, NULL, 1, &p);
+	for (i = 0; i < n; i++)
+		check(0, "configuration: %s", p.lines[i]);
+	cfg_problems_free(&p);
+	if (n > 0) {
+		cfg_free(&c);
+		return EX_CONFIG;
+	}
+	check(1, "configuration: S3 leg %s, database leg %s",
+	    c.bucket ? "on" : "off", c.db_on ? "on" : "off");
+	doctor_tree(&c);
+	doctor_outbox(&c);
+	doctor_s3(&c);
+	doctor_db(&c);
+	cfg_free(&c);
+	return doctor_failed ? 1 : 0;
+}
+
+/* ---- verify -------------------------------------------------------------- */
+
+/* A local file to compare. */
+struct vfile {
+	char *path;		/* relative to the uploads root */
+	char *job, *rest, *key;
+	int64_t size;
+	char sha256[65];
+	int checked;		/* the database row was found */
+};
+
+struct vwalk {
+	const struct cfg *c;
+	const char *job;	/* only this job, or NULL */
+	struct vfile *v;
+	size_t n, cap;
+};
+
+static int
+verify_ignore(void *arg, const char *name)
+{
+	struct vwalk *w = arg;
+
+	return watch_ignored(w->c->ignore, name);
+}
+
+static int
+verify_visit(void *arg, enum tree_what what, const char *rel,
+    const struct stat *st)
+{
+	struct vwalk *w = arg;
+	const char *rest;
+	size_t jl;
+
+	if (what == TREE_DIR) {
+		if (strchr(rel, '/') == NULL)
+			return uuid_valid(rel) && (w->job == NULL ||
+			    strcasecmp(rel, w->job) == 0);
+		return 1;
+	}
+	if (what != TREE_FILE ||
+	    keymap_classify(rel, &jl, &rest) != KEYMAP_DOCUMENT)
+		return 0;
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 64;
+		w->v = xrealloc(w->v, w->cap * sizeof(*w->v));
+	}
+	memset(&w->v[w->n], 0, sizeof(w->v[w->n]));
+	w->v[w->n].path = xstrdup(rel);
+	w->v[w->n].job = xstrndup(rel, jl);
+	w->v[w->n].rest = xstrdup(rest);
+	w->v[w->n].key = keymap_s3_key(w->v[w->n].job, rest);
+	w->v[w->n].size = (int64_t)st->st_size;
+	w->n++;
+	return 0;
+}
+
+static int
+sha256_of(int rootfd, const char *rel, char *hex)
+{
+	struct stat st;
+	struct err e;
+	EVP_MD_CTX *ctx;
+	unsigned char buf[65536], md[32];
+	ssize_t n;
+	int fd = tree_open_file(rootfd, rel, &st, &e);
+
+	if (fd < 0)
+		return -1;
+	ctx = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+	EVP_DigestFinal_ex(ctx, md, NULL);
+	EVP_MD_CTX_free(ctx);
+	close(fd);
+	if (n < 0)
+		return -1;
+	hex_encode(md, sizeof(md), hex);
+	return 0;
+}
+
+static int differences, only_remote;
+
+static void
+difference(struct outbox *ob, const struct vfile *f, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void
+difference(struct outbox *ob, const struct vfile *f, const char *fmt, ...)
+{
+	sqlite3_stmt *s = NULL;
+	va_list ap;
+	int pending = 0;
+
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	/* Say so when outboxd simply has not got to it yet. */
+	if (ob != NULL && sqlite3_prepare_v2(outbox_db(ob), "SELECT count(*) "
+	    "FROM entries WHERE path = ?1 AND (s3_state IN ('pending', "
+	    "'in_flight', 'failed') OR db_state IN ('pending', 'in_flight', "
+	    "'failed'))", -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			pending = sqlite3_column_int(s, 0) > 0;
+	}
+	sqlite3_finalize(s);
+	printf("%s\n", pending ? " (not yet done in the outbox: see outboxctl "
+	    "list)" : "");
+	differences++;
+}
+
+static void
+verify_s3(const struct cfg *c, struct vfile *v, size_t n, struct outbox *ob)
+{
+	struct s3_req *reqs;
+	struct s3 *s;
+	struct err e = {0};
+	size_t next = 0, done = 0;
+
+	s = s3_new(c, &e);
+	if (s == NULL) {
+		printf("cannot check S3: %s\n", e.msg);
+		differences++;
+		return;
+	}
+	reqs = xcalloc(n ? n : 1, sizeof(*reqs));
+	while (done < n) {
+		struct s3_req *r;
+
+		while (next < n && s3_running(s) < 16) {
+			reqs[next].method = "HEAD";
+			reqs[next].key = v[next].key;
+			reqs[next].fd = -1;
+			reqs[next].user = &v[next];
+			if (s3_start(s, &reqs[next]) < 0) {
+				difference(ob, &v[next], "cannot check %s in S3: %s",
+				    v[next].key, reqs[next].err.msg);
+				done++;
+			}
+			next++;
+		}
+		s3_wait(s, 1000, -1);
+		while ((r = s3_done(s)) != NULL) {
+			struct vfile *f = r->user;
+
+			s3_req_clear(r);
+			done++;
+			if (r->status == 404)
+				difference(ob, f, "missing in S3: %s", f->key);
+			else if (r->err.cls != ERR_NONE)
+				difference(ob, f, "cannot check %s in S3: %s",
+				    f->key, r->err.msg);
+			else if (r->content_length != f->size ||
+			    (r->meta_sha256[0] && strcmp(r->meta_sha256,
+			    f->sha256) != 0))
+				difference(ob, f, "differs in S3: %s (S3 has %lld "
+				    "bytes, sha256 %.12s; the file has %lld, %.12s)",
+				    f->key, (long long)r->content_length,
+				    r->meta_sha256[0] ? r->meta_sha256 : "unknown",
+				    (long long)f->size, f->sha256);
+			buf_free(&r->body);
+		}
+	}
+	free(reqs);
+	s3_free(s);
+}
+
+static void
+verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
+    struct outbox *ob)
+{
+	struct strmap *idx = strmap_new();
+	struct pg *p;
+	struct err e = {0};
+	PGresult *r;
+	char *sql;
+	size_t i;
+	int k;
+
+	c->db_migrate = 0;
+	p = pg_new(c);
+	if (pg_ensure(p, &e) < 0) {
+		printf("cannot check the database: %s\n", e.msg);
+		differences++;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		char *key = xasprintf("%s/%s", v[i].job, v[i].rest);
+		char *lower = key;
+
+		for (; *lower && *lower != '/'; lower++)
+			*lower = (char)tolower((unsigned char)*lower);
+		strmap_put(idx, key, &v[i]);
+		free(key);
+	}
+	sql = xasprintf("SELECT job_id::text || '/' || file_path, file_size, "
+	    "coalesce(sha256, '') FROM \"%s\".documents WHERE $1::uuid IS NULL "
+	    "OR job_id = $1::uuid", c->db_schema);
+	{
+		const char *params[1] = { job };
+
+		r = PQexecParams((PGconn *)pg_conn(p), sql, 1, NULL, params, NULL,
+		    NULL, 0);
+	}
+	free(sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		printf("cannot check the database: %s",
+		    PQresultErrorMessage(r));
+		differences++;
+		PQclear(r);
+		goto out;
+	}
+	for (k = 0; k < PQntuples(r); k++) {
+		struct vfile *f = strmap_get(idx, PQgetvalue(r, k, 0));
+
+		if (f == NULL) {
+			printf("only in the database: %s (deleted locally? "
+			    "deletions are not propagated)\n", PQgetvalue(r, k, 0));
+			only_remote++;
+			continue;
+		}
+		f->checked = 1;
+		if (strtoll(PQgetvalue(r, k, 1), NULL, 10) != f->size ||
+		    strcmp(PQgetvalue(r, k, 2), f->sha256) != 0)
+			difference(ob, f, "differs in the database: %s (%s bytes, "
+			    "sha256 %.12s; the file has %lld, %.12s)", f->path,
+			    PQgetvalue(r, k, 1), PQgetvalue(r, k, 2),
+			    (long long)f->size, f->sha256);
+	}
+	PQclear(r);
+	for (i = 0; i < n; i++)
+		if (!v[i].checked)
+			difference(ob, &v[i], "missing in the database: %s",
+			    v[i].path);
+out:
+	strmap_free(idx);
+	pg_free(p);
+}
+
+static int
+cmd_verify(struct cfg *c, int argc, char **argv)
+{
+	struct vwalk w = { c, NULL, NULL, 0, 0 };
+	struct outbox *ob = NULL;
+	struct err e = {0};
+	size_t i;
+	int fd;
+
+	if (argc == 3 && strcmp(argv[1], "--job") == 0 && uuid_valid(argv[2]))
+		w.job = argv[2];
+	else if (argc != 1) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (c->bucket == NULL && !c->db_on) {
+		fprintf(stderr, "outboxctl: configuration: neither S3_BUCKET nor "
+		    "DATABASE_URL is set: nothing to verify against\n");
+		return EX_CONFIG;
+	}
+	fd = open(c->watch_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || tree_walk(fd, "", verify_ignore, verify_visit, &w, &e) < 0) {
+		fprintf(stderr, "outboxctl: %s: %s\n", c->watch_dir, fd < 0 ?
+		    strerror(errno) : e.msg);
+		if (fd >= 0)
+			close(fd);
+		return EX_NOINPUT;
+	}
+	for (i = 0; i < w.n; i++)
+		if (sha256_of(fd, w.v[i].path, w.v[i].sha256) < 0)
+			w.v[i].sha256[0] = '\0';
+	close(fd);
+	if (access(c->state_db, F_OK) == 0)
+		ob = outbox_open(c->state_db, 1, &e);
+	if (c->bucket != NULL)
+		verify_s3(c, w.v, w.n, ob);
+	if (c->db_on)
+		verify_db(c, w.v, w.n, w.job, ob);
+	printf("verified %zu file%s against %s%s%s: %d difference%s%s\n", w.n,
+	    w.n == 1 ? "" : "s", c->bucket ? "S3" : "",
+	    c->bucket && c->db_on ? " and " : "", c->db_on ? "the database" : "",
+	    differences, differences == 1 ? "" : "s",
+	    only_remote ? " (and rows only in the database, see above)" : "");
+	outbox_close(ob);
+	for (i = 0; i < w.n; i++) {
+		free(w.v[i].path);
+		free(w.v[i].job);
+		free(w.v[i].rest);
+		free(w.v[i].key);
+	}
+	free(w.v);
+	return differences ? 1 : 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -515,8 +1077,16 @@ main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	log_init("outboxctl", LOG_FORMAT_TEXT, LOG_INFO);
-	/* Only a rescan reads the uploads tree; others need not reach it. */
-	if (config(&c, strcmp(verb, "rescan") == 0) < 0)
+	if (strcmp(verb, "doctor") == 0 && argc - argi == 1) {
+		xmlInitParser();
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		rc = cmd_doctor();
+		curl_global_cleanup();
+		return rc;
+	}
+	/* Only rescan and verify read the uploads tree; others need not. */
+	if (config(&c, strcmp(verb, "rescan") == 0 ||
+	    strcmp(verb, "verify") == 0) < 0)
 		return EX_CONFIG;
 	xmlInitParser();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -536,6 +1106,8 @@ main(int argc, char **argv)
 		rc = cmd_migrate(&c);
 	else if (strcmp(verb, "presign") == 0)
 		rc = cmd_presign(&c, argc, argv);
+	else if (strcmp(verb, "verify") == 0)
+		rc = cmd_verify(&c, argc, argv);
 	else {
 		fprintf(stderr, "outboxctl: unknown command: %s\n", verb);
 		usage(stderr);

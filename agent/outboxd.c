@@ -34,11 +34,15 @@
 #include "agent/cfg.h"
 #include "agent/dotenv.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
+#include "agent/strmap.h"
 #include "agent/sync.h"
 #include "store/outbox.h"
 #include "watchers/watch.h"
 
 #define STATUS_EVERY_MS 5000
+
+extern char **environ;
 
 static void
 usage(FILE *f)
@@ -185,22 +189,194 @@ sync_body(void *arg)
 	return NULL;
 }
 
+/* What the main thread keeps between reports and reloads. */
+struct mainloop {
+	const struct cfg *cfg;		/* as the threads use it */
+	struct outbox *ob;		/* the main thread's connection */
+	const char *env_file;		/* --env-file, or NULL */
+	struct strmap *env_names;	/* variables set before --env-file */
+	char *metrics_file;		/* may change on SIGHUP */
+	long long start_time_s;
+	int ready;
+	int metrics_failed;		/* said so once */
+};
+
+/* systemd's STATUS= line and the metrics file, from one count. */
 static void
-notify_status(struct outbox *ob, const struct cfg *c)
+report(struct mainloop *m)
 {
+	const struct cfg *c = m->cfg;
 	struct outbox_counts n;
 	struct err e = {0};
 
-	if (outbox_counts(ob, c->bucket != NULL, c->db_on, &n, &e) < 0)
+	if (outbox_counts(m->ob, c->bucket != NULL, c->db_on, &n, &e) < 0)
 		return;
 	sd_notifyf(0, "STATUS=%lld done, %lld pending, %lld failed%s%s",
 	    (long long)n.done, (long long)n.pending, (long long)n.failed,
 	    n.last_error[0] && n.pending + n.failed > 0 ? "; last error: " : "",
 	    n.last_error[0] && n.pending + n.failed > 0 ? n.last_error : "");
+	if (m->metrics_file != NULL) {
+		struct metrics_extra x = { c->bucket != NULL, c->db_on,
+		    m->start_time_s, m->ready };
+		char *text = metrics_render(&n, &x, time_now_ms());
+
+		if (metrics_write(m->metrics_file, text, &e) < 0) {
+			if (!m->metrics_failed)
+				log_warnx("%s", e.msg);
+			m->metrics_failed = 1;
+		} else {
+			m->metrics_failed = 0;
+		}
+		free(text);
+	}
+}
+
+/*
+ * Reading variables again on SIGHUP: the environment outboxd started with
+ * wins, as at start-up, then the --env-file as it is now. The process
+ * environment itself is left alone (other threads read it).
+ */
+struct reload_env {
+	struct mainloop *m;
+	struct strmap *file;	/* name -> value from the env file */
+};
+
+static int
+reload_assign(void *arg, const char *key, const char *value)
+{
+	struct reload_env *r = arg;
+
+	free(strmap_put(r->file, key, xstrdup(value)));
+	return 0;
+}
+
+static const char *
+reload_lookup(void *arg, const char *name)
+{
+	struct reload_env *r = arg;
+
+	if (strmap_get(r->m->env_names, name) != NULL)
+		return getenv(name);
+	return strmap_get(r->file, name);
+}
+
+static const char *
+reload_get(void *arg, const char *name)
+{
+	return reload_lookup(arg, name);
 }
 
 static int
-run_daemon(const struct cfg *c, struct outbox *ob)
+differs(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a != b;
+	return strcmp(a, b) != 0;
+}
+
+/* Names what changed but needs a restart to apply. */
+static void
+needs_restart(const struct cfg *o, const struct cfg *n)
+{
+	struct buf b = {0};
+
+#define CHANGED(field, name) do { if (o->field != n->field) \
+	buf_printf(&b, "%s%s", b.len ? ", " : "", name); } while (0)
+#define CHANGED_S(field, name) do { if (differs(o->field, n->field)) \
+	buf_printf(&b, "%s%s", b.len ? ", " : "", name); } while (0)
+	CHANGED_S(watch_dir, "OUTBOXD_WATCH_DIR");
+	CHANGED_S(state_db, "OUTBOXD_STATE_DB");
+	CHANGED_S(bucket, "S3_BUCKET");
+	CHANGED_S(region, "AWS_REGION");
+	CHANGED_S(access_key, "AWS_ACCESS_KEY_ID");
+	CHANGED_S(secret_key, "AWS_SECRET_ACCESS_KEY");
+	CHANGED_S(session_token, "AWS_SESSION_TOKEN");
+	CHANGED_S(endpoint, "AWS_ENDPOINT_URL_S3");
+	CHANGED(path_style, "S3_FORCE_PATH_STYLE");
+	CHANGED_S(database_url, "DATABASE_URL");
+	CHANGED_S(db_schema, "OUTBOXD_DB_SCHEMA");
+	CHANGED_S(default_user, "OUTBOXD_DEFAULT_USER");
+	CHANGED(concurrency, "OUTBOXD_CONCURRENCY");
+	CHANGED(multipart_threshold, "OUTBOXD_MULTIPART_THRESHOLD");
+	CHANGED(settle_ms, "OUTBOXD_SETTLE_MS");
+	CHANGED(watch_mode, "OUTBOXD_WATCH_MODE");
+	CHANGED(poll_ms, "OUTBOXD_POLL_MS");
+	CHANGED(rescan_s, "OUTBOXD_RESCAN_S");
+	CHANGED(retry_base_ms, "OUTBOXD_RETRY_BASE_MS");
+	CHANGED(retry_max_s, "OUTBOXD_RETRY_MAX_S");
+	CHANGED(s3_timeout_s, "OUTBOXD_S3_TIMEOUT_S");
+	CHANGED(db_timeout_s, "OUTBOXD_DB_TIMEOUT_S");
+#undef CHANGED
+#undef CHANGED_S
+	if (b.len > 0)
+		log_warnx("SIGHUP: changed, but applied only after a restart: %s",
+		    b.data);
+	buf_free(&b);
+}
+
+/* SIGHUP: log format and level and the metrics file change at once;
+ * everything else is named if it changed; then a rescan. */
+static void
+reload(struct mainloop *m)
+{
+	struct reload_env r = { m, strmap_new() };
+	struct cfg_problems p = {0};
+	struct cfg n;
+	struct err e = {0};
+	size_t i = 0;
+	const char *k;
+	void *v;
+
+	if (m->env_file != NULL) {
+		char *text = NULL;
+		size_t len = 0;
+		FILE *f = fopen(m->env_file, "re");
+
+		if (f == NULL || getdelim(&text, &len, '\0', f) < 0) {
+			log_warnx("SIGHUP: cannot read %s: configuration not "
+			    "reloaded", m->env_file);
+			goto out_file;
+		}
+		if (dotenv_parse(text, strlen(text), reload_assign,
+		    reload_lookup, &r, &e) < 0) {
+			log_warnx("SIGHUP: %s: %s: configuration not reloaded",
+			    m->env_file, e.msg);
+			goto out_file;
+		}
+out_file:
+		free(text);
+		if (f != NULL)
+			fclose(f);
+		if (e.msg[0] != '\0' || f == NULL)
+			goto out;
+	}
+	if (cfg_load(&n, reload_get, &r, 0, &p) > 0) {
+		for (i = 0; i < p.n; i++)
+			log_warnx("SIGHUP: configuration not reloaded: %s",
+			    p.lines[i]);
+		cfg_problems_free(&p);
+		cfg_free(&n);
+		goto out;
+	}
+	log_set_format(n.log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
+	if (differs(m->metrics_file, n.metrics_file)) {
+		free(m->metrics_file);
+		m->metrics_file = n.metrics_file ? xstrdup(n.metrics_file) : NULL;
+		log_info("SIGHUP: metrics file now %s", m->metrics_file ?
+		    m->metrics_file : "off");
+	}
+	needs_restart(m->cfg, &n);
+	log_info("SIGHUP: configuration reloaded");
+	cfg_free(&n);
+out:
+	i = 0;
+	while (strmap_next(r.file, &i, &k, &v))
+		free(v);
+	strmap_free(r.file);
+}
+
+static int
+run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 {
 	struct worker wk = {0}, sk = {0};
 	struct err e = {0};
@@ -258,9 +434,9 @@ run_daemon(const struct cfg *c, struct outbox *ob)
 				log_info("rescan requested");
 				watch_request_rescan(wk.w);
 			} else if (si.ssi_signo == SIGHUP) {
-				log_info("SIGHUP: rescanning (configuration "
-				    "changes take a restart)");
+				reload(m);
 				watch_request_rescan(wk.w);
+				last_status = 0;
 			}
 		}
 		if (atomic_load(&wk.finished) || atomic_load(&sk.finished)) {
@@ -273,11 +449,13 @@ run_daemon(const struct cfg *c, struct outbox *ob)
 		now = time_mono_ms();
 		if (!ready && watch_ready(wk.w)) {
 			ready = 1;
+			m->ready = 1;
 			sd_notify(0, "READY=1");
+			last_status = 0;
 		}
 		if (now - last_status >= STATUS_EVERY_MS) {
 			last_status = now;
-			notify_status(ob, c);
+			report(m);
 		}
 		/* Pet the watchdog only while both threads are turning. */
 		if (watchdog_us > 0 &&
@@ -294,6 +472,7 @@ run_daemon(const struct cfg *c, struct outbox *ob)
 		rc = EX_IOERR;
 	watch_free(wk.w);
 	sync_free(sk.s);
+	report(m);	/* the final counts */
 	close(wake);
 	close(sfd);
 	log_info("stopped");
@@ -316,6 +495,7 @@ main(int argc, char **argv)
 	struct cfg c;
 	struct outbox *ob;
 	struct err e = {0};
+	struct mainloop m = {0};
 
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		switch (ch) {
@@ -332,20 +512,30 @@ main(int argc, char **argv)
 		usage(stderr);
 		return EX_USAGE;
 	}
+	/* Which variables the environment set, before --env-file adds
+	 * its own: on SIGHUP those still win over the file. */
+	m.env_names = strmap_new();
+	for (char **ep = environ; *ep != NULL; ep++) {
+		char *name = xstrndup(*ep, strcspn(*ep, "="));
+
+		strmap_put(m.env_names, name, (void *)1);
+		free(name);
+	}
+	rc = EX_CONFIG;
 	if (env_file != NULL && dotenv_load(env_file, &e) < 0) {
 		fprintf(stderr, "outboxd: configuration: --env-file %s\n", e.msg);
-		return EX_CONFIG;
+		goto out_env;
 	}
 	if (load_config(&c) < 0)
-		return EX_CONFIG;
+		goto out_env;
 	log_init("outboxd", c.log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT,
 	    getenv("OUTBOXD_DEBUG") && strcmp(getenv("OUTBOXD_DEBUG"), "1") == 0 ?
 	    LOG_DEBUG : LOG_INFO);
 	if (check) {
 		describe(&c);
 		printf("configuration OK\n");
-		cfg_free(&c);
-		return 0;
+		rc = 0;
+		goto out_cfg;
 	}
 	xmlInitParser();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -355,31 +545,40 @@ main(int argc, char **argv)
 	ob = outbox_open(c.state_db, 0, &e);
 	if (ob == NULL) {
 		log_err("%s", e.msg);
-		cfg_free(&c);
-		return EX_CANTCREAT;
+		rc = EX_CANTCREAT;
+		goto out_libs;
 	}
 	if (outbox_lock(ob, &e) < 0) {
 		log_err("%s", e.msg);
-		outbox_close(ob);
-		cfg_free(&c);
-		return EX_TEMPFAIL;
+		rc = EX_TEMPFAIL;
+		goto out_outbox;
 	}
 	rc = outbox_recover(ob, &e);
 	if (rc < 0) {
 		log_err("%s", e.msg);
-		outbox_close(ob);
-		cfg_free(&c);
-		return EX_IOERR;
+		rc = EX_IOERR;
+		goto out_outbox;
 	}
 	if (rc > 0)
 		log_info("%d leg(s) interrupted by the last stop will be retried",
 		    rc);
 	note_legs(ob, &c);
 
-	rc = once ? run_once(&c, ob) : run_daemon(&c, ob);
+	m.cfg = &c;
+	m.ob = ob;
+	m.env_file = env_file;
+	m.metrics_file = c.metrics_file ? xstrdup(c.metrics_file) : NULL;
+	m.start_time_s = time_now_ms() / 1000;
+	rc = once ? run_once(&c, ob) : run_daemon(&c, ob, &m);
+	free(m.metrics_file);
+out_outbox:
 	outbox_close(ob);
-	cfg_free(&c);
+out_libs:
 	curl_global_cleanup();
 	xmlCleanupParser();
+out_cfg:
+	cfg_free(&c);
+out_env:
+	strmap_free(m.env_names);
 	return rc;
 }

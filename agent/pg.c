@@ -765,3 +765,35 @@ out:
 	free(changed);
 	return rc;
 }
+
+int
+pg_check_access(struct pg *p, struct buf *problems, struct err *e)
+{
+	static const char sql[] =
+	    "SELECT t.priv || ' on ' || t.tbl FROM (VALUES ('jobs', 'INSERT'), "
+	    " ('jobs', 'UPDATE'), ('documents', 'INSERT'), "
+	    " ('documents', 'UPDATE'), ('job_history', 'INSERT'), "
+	    " ('user_activity', 'INSERT'), ('applied_events', 'INSERT')) "
+	    " AS t(tbl, priv) "
+	    "WHERE NOT has_table_privilege($1 || '.' || t.tbl, t.priv) "
+	    "UNION ALL SELECT 'EXECUTE on outboxd_record_document' "
+	    "WHERE NOT has_function_privilege($1 || '.outboxd_record_document("
+	    "uuid, uuid, text, text, text, bigint, text, text, text, text, text, "
+	    "jsonb, uuid)', 'EXECUTE')";
+	const char *v[1] = { p->schema };
+	PGresult *r;
+	int i, n = -1;
+
+	if (pg_ensure(p, e) < 0)
+		goto out;
+	r = PQexecParams(p->conn, sql, 1, NULL, v, NULL, NULL, 0);
+	if (exec_ok(p, r, PGRES_TUPLES_OK, e, "checking privileges") == 0) {
+		n = PQntuples(r);
+		for (i = 0; i < n; i++)
+			buf_printf(problems, "%s%s", i ? ", " : "",
+			    PQgetvalue(r, i, 0));
+	}
+	PQclear(r);
+out:
+	return n;
+}

@@ -73,6 +73,10 @@ int pg_apply_job_meta(struct pg *p, const char *event_id, const char *job_id,
 int pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
     const char *sha256, const char *etag, struct err *e);
 
+/* Checks the privileges outboxd needs; appends what is missing, comma
+ * separated, to problems. Returns how many are missing, or -1 with e. */
+int pg_check_access(struct pg *p, struct buf *problems, struct err *e);
+
 /* The class of a failed result's SQLSTATE (NULL: connection trouble). */
 enum err_class pg_classify(const char *sqlstate);
 

@@ -1010,11 +1010,8 @@ sync_free(struct sync *s)
 void
 sync_stop(struct sync *s)
 {
-	uint64_t one = 1;
-
 	atomic_store(&s->stop, 1);
-	if (s->wake_fd >= 0)
-		(void)write(s->wake_fd, &one, sizeof(one));
+	eventfd_poke(s->wake_fd);
 }
 
 long long
@@ -1082,10 +1079,7 @@ idle_timeout(struct sync *s, int busy)
 static void
 drain_wake(struct sync *s)
 {
-	uint64_t v;
-
-	if (s->wake_fd >= 0)
-		(void)read(s->wake_fd, &v, sizeof(v));
+	eventfd_drain(s->wake_fd);
 }
 
 static void

@@ -95,6 +95,12 @@ uint64_t rand_below(uint64_t n);
  */
 void test_crash_point(const char *name);
 
+/* Adds one to an eventfd to wake its reader; a full counter (EAGAIN)
+ * already means "wake up", so failures are of no consequence. */
+void eventfd_poke(int fd);
+/* Resets an eventfd's counter (non-blocking). */
+void eventfd_drain(int fd);
+
 /* Writes all n bytes, retrying on EINTR and short writes; -1 on error. */
 int write_all(int fd, const void *p, size_t n);
 

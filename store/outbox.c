@@ -880,7 +880,8 @@ outbox_counts(struct outbox *o, int s3_on, int db_on,
 	    "  min(CASE WHEN (%d AND s3_state IN ('pending','in_flight')) "
 	    "      OR (%d AND db_state IN ('pending','in_flight')) "
 	    "      THEN journaled_at END), "
-	    "  sum(CASE WHEN s3_state = 'done' THEN size ELSE 0 END) "
+	    "  sum(CASE WHEN s3_state = 'done' THEN size ELSE 0 END), "
+	    "  sum(max(s3_attempts - 1, 0)), sum(max(db_attempts - 1, 0)) "
 	    "FROM entries GROUP BY s3_state, db_state",
 	    s3_on, db_on, s3_on, db_on, s3_on, db_on, s3_on, db_on);
 	sqlite3_stmt *s = NULL;
@@ -907,6 +908,8 @@ outbox_counts(struct outbox *o, int s3_on, int db_on,
 		c->failed += sqlite3_column_int64(s, 3);
 		c->pending += sqlite3_column_int64(s, 4);
 		c->bytes_done += sqlite3_column_int64(s, 6);
+		c->retries[OUTBOX_S3] += sqlite3_column_int64(s, 7);
+		c->retries[OUTBOX_DB] += sqlite3_column_int64(s, 8);
 		if (old != NULL && (oldest[0] == '\0' ||
 		    strcmp((const char *)old, oldest) < 0))
 			snprintf(oldest, sizeof(oldest), "%s", old);

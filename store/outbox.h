@@ -196,6 +196,7 @@ struct outbox_counts {
 	int64_t oldest_pending_ms;	/* journaled_at of the oldest, or -1 */
 	int64_t not_jobs;		/* top-level dirs that are not jobs */
 	int64_t bytes_done;		/* sum of sizes with the S3 leg done */
+	int64_t retries[2];		/* attempts beyond the first, per leg */
 	char last_error[512];		/* newest *_error of a non-done leg */
 	char last_error_at[32];
 	char last_s3_done[32];		/* newest s3_done_at, or "" */

@@ -17,9 +17,9 @@ pg_start
 s3_start
 ob_setup
 export OUTBOXD_S3_TIMEOUT_S=3
-SEED=${OUTBOXD_FAULT_SEED:-$RANDOM}
+SEED=${OUTBOXD_TEST_SEED:-$RANDOM}
 RANDOM=$SEED
-t_diag "random seed $SEED (set OUTBOXD_FAULT_SEED to replay)"
+t_diag "random seed $SEED (set OUTBOXD_TEST_SEED to replay)"
 
 jobs=($(new_job) $(new_job) $(new_job) $(new_job))
 # writer N: N files of assorted kinds, a few milliseconds apart.

@@ -273,7 +273,8 @@ it_init() {
 	# hermetic: nothing from the caller's S3, AWS, database or outboxd setup
 	for v in $(compgen -e); do
 		case $v in
-		OUTBOXD_NODE_MODULES) ;;
+		# the harness's own knobs survive; outboxd's settings do not
+		OUTBOXD_NODE_MODULES | OUTBOXD_TEST_DEB | OUTBOXD_TEST_SEED | OUTBOXD_FUZZ_SECONDS) ;;
 		S3_* | AWS_* | DATABASE_URL | PG* | OUTBOXD_*) unset "$v" ;;
 		esac
 	done

@@ -181,10 +181,7 @@ warn_once(struct watch *w, const char *key, const char *fmt, ...)
 static void
 notify_sync(struct watch *w)
 {
-	uint64_t one = 1;
-
-	if (w->notify_fd >= 0)
-		(void)write(w->notify_fd, &one, sizeof(one));
+	eventfd_poke(w->notify_fd);
 }
 
 static void
@@ -818,19 +815,15 @@ fail:
 void
 watch_stop(struct watch *w)
 {
-	uint64_t one = 1;
-
 	atomic_store(&w->stop_req, 1);
-	(void)write(w->ctl_fd, &one, sizeof(one));
+	eventfd_poke(w->ctl_fd);
 }
 
 void
 watch_request_rescan(struct watch *w)
 {
-	uint64_t one = 1;
-
 	atomic_store(&w->rescan_req, 1);
-	(void)write(w->ctl_fd, &one, sizeof(one));
+	eventfd_poke(w->ctl_fd);
 }
 
 int
@@ -901,11 +894,8 @@ watch_run(struct watch *w)
 			usleep(100000);
 		}
 		atomic_store(&w->heartbeat, time_mono_ms());
-		if (pfd[0].revents & POLLIN) {
-			uint64_t v;
-
-			(void)read(w->ctl_fd, &v, sizeof(v));
-		}
+		if (pfd[0].revents & POLLIN)
+			eventfd_drain(w->ctl_fd);
 		if (atomic_load(&w->stop_req))
 			break;
 		if (w->ifd >= 0 && nfd > 1 && (pfd[1].revents & POLLIN) &&
