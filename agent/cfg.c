@@ -335,6 +335,35 @@ check_writable_parent(const char *name, const char *path,
 	free(dir);
 }
 
+/*
+ * libpq quotes the offending text in its messages, which may be the whole
+ * URI with its password. Keep the first line, put "(the URI)" where the
+ * value appears whole, and mask any "user:password@" that remains.
+ */
+static char *
+redact_conninfo(const char *msg, const char *url)
+{
+	struct buf b = {0};
+	const char *p = msg, *hit;
+	char *out, *q;
+
+	while (*url != '\0' && (hit = strstr(p, url)) != NULL) {
+		buf_append(&b, p, (size_t)(hit - p));
+		buf_puts(&b, "(the URI)");
+		p = hit + strlen(url);
+	}
+	buf_puts(&b, p);
+	out = buf_take(&b);
+	out[strcspn(out, "\n")] = '\0';
+	for (q = strstr(out, "://"); q != NULL; q = strstr(q + 3, "://")) {
+		char *at = strchr(q + 3, '@'), *colon = strchr(q + 3, ':');
+
+		if (at != NULL && colon != NULL && colon < at)
+			memset(colon + 1, '*', (size_t)(at - colon - 1));
+	}
+	return out;
+}
+
 static void
 load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
     struct cfg_problems *p)
@@ -397,8 +426,12 @@ load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
 		while (strlen(c->endpoint) > 0 &&
 		    c->endpoint[strlen(c->endpoint) - 1] == '/')
 			c->endpoint[strlen(c->endpoint) - 1] = '\0';
-		if (!valid_endpoint(c->endpoint, &why))
-			problem(p, "%s=%s: %s", endpoint_var, v, why);
+		if (!valid_endpoint(c->endpoint, &why)) {
+			char *shown = redact_conninfo(v, "");
+
+			problem(p, "%s=%s: %s", endpoint_var, shown, why);
+			free(shown);
+		}
 	}
 	c->path_style = c->endpoint != NULL || strchr(c->bucket, '.') != NULL;
 	v = get(arg, "S3_FORCE_PATH_STYLE");
@@ -412,35 +445,6 @@ load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
 	}
 	v = get(arg, "AWS_CA_BUNDLE");
 	c->ca_bundle = (v && *v) ? xstrdup(v) : NULL;
-}
-
-/*
- * libpq quotes the offending text in its messages, which may be the whole
- * URI with its password. Keep the first line, put "(the URI)" where the
- * value appears whole, and mask any "user:password@" that remains.
- */
-static char *
-redact_conninfo(const char *msg, const char *url)
-{
-	struct buf b = {0};
-	const char *p = msg, *hit;
-	char *out, *q;
-
-	while (*url != '\0' && (hit = strstr(p, url)) != NULL) {
-		buf_append(&b, p, (size_t)(hit - p));
-		buf_puts(&b, "(the URI)");
-		p = hit + strlen(url);
-	}
-	buf_puts(&b, p);
-	out = buf_take(&b);
-	out[strcspn(out, "\n")] = '\0';
-	for (q = strstr(out, "://"); q != NULL; q = strstr(q + 3, "://")) {
-		char *at = strchr(q + 3, '@'), *colon = strchr(q + 3, ':');
-
-		if (at != NULL && colon != NULL && colon < at)
-			memset(colon + 1, '*', (size_t)(at - colon - 1));
-	}
-	return out;
 }
 
 static void

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dotenv.h"
+#include "strmap.h"
 
 #define DOTENV_MAX_BYTES (1024 * 1024)
 
@@ -73,16 +74,30 @@ expand_ref(struct scanner *s, struct buf *out)
 	if (q >= s->end || *q != '{')
 		return -1;
 	q++;
+	const char *def = NULL;
+	size_t deflen = 0;
+
 	if (q >= s->end || !is_key_start(*q))
 		return -1;
 	while (q < s->end && is_key_char(*q))
 		q++;
-	if (q >= s->end || *q != '}')
-		return -1;
 	name = xstrndup(s->p + 1, (size_t)(q - s->p - 1));
+	/* ${NAME:-default}: the default when NAME is unset or empty. */
+	if (q + 1 < s->end && q[0] == ':' && q[1] == '-') {
+		def = q + 2;
+		for (q = def; q < s->end && *q != '}' && *q != '\n'; q++)
+			;
+		deflen = (size_t)(q - def);
+	}
+	if (q >= s->end || *q != '}') {
+		free(name);
+		return -1;
+	}
 	val = s->lookup ? s->lookup(s->arg, name) : NULL;
-	if (val != NULL)
+	if (val != NULL && *val != '\0')
 		buf_puts(out, val);
+	else if (def != NULL)
+		buf_append(out, def, deflen);
 	free(name);
 	s->p = q + 1;
 	return 0;
@@ -178,8 +193,10 @@ scan_unquoted(struct scanner *s, struct buf *out)
 	while (!at_end(s) && *s->p != '\n') {
 		char c = *s->p;
 
-		/* " #" starts a comment; "a#b" is a value. */
-		if (c == '#' && (out->len == 0 || out->data[out->len - 1] == ' '
+		/* "value #note" ends at the blank before '#'; "a#b" and a
+		 * value that starts with '#' ("KEY=#secret") are values, as
+		 * python-dotenv reads them. */
+		if (c == '#' && out->len > 0 && (out->data[out->len - 1] == ' '
 		    || out->data[out->len - 1] == '\t'))
 			break;
 		if (c == '$') {
@@ -266,25 +283,38 @@ out:
 	return rc;
 }
 
+/*
+ * Loading: the file's assignments are collected first (a later line for
+ * the same key wins, as in the app's dotenv libraries), then each key is
+ * set unless the environment already has it.
+ */
+struct env_load {
+	struct strmap *seen;	/* key -> value from the file */
+};
+
 static int
 env_assign(void *arg, const char *key, const char *value)
 {
-	(void)arg;
-	setenv(key, value, 0);
+	struct env_load *l = arg;
+
+	free(strmap_put(l->seen, key, xstrdup(value)));
 	return 0;
 }
 
 static const char *
 env_lookup(void *arg, const char *name)
 {
-	(void)arg;
-	return getenv(name);
+	struct env_load *l = arg;
+	const char *v = getenv(name);
+
+	return v != NULL ? v : strmap_get(l->seen, name);
 }
 
 int
 dotenv_load(const char *path, struct err *e)
 {
 	struct buf text = {0};
+	struct env_load load;
 	char chunk[8192];
 	struct stat st;
 	int fd, rc = -1;
@@ -295,6 +325,7 @@ dotenv_load(const char *path, struct err *e)
 		err_sys(e, ERR_PERMANENT, "%s", path);
 		return -1;
 	}
+	load.seen = strmap_new();
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		err_set(e, ERR_PERMANENT, "%s: not a regular file", path);
 		goto out;
@@ -314,15 +345,32 @@ dotenv_load(const char *path, struct err *e)
 		}
 	}
 	if (dotenv_parse(text.data ? text.data : "", text.len, env_assign,
-	    env_lookup, NULL, e) < 0) {
+	    env_lookup, &load, e) < 0) {
 		char msg[sizeof(e->msg)];
 
 		snprintf(msg, sizeof(msg), "%s", e->msg);
 		err_set(e, ERR_PERMANENT, "%s: %s", path, msg);
 		goto out;
 	}
+	{
+		size_t i = 0;
+		const char *k;
+		void *v;
+
+		while (strmap_next(load.seen, &i, &k, &v))
+			setenv(k, v, 0);
+	}
 	rc = 0;
 out:
+	{
+		size_t i = 0;
+		const char *k;
+		void *v;
+
+		while (strmap_next(load.seen, &i, &k, &v))
+			free(v);
+	}
+	strmap_free(load.seen);
 	close(fd);
 	buf_free(&text);
 	return rc;

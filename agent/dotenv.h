@@ -2,8 +2,9 @@
  * dotenv.h - reads the app's .env file: KEY=VALUE lines, '#' comments,
  * single quotes (literal), double quotes (\n \t \r \" \\ \$ escapes),
  * values spanning lines inside quotes, an optional "export " prefix, and
- * ${NAME} references expanded in unquoted and double-quoted values, as
- * python-dotenv does. A line that is none of these is an error naming the
+ * ${NAME} and ${NAME:-default} references expanded in unquoted and
+ * double-quoted values, as python-dotenv does; a later line for the same
+ * key wins. A line that is none of these is an error naming the
  * line: a configuration file is never half-read in silence.
  */
 #ifndef OUTBOXD_DOTENV_H

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keymap.h"
 #include "log.h"
 
 static const char *log_prog = "outboxd";
@@ -64,20 +65,35 @@ level_name(int priority)
 	}
 }
 
-/* Appends s as a JSON string body (without quotes), escaping as needed. */
+/*
+ * Appends s as a JSON string body (without quotes), escaping as needed.
+ * File names need not be UTF-8: a byte that does not start a valid
+ * sequence is written as \u00XX (its Latin-1 reading), so every line
+ * stays valid JSON.
+ */
 static void
 json_escape(struct buf *b, const char *s)
 {
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
+	size_t n = strlen(s), i = 0;
+
+	while (i < n) {
+		unsigned char c = (unsigned char)s[i];
+		size_t len = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
 
 		if (c == '"' || c == '\\') {
 			buf_printf(b, "\\%c", c);
 		} else if (c < 0x20) {
 			buf_printf(b, "\\u%04x", c);
+		} else if (c < 0x80) {
+			buf_append(b, s + i, 1);
+		} else if (i + len <= n && keymap_utf8_valid(s + i, len)) {
+			buf_append(b, s + i, len);
+			i += len;
+			continue;
 		} else {
-			buf_append(b, s, 1);
+			buf_printf(b, "\\u%04x", c);
 		}
+		i++;
 	}
 }
 

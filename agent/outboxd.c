@@ -332,22 +332,21 @@ reload(struct mainloop *m)
 		size_t len = 0;
 		FILE *f = fopen(m->env_file, "re");
 
-		if (f == NULL || getdelim(&text, &len, '\0', f) < 0) {
+		int ok = 0;
+
+		if (f == NULL || getdelim(&text, &len, '\0', f) < 0)
 			log_warnx("SIGHUP: cannot read %s: configuration not "
 			    "reloaded", m->env_file);
-			goto out_file;
-		}
-		if (dotenv_parse(text, strlen(text), reload_assign,
-		    reload_lookup, &r, &e) < 0) {
+		else if (dotenv_parse(text, strlen(text), reload_assign,
+		    reload_lookup, &r, &e) < 0)
 			log_warnx("SIGHUP: %s: %s: configuration not reloaded",
 			    m->env_file, e.msg);
-			goto out_file;
-		}
-out_file:
+		else
+			ok = 1;
 		free(text);
 		if (f != NULL)
 			fclose(f);
-		if (e.msg[0] != '\0' || f == NULL)
+		if (!ok)
 			goto out;
 	}
 	if (cfg_load(&n, reload_get, &r, 0, &p) > 0) {

@@ -77,6 +77,8 @@ pg_new(const struct cfg *cfg)
 	return p;
 }
 
+static int simple(struct pg *p, const char *sql, struct err *e);
+
 static void
 drop(struct pg *p)
 {
@@ -114,6 +116,7 @@ enum err_class
 pg_classify(const char *state)
 {
 	static const char *const transient[] = {
+		"25006",	/* read-only transaction: a failover */
 		"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03",
 	};
 	size_t i;
@@ -170,14 +173,15 @@ pg_ensure(struct pg *p, struct err *e)
 	/* Defaults first: whatever DATABASE_URL says overrides them. */
 	static const char *const keys[] = { "connect_timeout", "keepalives",
 	    "keepalives_idle", "keepalives_interval", "keepalives_count",
-	    "application_name", "dbname", NULL };
-	const char *vals[] = { "10", "1", "30", "10", "3", "outboxd", NULL,
-	    NULL };
+	    "tcp_user_timeout", "application_name", "dbname", NULL };
+	/* A dead peer is noticed in about a minute, not after TCP's 15. */
+	const char *vals[] = { "10", "1", "30", "10", "3", "60000", "outboxd",
+	    NULL, NULL };
 
 	if (p->conn != NULL && PQstatus(p->conn) == CONNECTION_OK)
 		return 0;
 	drop(p);
-	vals[6] = p->url;
+	vals[7] = p->url;
 	p->conn = PQconnectdbParams(keys, vals, 1);
 	if (p->conn == NULL || PQstatus(p->conn) != CONNECTION_OK) {
 		char line[512];
@@ -192,9 +196,10 @@ pg_ensure(struct pg *p, struct err *e)
 		return -1;
 	}
 	if (p->migrate && !p->migrated) {
-		p->migrated = 1;
+		/* Tried at each connection until it works once. */
 		if (pg_migrate(p, e) < 0)
 			return -1;
+		p->migrated = 1;
 	}
 	return 0;
 }
@@ -442,7 +447,7 @@ read_txn(struct pg *p, struct pg_doc *docs, size_t n, struct err *e)
 			 * connection libpq says so in the status. */
 			if (PQstatus(p->conn) != CONNECTION_OK) {
 				result_error(p, NULL, e, "recording documents");
-				return -1;
+				goto broken;
 			}
 			continue;
 		}
@@ -470,9 +475,14 @@ read_txn(struct pg *p, struct pg_doc *docs, size_t n, struct err *e)
 		PQclear(res);
 		step++;
 		if (p->conn == NULL)
-			return -1;
+			goto broken;
 	}
 	return failed ? 0 : 1;
+broken:
+	/* No sync, no commit: results that arrived mean nothing. */
+	for (call = 0; call < n; call++)
+		docs[call].outcome[0] = '\0';
+	return -1;
 }
 
 /* Sends what is queued and enters nothing new; 0 or -1. */
@@ -501,7 +511,7 @@ record_batch(struct pg *p, struct pg_doc *docs, size_t n, struct err *e)
 	if (flush_pipeline(p, e) < 0)
 		return -1;
 	rc = read_txn(p, docs, n, e);
-	if (rc == 0)
+	if (rc <= 0)
 		for (i = 0; i < n; i++) {
 			/* Rolled back: none of them counts. */
 			docs[i].outcome[0] = '\0';
@@ -591,11 +601,24 @@ pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
 	PGresult *r;
 	int rc;
 
+	const char *t[1] = { p->timeout };
+
 	if (pg_ensure(p, e) < 0)
 		return -1;
-	r = PQexecParams(p->conn, p->sql_etag, 4, NULL, v, NULL, NULL, 0);
-	rc = exec_ok(p, r, PGRES_COMMAND_OK, e, "recording the ETag");
+	if (simple(p, "BEGIN", e) < 0)
+		return -1;
+	r = PQexecParams(p->conn, SQL_TXN_SETTINGS, 1, NULL, t, NULL, NULL, 0);
+	rc = exec_ok(p, r, PGRES_TUPLES_OK, e, "setting the timeout");
 	PQclear(r);
+	if (rc == 0) {
+		r = PQexecParams(p->conn, p->sql_etag, 4, NULL, v, NULL, NULL, 0);
+		rc = exec_ok(p, r, PGRES_COMMAND_OK, e, "recording the ETag");
+		PQclear(r);
+	}
+	if (rc == 0)
+		rc = simple(p, "COMMIT", e);
+	if (rc < 0 && p->conn != NULL)
+		PQclear(PQexec(p->conn, "ROLLBACK"));
 	return rc;
 }
 

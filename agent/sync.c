@@ -87,6 +87,8 @@ struct sync {
 	int naborts;			/* aborts in flight */
 	struct strmap *inflight;	/* paths with an S3 leg in progress */
 	struct unrecorded *unrecorded;	/* outcomes to write again */
+	int batching;			/* inside batch_begin/batch_end */
+	struct unrecorded *batch;	/* outcomes written in the open batch */
 	struct strmap *job_users;	/* job id -> user id ("" unknown) */
 	struct leg legs[2];		/* OUTBOX_S3, OUTBOX_DB */
 	int fatal;			/* the outbox failed: stop */
@@ -175,30 +177,90 @@ flush_unrecorded(struct sync *s)
 	return 0;
 }
 
+static struct unrecorded *
+unrecorded_new(enum outbox_leg leg, int64_t id, const struct outbox_result *r)
+{
+	struct unrecorded *u = xcalloc(1, sizeof(*u));
+
+	u->leg = leg;
+	u->id = id;
+	u->r = *r;
+	u->r.error = dup_or_null(r->error);
+	u->r.etag = dup_or_null(r->etag);
+	u->r.sha256 = dup_or_null(r->sha256);
+	return u;
+}
+
+static void
+keep_unrecorded(struct sync *s, struct unrecorded *u)
+{
+	struct unrecorded **tail;
+
+	for (tail = &s->unrecorded; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = u;
+}
+
 static void
 record(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
     const struct outbox_result *r)
 {
-	struct unrecorded *u, **tail;
+	struct unrecorded *u;
 	struct err e = {0};
 
-	if (s->unrecorded == NULL && outbox_finish(s->ob, leg, en->id, r, &e) == 0)
+	if (s->unrecorded == NULL &&
+	    outbox_finish(s->ob, leg, en->id, r, &e) == 0) {
+		if (s->batching) {
+			/* Undone if the batch's COMMIT fails: keep a copy. */
+			u = unrecorded_new(leg, en->id, r);
+			u->next = s->batch;
+			s->batch = u;
+		}
 		return;
+	}
 	if (s->unrecorded == NULL)
 		log_err("%s: outcomes are kept in memory and written again "
 		    "until the outbox takes them", e.msg);
 	if (e.cls == ERR_FATAL)
 		s->fatal = 1;
-	u = xcalloc(1, sizeof(*u));
-	u->leg = leg;
-	u->id = en->id;
-	u->r = *r;
-	u->r.error = dup_or_null(r->error);
-	u->r.etag = dup_or_null(r->etag);
-	u->r.sha256 = dup_or_null(r->sha256);
-	for (tail = &s->unrecorded; *tail != NULL; tail = &(*tail)->next)
-		;
-	*tail = u;
+	keep_unrecorded(s, unrecorded_new(leg, en->id, r));
+}
+
+/* Outcomes recorded between batch_begin and batch_end commit together. */
+static void
+batch_begin(struct sync *s)
+{
+	struct err e = {0};
+
+	if (outbox_begin(s->ob, &e) == 0)
+		s->batching = 1;
+	else
+		log_err("%s", e.msg);
+}
+
+static void
+batch_end(struct sync *s)
+{
+	struct err e = {0};
+	int failed;
+
+	if (!s->batching)
+		return;
+	s->batching = 0;
+	failed = outbox_commit(s->ob, &e) < 0;
+	if (failed)
+		log_err("%s: outcomes are kept in memory and written again "
+		    "until the outbox takes them", e.msg);
+	while (s->batch != NULL) {
+		struct unrecorded *u = s->batch;
+
+		s->batch = u->next;
+		u->next = NULL;
+		if (failed)
+			keep_unrecorded(s, u);	/* the rollback undid it */
+		else
+			unrecorded_free(u);
+	}
 }
 
 /* Records a transient failure: back to pending, retried after backoff. */
@@ -427,7 +489,8 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 	case UPLOAD_BUSY:
 		break;	/* left in_flight: the next start retries it */
 	}
-	strmap_del(s->inflight, en->path);
+	if (strmap_get(s->inflight, en->path) == u)
+		strmap_del(s->inflight, en->path);
 	upload_free(u);
 	s->ups[i] = s->ups[--s->nups];
 }
@@ -437,7 +500,6 @@ static void
 reap_uploads(struct sync *s)
 {
 	struct upload_outcome o;
-	struct err e = {0};
 	int i, open = 0;
 
 	for (i = 0; i < s->nups;) {
@@ -445,12 +507,14 @@ reap_uploads(struct sync *s)
 			i++;
 			continue;
 		}
-		if (!open && outbox_begin(s->ob, &e) == 0)
+		if (!open) {
+			batch_begin(s);
 			open = 1;
+		}
 		finish_upload(s, i, &o);
 	}
-	if (open && outbox_commit(s->ob, &e) < 0)
-		log_err("%s", e.msg);
+	if (open)
+		batch_end(s);
 }
 
 static void
@@ -639,6 +703,19 @@ fail:
 	return NULL;
 }
 
+static void
+forget_all_job_users(struct sync *s)
+{
+	size_t i = 0;
+	const char *k;
+	void *v;
+
+	while (strmap_next(s->job_users, &i, &k, &v))
+		free(v);
+	strmap_free(s->job_users);
+	s->job_users = strmap_new();
+}
+
 /* The user id for a job's rows: its job.json's, else the default. */
 static const char *
 job_user(struct sync *s, const char *job)
@@ -654,6 +731,8 @@ job_user(struct sync *s, const char *job)
 
 	if (cached != NULL)
 		return cached[0] ? cached : s->cfg->default_user;
+	if (strmap_count(s->job_users) >= 4096)
+		forget_all_job_users(s);	/* a cache, not a registry */
 	path = xasprintf("%s/job.json", job);
 	text = read_small(s->rootfd, path, JOB_JSON_MAX, &len, &st, &e);
 	if (text != NULL && (f = jobmeta_parse(text, len, &e)) != NULL) {
@@ -882,16 +961,14 @@ run_db(struct sync *s, int stopping)
 
 		if (rc == 0)
 			test_crash_point("db-committed");
-		if (outbox_begin(s->ob, &e) < 0)
-			log_err("%s", e.msg);
+		batch_begin(s);
 		for (i = 0; i < n; i++) {
 			if (!dp[i].ok)
 				continue;
 			dp[i].doc = docs[k++];
 			conclude_doc(s, &v[i], &dp[i]);
 		}
-		if (outbox_commit(s->ob, &e) < 0)
-			log_err("%s", e.msg);
+		batch_end(s);
 		if (rc == 0)
 			leg_ok(s, OUTBOX_DB);
 	}

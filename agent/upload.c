@@ -51,6 +51,7 @@ struct ureq {
 	enum kind kind;
 	int part;		/* K_PART: index into parts */
 	char num[16];		/* partNumber as text */
+	char *upload_id;	/* the upload it belongs to (parts) */
 	struct buf xml;		/* K_COMPLETE: the body */
 };
 
@@ -199,7 +200,6 @@ resume(struct upload *u)
 	struct err e = {0};
 	size_t n = 0, i;
 
-	u->upload_id = xstrdup(u->en.upload_id);
 	if (outbox_parts(u->env->ob, u->en.id, &v, &n, &e) < 0)
 		return;
 	for (i = 0; i < n; i++) {
@@ -228,6 +228,9 @@ upload_new(const struct upload_env *env, struct outbox_entry *en)
 	u->en = *en;
 	memset(en, 0, sizeof(*en));
 	u->phase = P_HASH;
+	/* Known at once, so that giving up below aborts it in S3. */
+	if (u->en.upload_id != NULL)
+		u->upload_id = xstrdup(u->en.upload_id);
 	u->fd = tree_open_file(env->rootfd, u->en.path, &u->st, &e);
 	if (u->fd < 0) {
 		decide(u, e.cls == ERR_GONE ? UPLOAD_GONE : e.cls ==
@@ -253,16 +256,15 @@ upload_new(const struct upload_env *env, struct outbox_entry *en)
 			abort();
 		EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
 		EVP_DigestInit_ex(u->md5_part, EVP_md5(), NULL);
-		if (u->en.upload_id != NULL)
+		if (u->upload_id != NULL)
 			resume(u);
 	} else {
 		u->md5_file = EVP_MD_CTX_new();
 		if (u->md5_file == NULL)
 			abort();
 		EVP_DigestInit_ex(u->md5_file, EVP_md5(), NULL);
-		if (u->en.upload_id != NULL) {
+		if (u->upload_id != NULL) {
 			/* Planned as multipart before (threshold changed). */
-			u->upload_id = xstrdup(u->en.upload_id);
 			abandon(u, "sent as a single PUT instead");
 		}
 		if (u->size <= SMALL_FILE)
@@ -425,6 +427,7 @@ free_req(struct ureq *q)
 {
 	s3_req_clear(&q->req);
 	free(q->req.key);
+	free(q->upload_id);
 	buf_free(&q->req.body);
 	buf_free(&q->xml);
 	free(q);
@@ -482,7 +485,8 @@ send_part(struct upload *u, int k, int *slots)
 	q->part = k;
 	snprintf(q->num, sizeof(q->num), "%d", k + 1);
 	q->req.query[0] = (struct sigv4_pair){ "partNumber", q->num };
-	q->req.query[1] = (struct sigv4_pair){ "uploadId", u->upload_id };
+	q->upload_id = xstrdup(u->upload_id);
+	q->req.query[1] = (struct sigv4_pair){ "uploadId", q->upload_id };
 	q->req.n_query = 2;
 	q->req.fd = u->fd;
 	q->req.offset = p->offset;
@@ -757,6 +761,10 @@ reply_part(struct upload *u, struct ureq *q)
 	struct part *p = &u->parts[q->part];
 	struct err e = {0};
 
+	/* A reply for an upload given up since (restart) is no part of
+	 * the current one: its ETag must not be listed in Complete. */
+	if (u->upload_id == NULL || strcmp(q->upload_id, u->upload_id) != 0)
+		return;
 	if (r->err.cls != ERR_NONE) {
 		p->state = PART_TODO;
 		if (strcmp(r->code, "NoSuchUpload") == 0) {
@@ -861,7 +869,8 @@ upload_reply(struct s3_req *r)
 		case K_COMPLETE: reply_complete(u, r); break;
 		case K_HEAD: reply_head(u, r); break;
 		}
-	} else if (q->kind == K_PART && r->err.cls == ERR_NONE) {
+	} else if (q->kind == K_PART && r->err.cls == ERR_NONE &&
+	    u->upload_id != NULL && strcmp(q->upload_id, u->upload_id) == 0) {
 		/* Already failing, but a stored part is worth keeping. */
 		struct err e = {0};
 

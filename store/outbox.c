@@ -45,8 +45,13 @@ enum stmt_id {
 	ST_NEXT_DB,
 	ST_LAST_S3,
 	ST_LAST_DB,
+	ST_ABORT_SKIPPED,
+	ST_CLEAR_SKIPPED,
 	ST_COUNT
 };
+
+/* The newest entry journaled for the row's path. */
+#define NEWEST_OF_PATH "(SELECT entry_id FROM files f WHERE f.path = entries.path)"
 
 #define ENTRY_COLUMNS \
 	"id, event_id, job_id, path, s3_key, kind, version, size, mtime_ns, " \
@@ -82,10 +87,12 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CLAIM_S3] =
 	    "SELECT " ENTRY_COLUMNS " FROM entries "
 	    "WHERE s3_state = 'pending' AND (s3_next_at <= ?1 OR s3_next_at > ?4) "
+	    "  AND id = " NEWEST_OF_PATH " "
 	    "ORDER BY s3_next_at, id LIMIT ?2",
 	[ST_CLAIM_DB] =
 	    "SELECT " ENTRY_COLUMNS " FROM entries "
 	    "WHERE db_state = 'pending' AND (db_next_at <= ?1 OR db_next_at > ?4) "
+	    "  AND id = " NEWEST_OF_PATH " "
 	    "  AND (?3 = 0 OR s3_state IN ('done', 'skipped') "
 	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
 	    "ORDER BY db_next_at, id LIMIT ?2",
@@ -97,8 +104,16 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "UPDATE entries SET db_state = 'in_flight', "
 	    "  db_attempts = db_attempts + 1, updated_at = ?2 "
 	    "WHERE id = ?1 AND db_state = 'pending'",
+	/* A leg that would be tried again, or wait for an admin, while a
+	 * newer version of its path exists is skipped instead: an older
+	 * version must never be stored after a newer one. */
 	[ST_FINISH_S3] =
-	    "UPDATE entries SET s3_state = ?2, s3_error = ?3, s3_next_at = ?4, "
+	    "UPDATE entries SET "
+	    "  s3_state = CASE WHEN ?2 IN ('pending', 'failed') AND "
+	    "    " NEWEST_OF_PATH " > id THEN 'skipped' ELSE ?2 END, "
+	    "  s3_error = CASE WHEN ?2 IN ('pending', 'failed') AND "
+	    "    " NEWEST_OF_PATH " > id THEN 'superseded by a newer version' "
+	    "    ELSE ?3 END, s3_next_at = ?4, "
 	    "  s3_etag = coalesce(?5, s3_etag), sha256 = coalesce(?6, sha256), "
 	    "  s3_done_at = CASE WHEN ?2 = 'done' THEN ?7 ELSE s3_done_at END, "
 	    "  s3_upload_id = CASE WHEN ?2 = 'done' THEN NULL "
@@ -106,7 +121,12 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "  updated_at = ?7 "
 	    "WHERE id = ?1 AND s3_state = 'in_flight'",
 	[ST_FINISH_DB] =
-	    "UPDATE entries SET db_state = ?2, db_error = ?3, db_next_at = ?4, "
+	    "UPDATE entries SET "
+	    "  db_state = CASE WHEN ?2 IN ('pending', 'failed') AND "
+	    "    " NEWEST_OF_PATH " > id THEN 'skipped' ELSE ?2 END, "
+	    "  db_error = CASE WHEN ?2 IN ('pending', 'failed') AND "
+	    "    " NEWEST_OF_PATH " > id THEN 'superseded by a newer version' "
+	    "    ELSE ?3 END, db_next_at = ?4, "
 	    "  sha256 = coalesce(?6, sha256), db_needs_etag = ?5, "
 	    "  db_done_at = CASE WHEN ?2 = 'done' THEN ?7 ELSE db_done_at END, "
 	    "  updated_at = ?7 "
@@ -132,6 +152,17 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "  AND (?1 = 0 OR s3_state IN ('done', 'skipped') "
 	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
 	    "ORDER BY db_next_at LIMIT 1",
+	/* Multipart uploads of versions no longer wanted go to the abort
+	 * queue, so their parts do not stay in S3. */
+	[ST_ABORT_SKIPPED] =
+	    "INSERT OR IGNORE INTO aborts (upload_id, s3_key, reason, "
+	    "  created_at, next_at) "
+	    "SELECT s3_upload_id, s3_key, 'superseded by a newer version', ?2, ?2 "
+	    "FROM entries WHERE path = ?1 AND s3_state = 'skipped' "
+	    "  AND s3_upload_id IS NOT NULL",
+	[ST_CLEAR_SKIPPED] =
+	    "UPDATE entries SET s3_upload_id = NULL WHERE path = ?1 "
+	    "  AND s3_state = 'skipped' AND s3_upload_id IS NOT NULL",
 	[ST_LAST_DB] =
 	    "SELECT db_next_at FROM entries WHERE db_state = 'pending' "
 	    "  AND (?1 = 0 OR s3_state IN ('done', 'skipped') "
@@ -430,6 +461,28 @@ step_done(struct outbox *o, sqlite3_stmt *s, struct err *e, const char *what)
 	return 0;
 }
 
+/* Queues aborts for skipped legs of path that still hold an upload. */
+static int
+abort_skipped(struct outbox *o, const char *path, struct err *e)
+{
+	enum stmt_id ids[2] = { ST_ABORT_SKIPPED, ST_CLEAR_SKIPPED };
+	sqlite3_stmt *s;
+	char now[32];
+	int i;
+
+	now_iso(now);
+	for (i = 0; i < 2; i++) {
+		if ((s = stmt(o, ids[i], e)) == NULL)
+			return -1;
+		sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+		if (i == 0)
+			sqlite3_bind_text(s, 2, now, -1, SQLITE_STATIC);
+		if (step_done(o, s, e, "queueing aborts") < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int
 outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
     struct err *e)
@@ -537,6 +590,8 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 			if (step_done(o, s, e, "superseding old versions") < 0)
 				goto fail;
 		}
+		if (abort_skipped(o, f->path, e) < 0)
+			goto fail;
 	}
 	if (id != NULL)
 		*id = new_id;
@@ -723,7 +778,30 @@ outbox_finish(struct outbox *o, enum outbox_leg leg, int64_t id,
 		sqlite3_bind_int(s, 5, r->needs_etag ? 1 : 0);
 	sqlite3_bind_text(s, 6, r->sha256, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(s, 7, now, -1, SQLITE_STATIC);
-	return step_done(o, s, e, "recording a result");
+	if (step_done(o, s, e, "recording a result") < 0)
+		return -1;
+	if (leg == OUTBOX_S3 && r->state != OUTBOX_DONE) {
+		/* It may have been skipped for a newer version just now. */
+		sqlite3_stmt *q = NULL;
+		int rc = 0;
+
+		if (sqlite3_prepare_v2(o->db, "SELECT path FROM entries WHERE "
+		    "id = ?1 AND s3_state = 'skipped' AND s3_upload_id IS NOT "
+		    "NULL", -1, &q, NULL) != SQLITE_OK) {
+			db_err(o, e, "recording a result");
+			return -1;
+		}
+		sqlite3_bind_int64(q, 1, id);
+		if (sqlite3_step(q) == SQLITE_ROW) {
+			char *path = col_dup(q, 0);
+
+			rc = abort_skipped(o, path, e);
+			free(path);
+		}
+		sqlite3_finalize(q);
+		return rc;
+	}
+	return 0;
 }
 
 int
@@ -969,10 +1047,12 @@ outbox_retry(struct outbox *o, int64_t id, struct err *e)
 	static const char *const sql[2] = {
 	    "UPDATE entries SET s3_state = 'pending', s3_next_at = ?2, "
 	    "  s3_attempts = 0, updated_at = ?2 "
-	    "WHERE s3_state = 'failed' AND (?1 < 0 OR id = ?1)",
+	    "WHERE s3_state = 'failed' AND (?1 < 0 OR id = ?1) "
+	    "  AND id = " NEWEST_OF_PATH,
 	    "UPDATE entries SET db_state = 'pending', db_next_at = ?2, "
 	    "  db_attempts = 0, updated_at = ?2 "
-	    "WHERE db_state = 'failed' AND (?1 < 0 OR id = ?1)",
+	    "WHERE db_state = 'failed' AND (?1 < 0 OR id = ?1) "
+	    "  AND id = " NEWEST_OF_PATH,
 	};
 
 	now_iso(now);

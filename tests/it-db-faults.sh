@@ -45,6 +45,30 @@ it_stop "$LOCKER" TERM 5 || true
 admin -c "select pg_terminate_backend(pid) from pg_stat_activity where query like '%pg_sleep%' and pid <> pg_backend_pid()" >/dev/null
 t_ok "after the reconnect all rows arrive" ob_wait_idle 40 "$n"
 
+# 1b. terminated in the middle of a batch: results the server sent for
+# the documents before the one waiting must not count (nothing was
+# committed). All ten go in one batch: written while outboxd is stopped,
+# recorded by a run without the S3 leg, with the fifth one's row locked.
+jb=$(new_job)
+admin -c "insert into is_migration.jobs (id) values ('$jb')" >/dev/null
+it_bg rowlock "$IT_PG_BINDIR/psql" -X -q -d "$admin_url" \
+	-c "begin; insert into is_migration.documents (job_id, filename, document_type, file_path, file_size) values ('$jb', 'f5.txt', 'other', 'mid/f5.txt', 1); select pg_sleep(30); commit;"
+ROWLOCK=$IT_BG_PID
+ob_stop
+for i in $(seq 1 10); do write_file "$jb/mid/f$i.txt" "mid batch $i"; done
+touch -d '1 minute ago' "$UPLOADS/$jb"/mid/*
+n=$((n + 10))
+S3_BUCKET= ob_start
+t_ok "the batch waits on one document's row lock" wait_for 20 _blocked
+admin -c "select pg_terminate_backend($(waiting_backend))" >/dev/null
+it_stop "$ROWLOCK" TERM 5 || true
+admin -c "select pg_terminate_backend(pid) from pg_stat_activity where query like '%pg_sleep%' and pid <> pg_backend_pid()" >/dev/null
+_mid_rows() { [ "$(admin -c "select count(*) from is_migration.documents where job_id = '$jb'")" = 10 ]; }
+t_ok "after the reconnect all ten rows are recorded: none was taken for done when its batch died" \
+	wait_for 40 _mid_rows
+ob_stop
+ob_start
+
 # 2. a lock held past statement_timeout
 hold_lock 5
 batch timeout 10

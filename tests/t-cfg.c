@@ -150,6 +150,20 @@ test_bad_values(void)
 	cfg_free(&c);
 	cfg_problems_free(&p);
 
+	{
+		const char *env3[] = { "S3_BUCKET", "b1b", "AWS_ACCESS_KEY_ID", "k",
+			"AWS_SECRET_ACCESS_KEY", "s",
+			"AWS_ENDPOINT_URL_S3", "https://AKIAX:topsecret@host/?x=1",
+			NULL };
+
+		load(&c, env3, &p);
+		tap_ok(p.n == 1 && strstr(p.lines[0], "topsecret") == NULL &&
+		    strstr(p.lines[0], "AWS_ENDPOINT_URL_S3=https://AKIAX:") != NULL,
+		    "an endpoint with credentials is refused without printing "
+		    "them: %s", p.n ? p.lines[0] : "");
+		cfg_free(&c);
+		cfg_problems_free(&p);
+	}
 	load(&c, env2, &p);
 	tap_ok(p.n == 1 && strstr(p.lines[0], "hunter2") == NULL &&
 	    strstr(p.lines[0], "pw2") == NULL, "libpq's quoted text is redacted: "

@@ -124,6 +124,18 @@ main(void)
 	tap_int(parse("1BAD=x\n", &e), -1, "a key cannot start with a digit");
 	tap_int(parse("\xef\xbb\xbf" "A=1\n", &e), 0, "a UTF-8 BOM is skipped");
 	tap_str(value_of("A"), "1", "the key after a BOM is read");
+	tap_int(parse("PW=#not-a-comment\nB= #also-a-value\nC=x #note\n", &e),
+	    0, "values starting with '#'");
+	tap_str(value_of("PW"), "#not-a-comment", "a value may start with '#' "
+	    "(a password)");
+	tap_str(value_of("B"), "#also-a-value", "even after blanks");
+	tap_str(value_of("C"), "x", "'#' after a blank that follows a value "
+	    "starts a comment");
+	tap_int(parse("U=${UNSET:-fallback}/x\nH=${HOME:-no}\nE=\"${EMPTY:-d}\"\n",
+	    &e), 0, "${NAME:-default}");
+	tap_str(value_of("U"), "fallback/x", "the default when unset");
+	tap_str(value_of("H"), "/home/app", "the value when set");
+	tap_str(value_of("E"), "d", "inside double quotes too");
 	tap_int(parse("", &e), 0, "an empty file is fine");
 	tap_int(ngot, 0, "and assigns nothing");
 	return tap_done();

@@ -160,6 +160,29 @@ main(void)
 
 	tap_int(outbox_next_due(o, OUTBOX_S3, 1, &e), 0, "something is due now");
 
+	/* Never an older version after a newer one: a claim takes only the
+	 * newest entry of a path, and an older leg that comes back for a
+	 * retry after a newer version arrived is skipped. */
+	{
+		int64_t a = 0, b = 0;
+		struct outbox_result again = { .state = OUTBOX_PENDING,
+		    .error = "HTTP 500", .next_at_ms = 0 };
+
+		journal(o, JOB "/v.txt", 1, 5000, &a);
+		outbox_claim(o, OUTBOX_DB, 100, 0, NULL, NULL, &v, &nv, &e);
+		outbox_entries_free(v, nv);
+		journal(o, JOB "/v.txt", 2, 6000, &b);
+		tap_int(outbox_finish(o, OUTBOX_DB, a, &again, &e), 0,
+		    "the older version's database leg fails transiently");
+		tap_int(count(o, "id = (select min(id) from entries where path like "
+		    "'%/v.txt') and db_state = 'skipped' and db_error like "
+		    "'superseded%'"), 1, "and is skipped, not retried after the "
+		    "newer one");
+		outbox_claim(o, OUTBOX_DB, 100, 0, NULL, NULL, &v, &nv, &e);
+		tap_ok(nv >= 1 && v[nv - 1].id == b, "the newer one is claimed");
+		outbox_entries_free(v, nv);
+	}
+
 	o2 = outbox_open(path, 0, &e);
 	tap_int(outbox_lock(o2, &e), -1, "a second outboxd cannot take the lock");
 	tap_ok(strstr(e.msg, "another outboxd (pid") != NULL, "and is told "

@@ -10,7 +10,7 @@ pkgs=(build-essential autoconf automake pkg-config
 	libsqlite3-dev libpq-dev libxml2-dev libcjson-dev libcurl4-openssl-dev
 	libssl-dev libsystemd-dev
 	postgresql-15 pgbouncer sqlite3 curl openssl ca-certificates faketime
-	debhelper fakeroot dpkg-dev valgrind clang libclang-rt-14-dev)
+	debhelper fakeroot dpkg-dev valgrind clang libclang-rt-14-dev llvm-14)
 pkgs+=("$@")
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 

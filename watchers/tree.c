@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -35,7 +36,7 @@ struct open_how {
 #endif
 
 /* 0 until tried, 1 when openat2 works, -1 when the kernel lacks it. */
-static int have_openat2;
+static atomic_int have_openat2;
 
 static void
 open_error(struct err *e, const char *rel, int saved)

@@ -83,6 +83,8 @@ struct watch {
 	int64_t next_poll;		/* polling or unwatched dirs: next pass */
 	int journaled;			/* entries journaled by the last rescan */
 	int overflow_backoff_ms;	/* grows while overflows repeat */
+	int64_t last_overflow;		/* monotonic ms of the last one */
+	int overflowed;			/* the next rescan is because of one */
 	int fatal;			/* the outbox failed in a way we stop on */
 	int test_watch_limit;		/* OUTBOXD_TEST_WATCH_LIMIT, 0: none */
 };
@@ -172,11 +174,42 @@ warn_once(struct watch *w, const char *key, const char *fmt, ...)
 		log_debug("%s", msg);
 		return;
 	}
+	if (strmap_count(w->warned) >= 10000) {
+		/* Remembering every odd name forever would grow without end:
+		 * start over (a name may be warned about once more). */
+		strmap_free(w->warned);
+		w->warned = strmap_new();
+	}
 	strmap_put(w->warned, key, (void *)1);
 	log_warnx("%s", msg);
 }
 
 /* ---- journaling ---------------------------------------------------------- */
+
+/* A name S3 cannot take is journaled with its legs failed; say so here,
+ * once, where an operator reads. */
+static void
+warn_unstorable(struct watch *w, const char *rel)
+{
+	const char *rest;
+	size_t jl;
+	char job[37], *key;
+	struct err e = {0};
+
+	if (keymap_classify(rel, &jl, &rest) != KEYMAP_DOCUMENT)
+		return;
+	memcpy(job, rel, jl);
+	job[jl] = '\0';
+	key = keymap_s3_key(job, rest);
+	if (keymap_check_key(key, &e) < 0) {
+		char k[PATH_MAX + 8];
+
+		snprintf(k, sizeof(k), "key:%s", rel);
+		warn_once(w, k, "%s: cannot be stored: %s (see outboxctl list "
+		    "--state failed)", rel, e.msg);
+	}
+	free(key);
+}
 
 static void
 notify_sync(struct watch *w)
@@ -223,6 +256,8 @@ flush(struct watch *w)
 		rc = outbox_journal(w->ob, &f, NULL, &e);
 		if (rc < 0)
 			goto fail;
+		if (rc > 0)
+			warn_unstorable(w, f.path);
 		if (rc > 0) {
 			n++;
 			log_msg(LOG_DEBUG, &ctx, "journaled (%lld bytes)",
@@ -574,7 +609,9 @@ full_rescan(struct watch *w, const char *why)
 		return -1;
 	log_info("rescan (%s): %d files, %d journaled, %lld ms", why, files,
 	    w->journaled, (long long)(time_mono_ms() - t0));
-	if (w->cfg->rescan_s > 0)
+	if (w->paused)	/* journaling still fails: try again soon */
+		w->next_rescan = time_mono_ms() + RETRY_RESCAN_MS;
+	else if (w->cfg->rescan_s > 0)
 		w->next_rescan = time_mono_ms() + (int64_t)w->cfg->rescan_s * 1000;
 	else
 		w->next_rescan = INT64_MAX;
@@ -593,8 +630,14 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 		log_warnx("inotify queue overflowed (events were lost): full "
 		    "rescan in %d ms", w->overflow_backoff_ms);
 		w->next_rescan = time_mono_ms() + w->overflow_backoff_ms;
-		w->overflow_backoff_ms = w->overflow_backoff_ms * 2 > 60000 ?
-		    60000 : w->overflow_backoff_ms * 2;
+		/* Overflows in a row back off; a quiet minute resets it. */
+		if (time_mono_ms() - w->last_overflow > 60000)
+			w->overflow_backoff_ms = 100;
+		else
+			w->overflow_backoff_ms = w->overflow_backoff_ms * 2 > 60000 ?
+			    60000 : w->overflow_backoff_ms * 2;
+		w->last_overflow = time_mono_ms();
+		w->overflowed = 1;
 		return 0;
 	}
 	snprintf(key, sizeof(key), "%d", ev->wd);
@@ -629,6 +672,17 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 		} else if (ev->mask & IN_MOVED_FROM) {
 			drop_watches(w, rel);
 		}
+	} else if ((ev->mask & IN_CREATE) && !is_top_level(rel) &&
+	    !is_self(w, rel)) {
+		struct stat st;
+		struct err e;
+
+		/* A hard link (or linkat of an O_TMPFILE) appears complete
+		 * with no close or rename event to follow: settle it now.
+		 * An ordinary new file has one link and waits for its close. */
+		if (tree_stat(w->rootfd, rel, &st, &e) == 0 &&
+		    S_ISREG(st.st_mode) && st.st_nlink > 1)
+			settle_arm(w, rel, w->cfg->settle_ms, w->cfg->settle_ms);
 	} else if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
 		if (is_top_level(rel)) {
 			char k[PATH_MAX + 8];
@@ -907,8 +961,11 @@ watch_run(struct watch *w)
 			if (full_rescan(w, "requested") < 0)
 				return -1;
 		} else if (time_mono_ms() >= w->next_rescan) {
-			if (full_rescan(w, w->overflow_backoff_ms > 100 ?
-			    "after lost events" : "periodic") < 0)
+			const char *why = w->overflowed ? "after lost events" :
+			    w->paused ? "journaling again" : "periodic";
+
+			w->overflowed = 0;
+			if (full_rescan(w, why) < 0)
 				return -1;
 		}
 		if (w->next_poll != 0 && time_mono_ms() >= w->next_poll) {

@@ -81,7 +81,7 @@ target() {
 	echo "$out/$name"
 }
 
-target fuzz-dotenv "agent/util.c agent/dotenv.c" ""
+target fuzz-dotenv "agent/util.c agent/strmap.c agent/dotenv.c" ""
 target fuzz-keymap "agent/util.c agent/keymap.c" ""
 target fuzz-s3error "agent/util.c agent/sigv4.c agent/s3.c" \
 	"$xml_libs $curl_libs $crypto_libs"
