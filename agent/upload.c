@@ -78,6 +78,7 @@ struct upload {
 	char *upload_id;
 	int restarts;
 	int decided;
+	const char *abandon_why;	/* abort the upload once idle */
 	struct upload_outcome out;
 };
 
@@ -105,6 +106,20 @@ abandon(struct upload *u, const char *why)
 	u->upload_id = NULL;
 }
 
+/*
+ * The abort waits until no part of the upload is in flight: a part that
+ * lands after AbortMultipartUpload would be stored again and left behind
+ * (S3 documents the same race).
+ */
+static void
+settle(struct upload *u)
+{
+	if (u->decided && u->inflight == 0 && u->abandon_why != NULL) {
+		abandon(u, u->abandon_why);
+		u->abandon_why = NULL;
+	}
+}
+
 /* Settles the outcome; the first decision stands. */
 static void
 decide(struct upload *u, enum upload_result r, const struct err *e,
@@ -128,17 +143,18 @@ decide(struct upload *u, enum upload_result r, const struct err *e,
 			outbox_upload_clear(u->env->ob, u->en.id, &ignored);
 		break;
 	case UPLOAD_FAILED:
-		abandon(u, "the S3 leg failed");
+		u->abandon_why = "the S3 leg failed";
 		break;
 	case UPLOAD_GONE:
-		abandon(u, "the file vanished");
+		u->abandon_why = "the file vanished";
 		break;
 	case UPLOAD_CHANGED:
-		abandon(u, "the file changed");
+		u->abandon_why = "the file changed";
 		break;
 	default:
 		break;	/* RETRY and STOPPED keep the upload to resume */
 	}
+	settle(u);
 }
 
 static void
@@ -361,17 +377,18 @@ upload_work(struct upload *u, size_t budget)
 		unsigned char *dst = u->mem ? u->mem + u->hashed : chunk;
 		ssize_t n;
 
+		if (want == 0) {
+			finish_hashing(u);
+			break;
+		}
 		if (u->multipart) {
+			/* hashed < size here, so k names an existing part. */
 			int k = (int)(u->hashed / u->part_size);
 			uint64_t part_left = u->parts[k].offset +
 			    u->parts[k].length - u->hashed;
 
 			if (want > part_left)
 				want = (size_t)part_left;
-		}
-		if (want == 0) {
-			finish_hashing(u);
-			break;
 		}
 		n = pread(u->fd, dst, want, (off_t)u->hashed);
 		if (n < 0) {
@@ -879,6 +896,7 @@ upload_reply(struct s3_req *r)
 	}
 	if (u->stopping && u->inflight == 0 && !u->decided)
 		decide(u, UPLOAD_STOPPED, NULL, NULL);
+	settle(u);
 	free_req(q);
 }
 

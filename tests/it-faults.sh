@@ -97,7 +97,7 @@ ob_stop
 if lib=$(find /usr/lib -name libfaketime.so.1 2>/dev/null | head -1) && [ -n "$lib" ]; then
 	echo "+0" >"$IT_DIR/faketime"
 	FAKETIME_TIMESTAMP_FILE=$IT_DIR/faketime FAKETIME_NO_CACHE=1 NO_FAKE_STAT=1 \
-		DONT_FAKE_MONOTONIC=1 LD_PRELOAD=$lib ob_start
+		DONT_FAKE_MONOTONIC=1 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 LD_PRELOAD=$lib ob_start
 	s3_down
 	writer 10
 	sleep 1.5

@@ -394,6 +394,11 @@ _it_on_exit() {
 
 # ---------------------------------------------------------------- utilities
 
+# built_with_asan: true when outboxd carries AddressSanitizer (its memory
+# figures are then the sanitizer's, not outboxd's)
+# (no "nm | grep -q": with pipefail, nm's SIGPIPE would make it false)
+built_with_asan() { case "$(nm "$OUTBOXD" 2>/dev/null)" in *__asan_*) return 0 ;; esac; return 1; }
+
 # free_port: a free TCP port on 127.0.0.1
 free_port() {
 	if [ -x /usr/bin/python3 ]; then

@@ -9,7 +9,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 export OUTBOXD_NODE_MODULES=$top/node_modules
-jobs=$(nproc)
+# Integration tests mostly wait on servers: one more job than cores.
+jobs=$(($(nproc) + 1))
 steps_failed=0
 passed=0
 failed=0
