@@ -8,7 +8,8 @@
 # out is forgotten, a rename inside the tree journals the new name; with
 # the watch limit reached the unwatched directories are polled; polling
 # mode sees files without inotify; a second outboxd on the same outbox
-# refuses to start.
+# refuses to start; a file journaled by the start-up rescan while its
+# writer paused is journaled again in its final form.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ob.sh"
@@ -23,15 +24,33 @@ stored() { cmp -s "$UPLOADS/$1" "$(s3_object_file "jobs/${1%%/*}/uploads/${1#*/}
 
 j=$(new_job)
 mkdir -p "$UPLOADS/$j"
-# A file still being written when outboxd starts (its rescan finds it).
+# A file still being written when outboxd starts (its rescan finds it):
+# the writer goes on through the whole start-up, however long it takes.
 exec 3>"$UPLOADS/$j/growing.log"
 printf 'first half ' >&3
+(for i in $(seq 1 200); do
+	sleep 0.3; printf 'more %d ' "$i" >&3
+	[ -e "$IT_DIR/writer.stop" ] && break
+done) &
+writer=$!
+# One written before the start whose writer then paused for longer than
+# the rescan's quiet window: the rescan journals what is there, and the
+# writer's later close is not reported by Linux (the file was opened
+# before the directory was watched), so outboxd must notice the change.
+exec 4>"$UPLOADS/$j/paused.log"
+printf 'before the restart ' >&4
+touch -d '5 seconds ago' "$UPLOADS/$j/paused.log"
 ob_start
-for i in 1 2 3 4 5 6; do sleep 0.3; printf 'more %d ' "$i" >&3; done
+sleep 1
+touch "$IT_DIR/writer.stop"; wait "$writer"
 printf 'end' >&3
 exec 3>&-
+printf 'and after it' >&4
+exec 4>&-
 t_ok "the growing file is stored" wait_for 20 stored "$j/growing.log"
 t_is "$(entries_for growing.log)" 1 "once, in its final form (not half-written)"
+t_ok "a file written on after the start-up rescan is stored in its final form" \
+	wait_for 20 stored "$j/paused.log"
 
 # Reopened and appended five times within the settle window.
 for i in 1 2 3 4 5; do printf 'line %d\n' "$i" >>"$UPLOADS/$j/appended.txt"; sleep 0.02; done

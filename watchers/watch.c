@@ -11,6 +11,14 @@
  * Rescans walk the tree with tree_walk and feed the same batch; files that
  * were modified very recently go through the settle queue instead, so a
  * file still being written is not journaled half-done.
+ *
+ * A file a walk finds recently changed may still be open by its writer,
+ * and Linux sends no close event for a file opened before its directory
+ * was watched (after a restart, or in a directory just moved in). Such
+ * files are kept in the young map and stat'ed every second until they
+ * have been unchanged for YOUNG_MS; a change sends them through the settle
+ * queue again, so the final version is journaled without waiting for the
+ * periodic rescan.
  */
 #include "config.h"
 
@@ -38,6 +46,9 @@
 #define BATCH_MAX	256	/* files per journaling transaction */
 #define RESCAN_QUIET_MS	1000	/* a rescan waits this long after an mtime */
 #define RETRY_RESCAN_MS	5000	/* after a journaling failure */
+#define YOUNG_MS	60000	/* re-examine files changed this recently */
+#define YOUNG_CHECK_MS	1000	/* how often */
+#define YOUNG_MAX	4096	/* beyond this, a full rescan later instead */
 
 #define WATCH_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | \
 	IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | \
@@ -49,6 +60,11 @@ struct settle {
 	int64_t due;		/* monotonic ms when it may be journaled */
 	int quiet_ms;		/* how long its mtime must be in the past */
 	struct settle *prev, *next;	/* ordered by due */
+};
+
+/* What a young file looked like when last seen. */
+struct young {
+	int64_t size, mtime_ns, ino;
 };
 
 /* A file ready to journal. */
@@ -78,6 +94,8 @@ struct watch {
 	int paused;			/* journaling failed; said so once */
 	struct strmap *warned;		/* things warned about once */
 	struct strmap *unwatched;	/* dirs without a watch (limit hit) */
+	struct strmap *young;		/* path -> struct young * */
+	int64_t next_young;		/* monotonic ms of the next check, 0 */
 	char *self_rel;			/* the outbox file under the root */
 	int64_t next_rescan;		/* monotonic ms of the next full rescan */
 	int64_t next_poll;		/* polling or unwatched dirs: next pass */
@@ -482,6 +500,78 @@ drop_watches(struct watch *w, const char *dir)
 	}
 }
 
+/* ---- young files --------------------------------------------------------- */
+
+static void
+young_set(struct young *y, const struct stat *st)
+{
+	y->size = (int64_t)st->st_size;
+	y->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 +
+	    st->st_mtim.tv_nsec;
+	y->ino = (int64_t)st->st_ino;
+}
+
+/* Keeps an eye on rel, found by a walk age_ms after its last change. */
+static void
+young_note(struct watch *w, const char *rel, const struct stat *st,
+    int64_t age_ms)
+{
+	struct young *y;
+
+	if (w->ifd < 0 || age_ms >= YOUNG_MS)
+		return;		/* polling sees every change anyway */
+	y = strmap_get(w->young, rel);
+	if (y == NULL) {
+		if (strmap_count(w->young) >= YOUNG_MAX) {
+			/* Too many to stat each second: rescan once they
+			 * have all had time to finish. */
+			if (w->next_rescan > time_mono_ms() + YOUNG_MS)
+				w->next_rescan = time_mono_ms() + YOUNG_MS;
+			return;
+		}
+		y = xcalloc(1, sizeof(*y));
+		strmap_put(w->young, rel, y);
+	}
+	young_set(y, st);
+	if (w->next_young == 0)
+		w->next_young = time_mono_ms() + YOUNG_CHECK_MS;
+}
+
+/* Stats every young file: a changed one settles again, one unchanged for
+ * YOUNG_MS (or gone) is forgotten. */
+static void
+young_check(struct watch *w)
+{
+	size_t i = 0;
+	const char *key;
+	void *val;
+
+	while (strmap_next(w->young, &i, &key, &val)) {
+		struct young *y = val, now;
+		struct stat st;
+		struct err e;
+		int64_t age_ms;
+
+		if (tree_stat(w->rootfd, key, &st, &e) < 0 ||
+		    !S_ISREG(st.st_mode)) {
+			free(strmap_del(w->young, key));
+			continue;
+		}
+		young_set(&now, &st);
+		if (now.size != y->size || now.mtime_ns != y->mtime_ns ||
+		    now.ino != y->ino) {
+			*y = now;
+			settle_arm(w, key, w->cfg->settle_ms, RESCAN_QUIET_MS);
+			continue;
+		}
+		age_ms = time_now_ms() - now.mtime_ns / 1000000;
+		if (age_ms < 0 || age_ms >= YOUNG_MS)
+			free(strmap_del(w->young, key));
+	}
+	w->next_young = strmap_count(w->young) > 0 ?
+	    time_mono_ms() + YOUNG_CHECK_MS : 0;
+}
+
 /* ---- rescans ------------------------------------------------------------- */
 
 struct walk_ctx {
@@ -540,6 +630,7 @@ visit(void *arg, enum tree_what what, const char *rel, const struct stat *st)
 		}
 		age_ms = time_now_ms() - ((int64_t)st->st_mtim.tv_sec * 1000 +
 		    st->st_mtim.tv_nsec / 1000000);
+		young_note(w, rel, st, age_ms);
 		if (c->from_event) {
 			settle_arm(w, rel, w->cfg->settle_ms, w->cfg->settle_ms);
 		} else if (age_ms >= 0 && age_ms < RESCAN_QUIET_MS) {
@@ -765,6 +856,7 @@ watch_create(const struct cfg *cfg, int live, int notify_fd, struct err *e)
 	w->settle_map = strmap_new();
 	w->warned = strmap_new();
 	w->unwatched = strmap_new();
+	w->young = strmap_new();
 	w->rootfd = open(cfg->watch_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (w->rootfd < 0) {
 		err_sys(e, ERR_FATAL, "OUTBOXD_WATCH_DIR=%s", cfg->watch_dir);
@@ -828,6 +920,10 @@ watch_free(struct watch *w)
 	strmap_free(w->settle_map);
 	strmap_free(w->warned);
 	strmap_free(w->unwatched);
+	i = 0;
+	while (w->young != NULL && strmap_next(w->young, &i, &key, &val))
+		free(val);
+	strmap_free(w->young);
 	batch_clear(w);
 	free(w->batch);
 	free(w->self_rel);
@@ -934,6 +1030,8 @@ watch_run(struct watch *w)
 			wake = w->head->due;
 		if (w->next_poll != 0 && w->next_poll < wake)
 			wake = w->next_poll;
+		if (w->next_young != 0 && w->next_young < wake)
+			wake = w->next_young;
 		/* Wake at least once a second for the watchdog heartbeat. */
 		timeout = wake - now > 1000 ? 1000 : (int)(wake > now ? wake - now : 0);
 
@@ -955,6 +1053,8 @@ watch_run(struct watch *w)
 		if (w->ifd >= 0 && nfd > 1 && (pfd[1].revents & POLLIN) &&
 		    read_events(w) < 0)
 			return -1;
+		if (w->next_young != 0 && time_mono_ms() >= w->next_young)
+			young_check(w);
 		if (settle_fire(w) < 0)
 			return -1;
 		if (atomic_exchange(&w->rescan_req, 0)) {
