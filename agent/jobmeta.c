@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent/jobmeta.h"
+#include "agent/keymap.h"
 
 const char *const jobmeta_statuses[] = { "processing", "queued",
 	"documentation_ready", "completed", "failed", NULL };
@@ -25,6 +26,32 @@ status_known(const char *s)
 	return 0;
 }
 
+/* Whether the JSON text escapes a NUL (\u0000) in a string: cJSON would
+ * silently cut the string there, and PostgreSQL text cannot hold one. */
+static int
+escapes_nul(const char *text, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < len; i++) {
+		if (text[i] != '\\')
+			continue;
+		if (text[i + 1] == 'u' && i + 5 < len &&
+		    memcmp(text + i + 2, "0000", 4) == 0)
+			return 1;
+		i++;	/* past the escaped character */
+	}
+	return 0;
+}
+
+/* A string the jobs table can store: valid UTF-8. */
+static int
+text_ok(const cJSON *v)
+{
+	return cJSON_IsString(v) &&
+	    keymap_utf8_valid(v->valuestring, strlen(v->valuestring));
+}
+
 cJSON *
 jobmeta_parse(const char *text, size_t len, struct err *e)
 {
@@ -36,6 +63,11 @@ jobmeta_parse(const char *text, size_t len, struct err *e)
 	}
 	if (!cJSON_IsObject(doc)) {
 		err_set(e, ERR_PERMANENT, "not a JSON object");
+		goto out;
+	}
+	if (escapes_nul(text, len)) {
+		err_set(e, ERR_PERMANENT, "a string holds \\u0000, which the "
+		    "database cannot store");
 		goto out;
 	}
 	out = cJSON_CreateObject();
@@ -80,16 +112,18 @@ jobmeta_parse(const char *text, size_t len, struct err *e)
 	}
 	v = cJSON_GetObjectItemCaseSensitive(doc, "platform");
 	if (v != NULL && !cJSON_IsNull(v)) {
-		if (!cJSON_IsString(v) || v->valuestring[0] == '\0') {
-			err_set(e, ERR_PERMANENT, "platform is not a string");
+		if (!text_ok(v) || v->valuestring[0] == '\0') {
+			err_set(e, ERR_PERMANENT, "platform is not a non-empty "
+			    "UTF-8 string");
 			goto fail;
 		}
 		cJSON_AddStringToObject(out, "platform", v->valuestring);
 	}
 	v = cJSON_GetObjectItemCaseSensitive(doc, "filename");
 	if (v != NULL && !cJSON_IsNull(v)) {
-		if (!cJSON_IsString(v)) {
-			err_set(e, ERR_PERMANENT, "filename is not a string");
+		if (!text_ok(v)) {
+			err_set(e, ERR_PERMANENT, "filename is not a UTF-8 "
+			    "string");
 			goto fail;
 		}
 		cJSON_AddStringToObject(out, "filename", v->valuestring);

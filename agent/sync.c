@@ -46,6 +46,7 @@
 
 #define HASH_BUDGET	(4 * 1024 * 1024)	/* bytes hashed per loop turn */
 #define ABORT_BATCH	4		/* multipart aborts started per turn */
+#define SUPERSEDE_QUIET_MS 2000	/* a changed file waits to be this quiet */
 #define DB_BATCH	64		/* database legs per round trip */
 #define ONCE_WAIT_MS	5000		/* --once waits for retries this close */
 #define STOP_GRACE_MS	30000		/* transfers may finish after a stop */
@@ -308,6 +309,9 @@ skip(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 /*
  * The file no longer matches its entry: journal what is there now (the
  * watcher may already have) and skip this leg in favour of that version.
+ * A file changed in the last SUPERSEDE_QUIET_MS is likely still being
+ * written: its new version waits until it has been quiet that long, so
+ * a writer that takes minutes does not have its file read over and over.
  */
 static void
 superseded(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
@@ -318,6 +322,8 @@ superseded(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 		.mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 +
 		    st->st_mtim.tv_nsec,
 		.inode = (int64_t)st->st_ino,
+		.not_before_ms = (int64_t)st->st_mtim.tv_sec * 1000 +
+		    st->st_mtim.tv_nsec / 1000000 + SUPERSEDE_QUIET_MS,
 	};
 	struct err e = {0};
 	int64_t id = 0;
@@ -363,11 +369,13 @@ file_problem(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 /*
  * Reads fd (size bytes) computing SHA-256 and MD5; keeps the bytes in
  * *mem when mem is not NULL. Returns 0, or -1 with e (ERR_CHANGED when
- * the file turned out shorter or longer than size).
+ * the file turned out shorter or longer than size). Beats the thread's
+ * heartbeat as it goes: a huge file on slow storage is progress, not a
+ * hang for the watchdog.
  */
 static int
 hash_file(int fd, uint64_t size, unsigned char **mem, char *sha_hex,
-    char *md5_b64, char *md5_hex, struct err *e)
+    char *md5_b64, char *md5_hex, atomic_llong *beat, struct err *e)
 {
 	EVP_MD_CTX *sha = EVP_MD_CTX_new(), *md5 = EVP_MD_CTX_new();
 	unsigned char chunk[64 * 1024], dsha[32], dmd5[16], *buf = NULL;
@@ -408,6 +416,8 @@ hash_file(int fd, uint64_t size, unsigned char **mem, char *sha_hex,
 		off += (uint64_t)n;
 		if (off > size)
 			goto changed;
+		if (beat != NULL && (off & ((16u << 20) - 1)) < (uint64_t)n)
+			atomic_store(beat, time_mono_ms());	/* every 16 MiB */
 	}
 	if (off != size)
 		goto changed;
@@ -847,7 +857,7 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 		}
 		if (hash_file(fd, (uint64_t)st.st_size, xml &&
 		    st.st_size <= PLATFORM_MAX_BYTES ? &mem : NULL, dp->sha256,
-		    NULL, NULL, &e) < 0 || (fstat(fd, &now) == 0 &&
+		    NULL, NULL, &s->heartbeat, &e) < 0 || (fstat(fd, &now) == 0 &&
 		    !same_file(&now, en))) {
 			if (fstat(fd, &now) == 0 && (e.cls == ERR_CHANGED ||
 			    e.cls == ERR_NONE))

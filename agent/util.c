@@ -30,8 +30,32 @@ err_vset(struct err *e, enum err_class cls, int sys_errno, const char *fmt,
 	if (n < 0)
 		e->msg[0] = '\0';
 	if (sys_errno != 0 && n >= 0 && (size_t)n < sizeof(e->msg))
-		snprintf(e->msg + n, sizeof(e->msg) - (size_t)n, ": %s",
+		n += snprintf(e->msg + n, sizeof(e->msg) - (size_t)n, ": %s",
 		    strerror(sys_errno));
+	if (n >= (int)sizeof(e->msg))
+		utf8_cut_tail(e->msg);
+}
+
+void
+utf8_cut_tail(char *s)
+{
+	size_t len = strlen(s), lead = len, back = 0, need;
+	unsigned char c;
+
+	/* Step back over up to three continuation bytes to a lead byte. */
+	while (lead > 0 && back < 3 &&
+	    ((unsigned char)s[lead - 1] & 0xC0) == 0x80) {
+		lead--;
+		back++;
+	}
+	if (lead == 0)
+		return;
+	c = (unsigned char)s[lead - 1];
+	if (c < 0x80)
+		return;			/* ASCII: complete */
+	need = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+	if (need > back)
+		s[lead - 1] = '\0';	/* a sequence cut short */
 }
 
 void

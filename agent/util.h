@@ -44,6 +44,9 @@ void err_set(struct err *e, enum err_class cls, const char *fmt, ...)
 void err_sys(struct err *e, enum err_class cls, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void err_clear(struct err *e);
+/* Cuts a UTF-8 sequence left incomplete at the end of s (a message cut
+ * to its buffer), so the rest stays valid UTF-8. */
+void utf8_cut_tail(char *s);
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);

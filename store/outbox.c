@@ -66,7 +66,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "  mtime, mtime_ns, inode, s3_key, journaled_at, updated_at, "
 	    "  s3_state, s3_error, s3_next_at, db_state, db_error, db_next_at) "
 	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, "
-	    "  ?12, ?13, ?11, ?14, ?15, ?11)",
+	    "  ?12, ?13, ?16, ?14, ?15, ?16)",
 	[ST_FILE_PUT] =
 	    "INSERT INTO files (path, size, mtime_ns, inode, versions, entry_id) "
 	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
@@ -491,7 +491,7 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 	enum keymap_kind kind;
 	const char *rest = NULL;
 	size_t job_len = 0;
-	char job[37], event[37], now[32], mtime[32];
+	char job[37], event[37], now[32], mtime[32], next[32];
 	char *key = NULL;
 	int versions = 0, rc;
 	int64_t new_id;
@@ -542,6 +542,10 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 
 	uuid_v4(event);
 	now_iso(now);
+	if (f->not_before_ms > time_now_ms())
+		time_iso8601(f->not_before_ms, next, sizeof(next));
+	else
+		memcpy(next, now, sizeof(next));
 	time_iso8601(f->mtime_ns / 1000000, mtime, sizeof(mtime));
 	if ((s = stmt(o, ST_ENTRY_INSERT, e)) == NULL)
 		goto fail;
@@ -562,6 +566,7 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 	sqlite3_bind_text(s, 13, s3_error, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 14, db_state, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 15, db_error, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 16, next, -1, SQLITE_STATIC);
 	if (step_done(o, s, e, "journaling an entry") < 0)
 		goto fail;
 	new_id = sqlite3_last_insert_rowid(o->db);

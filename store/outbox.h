@@ -68,6 +68,8 @@ struct outbox_file {
 	int64_t size;
 	int64_t mtime_ns;
 	int64_t inode;
+	int64_t not_before_ms;	/* wall-clock ms before which neither leg
+				   is tried; 0: at once */
 };
 
 /*

@@ -91,5 +91,18 @@ main(void)
 	tap_ok(parse("{\"status\":", &e) == NULL, "truncated JSON is refused");
 	tap_str(e.msg, "not valid JSON", "as not valid JSON");
 	tap_ok(parse("[1]", &e) == NULL, "an array is refused");
+	tap_ok(parse("{\"filename\":\"a\\u0000b.xml\"}", &e) == NULL,
+	    "a string with an escaped NUL is refused (cJSON would cut it)");
+	tap_ok(strstr(e.msg, "u0000") != NULL, "saying so: %s", e.msg);
+	f = parse("{\"filename\":\"a\\\\u0000.xml\"}", &e);
+	tap_ok(f != NULL, "an escaped backslash before u0000 is not a NUL");
+	cJSON_Delete(f);
+	tap_ok(parse("{\"filename\":\"caf\xe9.xml\"}", &e) == NULL,
+	    "a filename that is not UTF-8 is refused (the database rejects it)");
+	tap_ok(parse("{\"platform\":\"\xff\"}", &e) == NULL,
+	    "so is such a platform");
+	f = parse("{\"filename\":\"caf\xc3\xa9 \\u00e9.xml\"}", &e);
+	tap_ok(f != NULL, "UTF-8 and \\u escapes are taken");
+	cJSON_Delete(f);
 	return tap_done();
 }

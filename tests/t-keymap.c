@@ -82,5 +82,27 @@ main(void)
 	tap_int(keymap_check_key(long_name, &e), -1, "1,025 bytes is refused");
 	tap_ok(strstr(e.msg, "1025 bytes") != NULL, "the message gives the "
 	    "length");
+
+	/* A message longer than its buffer is cut on a character boundary. */
+	{
+		char big[3000];
+		size_t i, len;
+
+		for (i = 0; i + 2 < sizeof(big); i += 2)
+			memcpy(big + i, "\xc3\xa9", 2);	/* e-acute */
+		big[i] = '\0';
+		err_set(&e, ERR_PERMANENT, "%s", big);	/* cut mid-character */
+		len = strlen(e.msg);
+		tap_ok(len < sizeof(e.msg), "a long message is cut (%zu bytes)",
+		    len);
+		tap_ok(keymap_utf8_valid(e.msg, len), "and stays valid UTF-8");
+		tap_ok(len >= sizeof(e.msg) - 4, "losing at most the cut "
+		    "character");
+		tap_int((int64_t)len, (int64_t)sizeof(e.msg) - 2,
+		    "the half character is dropped");
+		err_set(&e, ERR_PERMANENT, "x%s", big);	/* between characters */
+		tap_int((int64_t)strlen(e.msg), (int64_t)sizeof(e.msg) - 1,
+		    "a message cut between characters keeps every byte");
+	}
 	return tap_done();
 }

@@ -42,7 +42,7 @@ static int
 journal(struct outbox *o, const char *path, int64_t size, int64_t mtime,
     int64_t *id)
 {
-	struct outbox_file f = { path, size, mtime, 42 };
+	struct outbox_file f = { path, size, mtime, 42, 0 };
 	struct err e = {0};
 	int rc;
 
@@ -181,6 +181,30 @@ main(void)
 		outbox_claim(o, OUTBOX_DB, 100, 0, NULL, NULL, &v, &nv, &e);
 		tap_ok(nv >= 1 && v[nv - 1].id == b, "the newer one is claimed");
 		outbox_entries_free(v, nv);
+	}
+
+	/* A version journaled with not_before_ms waits for it (a file that
+	 * changed under the sync thread waits to be quiet). */
+	{
+		struct outbox_file f = { .path = JOB "/quiet.txt", .size = 1,
+		    .mtime_ns = 7, .inode = 9,
+		    .not_before_ms = time_now_ms() + 60000 };
+		int64_t due, q = 0;
+		size_t i;
+		int seen = 0;
+
+		outbox_begin(o, &e);
+		outbox_journal(o, &f, &q, &e);
+		outbox_commit(o, &e);
+		outbox_claim(o, OUTBOX_S3, 100, 1, NULL, NULL, &v, &nv, &e);
+		for (i = 0; i < nv; i++)
+			seen |= v[i].id == q;
+		outbox_entries_free(v, nv);
+		tap_ok(q > 0 && !seen, "a version journaled not before a minute "
+		    "from now is not claimed now");
+		due = outbox_next_due(o, OUTBOX_S3, 1, &e);
+		tap_ok(due > 55000 && due <= 60000, "it is due in a minute "
+		    "(%lld ms)", (long long)due);
 	}
 
 	o2 = outbox_open(path, 0, &e);
