@@ -277,8 +277,10 @@ outbox_open(const char *path, int readonly, struct err *e)
 	/* WAL lets readers (outboxctl, sqlite3) run beside the writers;
 	 * NORMAL sync is durable across a crash of the process, and after a
 	 * power loss the start-up rescan finds what the last commits lost. */
+	/* A 512 KiB page cache per connection (SQLite's default is 2 MiB):
+	 * the queries go by index, and the OS caches the file anyway. */
 	if (exec(o, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
-	    "PRAGMA foreign_keys = ON;", e) < 0)
+	    "PRAGMA foreign_keys = ON; PRAGMA cache_size = -512;", e) < 0)
 		goto fail;
 	if (exec(o, "BEGIN IMMEDIATE", e) < 0)
 		goto fail;
