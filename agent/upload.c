@@ -837,7 +837,8 @@ reply_complete(struct upload *u, struct s3_req *r)
 		snprintf(etag, sizeof(etag), "%s", r->etag);
 	if (!still_same(u))
 		return;
-	if (multipart_etag_differs(u, etag)) {
+	/* Under SSE-KMS no ETag is an MD5, the multipart one included. */
+	if (!r->kms && multipart_etag_differs(u, etag)) {
 		err_set(&e, ERR_TRANSIENT, "S3 returned ETag %s, not the MD5 of "
 		    "the parts' MD5s", etag);
 		restart(u, "the stored object's ETag did not match");
