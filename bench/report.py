@@ -342,7 +342,7 @@ def main():
           "writes the files (jobs of up to 1,000 files); once `outboxctl status` shows them all journaled, a "
           "second s3rver starts on that port. Drain = from that s3rver answering to every entry "
           "done. Retry settings OUTBOXD_RETRY_BASE_MS=100, OUTBOXD_RETRY_MAX_S=1 (so the drain "
-          "includes at most ~1 s of probe backoff; the defaults would have backed off to 300 s).")
+          "includes at most ~1 s of probe backoff; with the defaults it backs off up to OUTBOXD_RETRY_MAX_S=60 s).")
         A("")
         A("| | median (min–max) |")
         A("|---|---|")
