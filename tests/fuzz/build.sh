@@ -85,4 +85,4 @@ target fuzz-dotenv "agent/util.c agent/strmap.c agent/dotenv.c" ""
 target fuzz-keymap "agent/util.c agent/keymap.c" ""
 target fuzz-s3error "agent/util.c agent/sigv4.c agent/s3.c" \
 	"$xml_libs $curl_libs $crypto_libs"
-target fuzz-jobdiff "agent/util.c agent/jobmeta.c" "$cjson_libs"
+target fuzz-jobdiff "agent/util.c agent/keymap.c agent/jobmeta.c" "$cjson_libs"
