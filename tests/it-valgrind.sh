@@ -22,8 +22,7 @@ if ! command -v valgrind >/dev/null 2>&1; then
 	t_done
 fi
 # valgrind and AddressSanitizer do not mix
-if nm "$OUTBOXD" 2>/dev/null | grep -q '__asan_init' ||
-	ldd "$OUTBOXD" 2>/dev/null | grep -q 'libasan'; then
+if built_with_asan; then
 	t_skip "outboxd under valgrind" "$OUTBOXD is built with AddressSanitizer"
 	t_done
 fi
