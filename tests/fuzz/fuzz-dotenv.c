@@ -42,16 +42,8 @@ struct ctx {
 	size_t stop_after;		/* 0: never stop */
 };
 
-/* Dies loudly: libFuzzer records the input as a crash. */
-#define CHECK(cond, ...) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "fuzz-dotenv: invariant failed: %s: ",	\
-		    #cond);						\
-		fprintf(stderr, __VA_ARGS__);				\
-		fputc('\n', stderr);					\
-		abort();						\
-	}								\
-} while (0)
+#define FUZZ_NAME "fuzz-dotenv"
+#include "tests/fuzz/fuzz.h"
 
 static int
 key_valid(const char *k)

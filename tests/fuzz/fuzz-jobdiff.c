@@ -28,15 +28,8 @@
 
 #include "agent/jobmeta.h"
 
-#define CHECK(cond, ...) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "fuzz-jobdiff: invariant failed: %s: ",	\
-		    #cond);						\
-		fprintf(stderr, __VA_ARGS__);				\
-		fputc('\n', stderr);					\
-		abort();						\
-	}								\
-} while (0)
+#define FUZZ_NAME "fuzz-jobdiff"
+#include "tests/fuzz/fuzz.h"
 
 static const char *const known[] = { "filename", "platform", "user_id",
 	"status", "enhance_with_llm" };

@@ -31,15 +31,8 @@
 
 #define JOB "6f1c2b9e-3d4a-4c5b-9e8f-0a1b2c3d4e5f"
 
-#define CHECK(cond, ...) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "fuzz-keymap: invariant failed: %s: ",	\
-		    #cond);						\
-		fprintf(stderr, __VA_ARGS__);				\
-		fputc('\n', stderr);					\
-		abort();						\
-	}								\
-} while (0)
+#define FUZZ_NAME "fuzz-keymap"
+#include "tests/fuzz/fuzz.h"
 
 /*
  * Unicode 15, Table 3-7: the well-formed UTF-8 byte sequences, row by row

@@ -27,15 +27,8 @@
 
 #include "agent/s3.h"
 
-#define CHECK(cond, ...) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "fuzz-s3error: invariant failed: %s: ",	\
-		    #cond);						\
-		fprintf(stderr, __VA_ARGS__);				\
-		fputc('\n', stderr);					\
-		abort();						\
-	}								\
-} while (0)
+#define FUZZ_NAME "fuzz-s3error"
+#include "tests/fuzz/fuzz.h"
 
 static xmlParserInputPtr
 no_external(const char *url, const char *id, xmlParserCtxtPtr ctxt)
