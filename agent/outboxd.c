@@ -3,7 +3,7 @@
  *
  *   main     signals (signalfd), systemd readiness, status and watchdog;
  *   watcher  inotify and rescans -> the outbox        (watchers/watch.c);
- *   sync     the outbox -> S3 and PostgreSQL          (agent/sync.c).
+ *   sync     the outbox -> S3 and PostgreSQL          (agent/engine/sync.c).
  *
  * The threads share nothing but the outbox file and one eventfd by which
  * the watcher wakes the sync thread. SIGTERM or SIGINT stop both: the
@@ -32,12 +32,12 @@
 #include <libxml/parser.h>
 #include <systemd/sd-daemon.h>
 
-#include "agent/cfg.h"
-#include "agent/dotenv.h"
-#include "agent/log.h"
+#include "config/cfg.h"
+#include "config/dotenv.h"
+#include "base/log.h"
 #include "agent/metrics.h"
-#include "agent/strmap.h"
-#include "agent/sync.h"
+#include "base/strmap.h"
+#include "agent/engine/sync.h"
 #include "store/outbox.h"
 #include "watchers/watch.h"
 

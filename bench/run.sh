@@ -83,7 +83,7 @@ else
 fi
 DIRTY=$(git -C "$TOP" status --porcelain --untracked-files=no -- . ':(exclude)bench' 2>/dev/null |
 	awk '{print $2}' | paste -sd' ' -)
-DIRTY_UNTRACKED=$(git -C "$TOP" status --porcelain -- agent store watchers schema Makefile.am configure.ac 2>/dev/null |
+DIRTY_UNTRACKED=$(git -C "$TOP" status --porcelain -- base config agent store watchers schema Makefile.am configure.ac 2>/dev/null |
 	awk '$1 == "??" {print $2}' | paste -sd' ' -)
 
 abs_top_srcdir=$TOP

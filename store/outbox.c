@@ -19,7 +19,7 @@
 
 #include <sqlite3.h>
 
-#include "agent/keymap.h"
+#include "base/keymap.h"
 #include "schema/sql.h"
 #include "store/outbox.h"
 

@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#include "agent/util.h"
+#include "base/util.h"
 
 struct outbox;
 

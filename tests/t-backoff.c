@@ -5,8 +5,8 @@
  */
 #include "config.h"
 
-#include "agent/backoff.h"
-#include "agent/util.h"
+#include "base/backoff.h"
+#include "base/util.h"
 #include "tap.h"
 
 int

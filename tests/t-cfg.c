@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/cfg.h"
+#include "config/cfg.h"
 #include "tap.h"
 
 /* A test environment: NULL-terminated name/value pairs. */

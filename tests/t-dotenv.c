@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/dotenv.h"
+#include "config/dotenv.h"
 #include "tap.h"
 
 struct kv {

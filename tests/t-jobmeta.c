@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/jobmeta.h"
+#include "agent/db/jobmeta.h"
 #include "tap.h"
 
 static cJSON *

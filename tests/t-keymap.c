@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/keymap.h"
+#include "base/keymap.h"
 #include "tap.h"
 
 #define JOB "6f1c2b9e-3d4a-4c5b-9e8f-0a1b2c3d4e5f"

@@ -12,8 +12,8 @@
 
 #include <libxml/parser.h>
 
-#include "agent/platform.h"
-#include "agent/util.h"
+#include "agent/db/platform.h"
+#include "base/util.h"
 #include "tap.h"
 
 static char *

@@ -9,7 +9,7 @@
 
 #include <libxml/parser.h>
 
-#include "agent/s3.h"
+#include "agent/s3/s3.h"
 #include "tap.h"
 
 int

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../agent/sigv4.h"
+#include "agent/s3/sigv4.h"
 #include "tap.h"
 
 #define EMPTY_SHA256 \

@@ -17,7 +17,7 @@
 
 #include <sys/stat.h>
 
-#include "agent/util.h"
+#include "base/util.h"
 
 /*
  * Opens rel (relative to rootfd; "" or "." is the root itself) with flags

@@ -36,9 +36,9 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-#include "agent/keymap.h"
-#include "agent/log.h"
-#include "agent/strmap.h"
+#include "base/keymap.h"
+#include "base/log.h"
+#include "base/strmap.h"
 #include "store/outbox.h"
 #include "watchers/tree.h"
 #include "watchers/watch.h"

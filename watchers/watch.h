@@ -15,8 +15,8 @@
 #ifndef OUTBOXD_WATCH_H
 #define OUTBOXD_WATCH_H
 
-#include "agent/cfg.h"
-#include "agent/util.h"
+#include "config/cfg.h"
+#include "base/util.h"
 
 struct watch;
 

@@ -3,9 +3,9 @@
 # (tests/fuzz/fuzz-*.c) into OUTDIR with clang, AddressSanitizer and UBSan.
 #
 # BUILDDIR (or $OUTBOXD_BUILDDIR, or $abs_top_builddir) is a configured
-# build tree: only its config.h is used. Each target links just the agent/
-# sources it needs (no store/, no pg, no generated schema sources), each
-# compiled once into OUTDIR/obj with coverage instrumentation.
+# build tree: only its config.h is used. Each target links just the base/,
+# config/ and agent/ sources it needs (no store/, no pg, no generated schema
+# sources), each compiled once into OUTDIR/obj with coverage instrumentation.
 #
 # Environment: FUZZ_CC (default clang, else clang-14), FUZZ_CFLAGS (extra
 # flags). Exit status: 0 built, 77 when clang or its libFuzzer runtime is
@@ -81,8 +81,8 @@ target() {
 	echo "$out/$name"
 }
 
-target fuzz-dotenv "agent/util.c agent/strmap.c agent/dotenv.c" ""
-target fuzz-keymap "agent/util.c agent/keymap.c" ""
-target fuzz-s3error "agent/util.c agent/sigv4.c agent/s3.c" \
+target fuzz-dotenv "base/util.c base/strmap.c config/dotenv.c" ""
+target fuzz-keymap "base/util.c base/keymap.c" ""
+target fuzz-s3error "base/util.c agent/s3/sigv4.c agent/s3/s3.c" \
 	"$xml_libs $curl_libs $crypto_libs"
-target fuzz-jobdiff "agent/util.c agent/keymap.c agent/jobmeta.c" "$cjson_libs"
+target fuzz-jobdiff "base/util.c base/keymap.c agent/db/jobmeta.c" "$cjson_libs"

@@ -1,5 +1,5 @@
 /*
- * fuzz-dotenv.c - libFuzzer target for dotenv_parse() (agent/dotenv.c).
+ * fuzz-dotenv.c - libFuzzer target for dotenv_parse() (config/dotenv.c).
  *
  * The input is the text of a .env file, any bytes at all. The callbacks
  * behave as dotenv_load's do (the first assignment of a name wins, as
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/dotenv.h"
+#include "config/dotenv.h"
 
 #define MAX_VARS 64
 

@@ -1,6 +1,6 @@
 /*
  * fuzz-jobdiff.c - libFuzzer target for jobmeta_parse() and
- * jobmeta_diff() (agent/jobmeta.c, cJSON).
+ * jobmeta_diff() (agent/db/jobmeta.c, cJSON).
  *
  * The input is split at its first NUL byte: the part before is a job.json,
  * the part after (when there is one) the job's current row as JSON, as
@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/jobmeta.h"
+#include "agent/db/jobmeta.h"
 
 #define FUZZ_NAME "fuzz-jobdiff"
 #include "tests/fuzz/fuzz.h"

@@ -1,6 +1,6 @@
 /*
  * fuzz-keymap.c - libFuzzer target for the path-to-key mapping
- * (agent/keymap.c): keymap_classify, keymap_s3_key, keymap_document_type,
+ * (base/keymap.c): keymap_classify, keymap_s3_key, keymap_document_type,
  * keymap_content_type, keymap_is_xml, keymap_check_key and
  * keymap_utf8_valid.
  *
@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/keymap.h"
+#include "base/keymap.h"
 
 #define JOB "6f1c2b9e-3d4a-4c5b-9e8f-0a1b2c3d4e5f"
 

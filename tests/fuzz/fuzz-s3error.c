@@ -1,5 +1,5 @@
 /*
- * fuzz-s3error.c - libFuzzer target for s3_parse_error() (agent/s3.c,
+ * fuzz-s3error.c - libFuzzer target for s3_parse_error() (agent/s3/s3.c,
  * libxml2): the body of an S3 error reply, any bytes at all, as a server
  * or anything between us and it might send.
  *
@@ -25,7 +25,7 @@
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 
-#include "agent/s3.h"
+#include "agent/s3/s3.h"
 
 #define FUZZ_NAME "fuzz-s3error"
 #include "tests/fuzz/fuzz.h"

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#include "util.h"
+#include "base/util.h"
 
 struct sigv4_creds {
 	const char *access_key;		/* AWS_ACCESS_KEY_ID */

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "keymap.h"
-#include "log.h"
+#include "base/keymap.h"
+#include "base/log.h"
 
 static const char *log_prog = "outboxd";
 static atomic_int log_fmt = LOG_FORMAT_TEXT;

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "keymap.h"
+#include "base/keymap.h"
 
 enum keymap_kind
 keymap_classify(const char *rel, size_t *job_len, const char **rest)

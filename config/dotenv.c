@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dotenv.h"
-#include "strmap.h"
+#include "config/dotenv.h"
+#include "base/strmap.h"
 
 #define DOTENV_MAX_BYTES (1024 * 1024)
 

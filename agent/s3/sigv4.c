@@ -25,7 +25,7 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
-#include "sigv4.h"
+#include "agent/s3/sigv4.h"
 
 #define SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
 

@@ -18,9 +18,9 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "agent/cfg.h"
-#include "agent/sigv4.h"
-#include "agent/util.h"
+#include "config/cfg.h"
+#include "agent/s3/sigv4.h"
+#include "base/util.h"
 
 struct s3;
 

@@ -15,7 +15,7 @@
 
 #include <syslog.h>
 
-#include "util.h"
+#include "base/util.h"
 
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 

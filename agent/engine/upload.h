@@ -21,9 +21,9 @@
 
 #include <sys/stat.h>
 
-#include "agent/cfg.h"
-#include "agent/s3.h"
-#include "agent/util.h"
+#include "config/cfg.h"
+#include "agent/s3/s3.h"
+#include "base/util.h"
 #include "store/outbox.h"
 
 /* What uploads need from the sync thread. */

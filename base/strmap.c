@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "strmap.h"
-#include "util.h"
+#include "base/strmap.h"
+#include "base/util.h"
 
 struct slot {
 	char *key;	/* NULL: empty; TOMBSTONE: deleted */

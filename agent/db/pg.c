@@ -14,8 +14,8 @@
 
 #include <libpq-fe.h>
 
-#include "agent/jobmeta.h"
-#include "agent/pg.h"
+#include "agent/db/jobmeta.h"
+#include "agent/db/pg.h"
 #include "schema/sql.h"
 
 #define MIGRATE_LOCK_KEY "7364518203"

@@ -11,7 +11,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "agent/util.h"
+#include "base/util.h"
 
 /* The statuses jobs.status allows, in the app's order. */
 extern const char *const jobmeta_statuses[];

@@ -31,16 +31,16 @@
 
 #include <openssl/evp.h>
 
-#include "agent/backoff.h"
-#include "agent/jobmeta.h"
-#include "agent/keymap.h"
-#include "agent/log.h"
-#include "agent/pg.h"
-#include "agent/platform.h"
-#include "agent/s3.h"
-#include "agent/strmap.h"
-#include "agent/sync.h"
-#include "agent/upload.h"
+#include "base/backoff.h"
+#include "agent/db/jobmeta.h"
+#include "base/keymap.h"
+#include "base/log.h"
+#include "agent/db/pg.h"
+#include "agent/db/platform.h"
+#include "agent/s3/s3.h"
+#include "base/strmap.h"
+#include "agent/engine/sync.h"
+#include "agent/engine/upload.h"
 #include "store/outbox.h"
 #include "watchers/tree.h"
 

@@ -12,7 +12,7 @@
 
 #include <stddef.h>
 
-#include "util.h"
+#include "base/util.h"
 
 /* Called for each assignment in order; return non-zero to stop. */
 typedef int (*dotenv_assign_fn)(void *arg, const char *key, const char *value);

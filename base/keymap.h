@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#include "util.h"
+#include "base/util.h"
 
 /* S3's limit on a key's length in bytes. */
 #define KEYMAP_MAX_KEY 1024

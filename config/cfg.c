@@ -19,8 +19,8 @@
 #include <curl/curl.h>
 #include <libpq-fe.h>
 
-#include "cfg.h"
-#include "util.h"
+#include "config/cfg.h"
+#include "base/util.h"
 
 #define MIB (1024ull * 1024ull)
 

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/jobmeta.h"
-#include "agent/keymap.h"
+#include "agent/db/jobmeta.h"
+#include "base/keymap.h"
 
 const char *const jobmeta_statuses[] = { "processing", "queued",
 	"documentation_ready", "completed", "failed", NULL };

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "base/util.h"
 
 static void
 err_vset(struct err *e, enum err_class cls, int sys_errno, const char *fmt,

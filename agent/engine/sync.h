@@ -14,8 +14,8 @@
 #ifndef OUTBOXD_SYNC_H
 #define OUTBOXD_SYNC_H
 
-#include "agent/cfg.h"
-#include "agent/util.h"
+#include "config/cfg.h"
+#include "base/util.h"
 
 struct sync;
 

@@ -21,8 +21,8 @@
 #include <libxml/tree.h>
 #include <openssl/evp.h>
 
-#include "agent/keymap.h"
-#include "agent/upload.h"
+#include "base/keymap.h"
+#include "agent/engine/upload.h"
 #include "watchers/tree.h"
 
 #define SMALL_FILE	(256 * 1024)	/* bodies kept in memory below this */

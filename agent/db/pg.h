@@ -16,8 +16,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "agent/cfg.h"
-#include "agent/util.h"
+#include "config/cfg.h"
+#include "base/util.h"
 
 struct pg;
 

@@ -1,7 +1,7 @@
 /* backoff.c - see backoff.h. */
 #include "config.h"
 
-#include "agent/backoff.h"
+#include "base/backoff.h"
 
 int64_t
 backoff_ceiling(int n, int64_t base_ms, int64_t cap_ms)

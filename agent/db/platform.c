@@ -12,8 +12,8 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "agent/platform.h"
-#include "agent/util.h"
+#include "agent/db/platform.h"
+#include "base/util.h"
 
 #define NS_BOOMI	"http://api.platform.boomi.com/"
 #define NS_BPMN2	"http://www.omg.org/spec/BPMN/20100524/MODEL"
