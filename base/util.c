@@ -238,10 +238,15 @@ buf_take(struct buf *b)
 	return p;
 }
 
+static struct util_sim sim;	/* set only by the simulator */
+
 int64_t
 time_now_ms(void)
 {
 	struct timespec ts;
+
+	if (sim.now_ms != NULL)
+		return sim.now_ms(sim.arg);
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -251,6 +256,9 @@ int64_t
 time_mono_ms(void)
 {
 	struct timespec ts;
+
+	if (sim.mono_ms != NULL)
+		return sim.mono_ms(sim.arg);
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -319,7 +327,13 @@ uuid_v4(char *out)
 	unsigned char b[16];
 	char hex[33];
 
-	random_bytes(b, sizeof(b));
+	if (sim.now_ms != NULL) {
+		uint64_t r[2] = { rand_below(UINT64_MAX), rand_below(UINT64_MAX) };
+
+		memcpy(b, r, sizeof(b));
+	} else {
+		random_bytes(b, sizeof(b));
+	}
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
 	hex_encode(b, sizeof(b), hex);
@@ -423,6 +437,22 @@ write_all(int fd, const void *p, size_t n)
 		n -= (size_t)w;
 	}
 	return 0;
+}
+
+void
+util_simulate(const struct util_sim *s, uint64_t seed)
+{
+	int i;
+
+	sim = *s;
+	for (i = 0; i < 4; i++) {	/* splitmix64 */
+		uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+		rng_state[i] = z ^ (z >> 31);
+	}
+	rng_seeded = 1;
 }
 
 void

@@ -91,6 +91,19 @@ void hex_encode(const unsigned char *p, size_t n, char *out);
 uint64_t rand_below(uint64_t n);
 
 /*
+ * The simulator's world (tests/sim): once set, time_now_ms and
+ * time_mono_ms answer from these functions, and rand_below and uuid_v4
+ * from one generator seeded with seed, so a run is the same every time.
+ * Test-only; call before any other thread starts.
+ */
+struct util_sim {
+	int64_t (*now_ms)(void *arg);	/* the simulated wall clock */
+	int64_t (*mono_ms)(void *arg);	/* the simulated monotonic clock */
+	void *arg;
+};
+void util_simulate(const struct util_sim *sim, uint64_t seed);
+
+/*
  * A named crash point for the fault tests: when OUTBOXD_TEST_CRASH is
  * "name" or "name:N", the N-th (default first) time the point is reached
  * the process kills itself with SIGKILL, as a power cut or kill -9 would

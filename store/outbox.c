@@ -47,6 +47,11 @@ enum stmt_id {
 	ST_LAST_DB,
 	ST_ABORT_SKIPPED,
 	ST_CLEAR_SKIPPED,
+	ST_LEG_NOW,
+	ST_FORGET_STAT,
+	ST_ABORT_ENTRY,
+	ST_CLEAR_ENTRY,
+	ST_PARTS_CLEAR,
 	ST_COUNT
 };
 
@@ -57,6 +62,9 @@ enum stmt_id {
 	"id, event_id, job_id, path, s3_key, kind, version, size, mtime_ns, " \
 	"inode, coalesce(sha256, ''), s3_etag, s3_state, db_state, " \
 	"s3_attempts, db_attempts, s3_upload_id"
+
+static int run(struct outbox *o, const char *sql, const char *fmt,
+    struct err *e, ...);
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_FILE_GET] =
@@ -73,14 +81,15 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
 	    "  mtime_ns = excluded.mtime_ns, inode = excluded.inode, "
 	    "  versions = excluded.versions, entry_id = excluded.entry_id",
+	/* legstate.h's "superseded" rule, from state ?4 to ?5. */
 	[ST_SUPERSEDE_S3] =
-	    "UPDATE entries SET s3_state = 'skipped', updated_at = ?3, "
+	    "UPDATE entries SET s3_state = ?5, updated_at = ?3, "
 	    "  s3_error = 'superseded by entry ' || ?2 || ' (a newer version)' "
-	    "WHERE path = ?1 AND id < ?2 AND s3_state IN ('pending', 'failed')",
+	    "WHERE path = ?1 AND id < ?2 AND s3_state = ?4",
 	[ST_SUPERSEDE_DB] =
-	    "UPDATE entries SET db_state = 'skipped', updated_at = ?3, "
+	    "UPDATE entries SET db_state = ?5, updated_at = ?3, "
 	    "  db_error = 'superseded by entry ' || ?2 || ' (a newer version)' "
-	    "WHERE path = ?1 AND id < ?2 AND db_state IN ('pending', 'failed')",
+	    "WHERE path = ?1 AND id < ?2 AND db_state = ?4",
 	[ST_NOT_JOB] =
 	    "INSERT INTO not_jobs (dir, first_seen, last_seen) VALUES (?1, ?2, ?2) "
 	    "ON CONFLICT (dir) DO UPDATE SET last_seen = excluded.last_seen",
@@ -96,41 +105,55 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "  AND (?3 = 0 OR s3_state IN ('done', 'skipped') "
 	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
 	    "ORDER BY db_next_at, id LIMIT ?2",
+	/* legstate.h's "claim" rule: from ?3 to ?4. */
 	[ST_MARK_S3] =
-	    "UPDATE entries SET s3_state = 'in_flight', "
+	    "UPDATE entries SET s3_state = ?4, "
 	    "  s3_attempts = s3_attempts + 1, updated_at = ?2 "
-	    "WHERE id = ?1 AND s3_state = 'pending'",
+	    "WHERE id = ?1 AND s3_state = ?3",
 	[ST_MARK_DB] =
-	    "UPDATE entries SET db_state = 'in_flight', "
+	    "UPDATE entries SET db_state = ?4, "
 	    "  db_attempts = db_attempts + 1, updated_at = ?2 "
-	    "WHERE id = ?1 AND db_state = 'pending'",
-	/* A leg that would be tried again, or wait for an admin, while a
-	 * newer version of its path exists is skipped instead: an older
-	 * version must never be stored after a newer one. */
+	    "WHERE id = ?1 AND db_state = ?3",
+	/* A transition of legstate.h's table: ?2 the new state, ?3 the
+	 * error (kept when NULL unless done), ?4 next attempt, ?5 1 to
+	 * count an attempt, ?6 the ETag (S3) or 1 to back-fill it (db), ?7
+	 * SHA-256, ?8 now. */
 	[ST_FINISH_S3] =
-	    "UPDATE entries SET "
-	    "  s3_state = CASE WHEN ?2 IN ('pending', 'failed') AND "
-	    "    " NEWEST_OF_PATH " > id THEN 'skipped' ELSE ?2 END, "
-	    "  s3_error = CASE WHEN ?2 IN ('pending', 'failed') AND "
-	    "    " NEWEST_OF_PATH " > id THEN 'superseded by a newer version' "
-	    "    ELSE ?3 END, s3_next_at = ?4, "
-	    "  s3_etag = coalesce(?5, s3_etag), sha256 = coalesce(?6, sha256), "
-	    "  s3_done_at = CASE WHEN ?2 = 'done' THEN ?7 ELSE s3_done_at END, "
+	    "UPDATE entries SET s3_state = ?2, "
+	    "  s3_error = CASE WHEN ?2 = 'done' THEN NULL "
+	    "             ELSE coalesce(?3, s3_error) END, s3_next_at = ?4, "
+	    "  s3_attempts = s3_attempts + ?5, "
+	    "  s3_etag = coalesce(?6, s3_etag), sha256 = coalesce(?7, sha256), "
+	    "  s3_done_at = CASE WHEN ?2 = 'done' THEN ?8 ELSE s3_done_at END, "
 	    "  s3_upload_id = CASE WHEN ?2 = 'done' THEN NULL "
 	    "                 ELSE s3_upload_id END, "
-	    "  updated_at = ?7 "
-	    "WHERE id = ?1 AND s3_state = 'in_flight'",
+	    "  updated_at = ?8 "
+	    "WHERE id = ?1",
 	[ST_FINISH_DB] =
-	    "UPDATE entries SET "
-	    "  db_state = CASE WHEN ?2 IN ('pending', 'failed') AND "
-	    "    " NEWEST_OF_PATH " > id THEN 'skipped' ELSE ?2 END, "
-	    "  db_error = CASE WHEN ?2 IN ('pending', 'failed') AND "
-	    "    " NEWEST_OF_PATH " > id THEN 'superseded by a newer version' "
-	    "    ELSE ?3 END, db_next_at = ?4, "
-	    "  sha256 = coalesce(?6, sha256), db_needs_etag = ?5, "
-	    "  db_done_at = CASE WHEN ?2 = 'done' THEN ?7 ELSE db_done_at END, "
-	    "  updated_at = ?7 "
-	    "WHERE id = ?1 AND db_state = 'in_flight'",
+	    "UPDATE entries SET db_state = ?2, "
+	    "  db_error = CASE WHEN ?2 = 'done' THEN NULL "
+	    "             ELSE coalesce(?3, db_error) END, db_next_at = ?4, "
+	    "  db_attempts = db_attempts + ?5, "
+	    "  sha256 = coalesce(?7, sha256), "
+	    "  db_needs_etag = CASE WHEN ?2 = 'done' THEN ?6 "
+	    "                  ELSE db_needs_etag END, "
+	    "  db_done_at = CASE WHEN ?2 = 'done' THEN ?8 ELSE db_done_at END, "
+	    "  updated_at = ?8 "
+	    "WHERE id = ?1",
+	[ST_LEG_NOW] =
+	    "SELECT s3_state, db_state, id = " NEWEST_OF_PATH ", path "
+	    "FROM entries WHERE id = ?1",
+	[ST_FORGET_STAT] =
+	    "UPDATE files SET size = -1 WHERE path = ?1 AND entry_id = ?2",
+	[ST_ABORT_ENTRY] =
+	    "INSERT OR IGNORE INTO aborts (upload_id, s3_key, reason, "
+	    "  created_at, next_at) "
+	    "SELECT s3_upload_id, s3_key, ?2, ?3, ?3 FROM entries "
+	    "WHERE id = ?1 AND s3_upload_id IS NOT NULL",
+	[ST_CLEAR_ENTRY] =
+	    "UPDATE entries SET s3_upload_id = NULL WHERE id = ?1",
+	[ST_PARTS_CLEAR] =
+	    "DELETE FROM parts WHERE entry_id = ?1",
 	[ST_UPLOAD_ID] =
 	    "UPDATE entries SET s3_upload_id = ?2 WHERE id = ?1",
 	[ST_ETAG_TODO] =
@@ -179,27 +202,6 @@ struct outbox {
 	int64_t horizon_ms;		/* a next attempt later than now + this
 					   means the clock was set back */
 };
-
-static const char *const state_names[OUTBOX_NSTATES] = {
-	"pending", "in_flight", "done", "failed", "skipped"
-};
-
-const char *
-outbox_state_name(enum outbox_state s)
-{
-	return (s >= 0 && s < OUTBOX_NSTATES) ? state_names[s] : "?";
-}
-
-int
-outbox_state_parse(const char *s)
-{
-	int i;
-
-	for (i = 0; i < OUTBOX_NSTATES; i++)
-		if (s != NULL && strcmp(s, state_names[i]) == 0)
-			return i;
-	return -1;
-}
 
 static void
 db_err(struct outbox *o, struct err *e, const char *what)
@@ -253,6 +255,31 @@ exec(struct outbox *o, const char *sql, struct err *e)
 	return 0;
 }
 
+/*
+ * Schema 2: parts.md5, the MD5 of each part as sent, so a resumed upload
+ * keeps a part whose ETag is no MD5 (SSE-KMS). ALTER TABLE is not
+ * idempotent, so it runs only where the column is missing.
+ */
+static int
+upgrade(struct outbox *o, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	int has = 0;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT count(*) FROM pragma_table_info("
+	    "'parts') WHERE name = 'md5'", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "reading the schema");
+		return -1;
+	}
+	if (sqlite3_step(s) == SQLITE_ROW)
+		has = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	if (has)
+		return 0;
+	return exec(o, "ALTER TABLE parts ADD COLUMN md5 TEXT; "
+	    "UPDATE meta SET value = '2' WHERE key = 'schema_version'", e);
+}
+
 struct outbox *
 outbox_open(const char *path, int readonly, struct err *e)
 {
@@ -290,8 +317,10 @@ outbox_open(const char *path, int readonly, struct err *e)
 			goto fail;
 		}
 	}
-	if (exec(o, "COMMIT", e) < 0)
+	if (upgrade(o, e) < 0 || exec(o, "COMMIT", e) < 0) {
+		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 		goto fail;
+	}
 	return o;
 fail:
 	outbox_close(o);
@@ -586,17 +615,29 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 
 	if (versions > 0) {
 		enum stmt_id ids[2] = { ST_SUPERSEDE_S3, ST_SUPERSEDE_DB };
-		int i;
+		int i, from;
 
-		for (i = 0; i < 2; i++) {
-			if ((s = stmt(o, ids[i], e)) == NULL)
-				goto fail;
-			sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(s, 2, new_id);
-			sqlite3_bind_text(s, 3, now, -1, SQLITE_STATIC);
-			if (step_done(o, s, e, "superseding old versions") < 0)
-				goto fail;
-		}
+		for (i = 0; i < 2; i++)
+			for (from = 0; from < OUTBOX_NSTATES; from++) {
+				const struct leg_rule *r = leg_next(
+				    (enum outbox_state)from, EV_SUPERSEDED, 0);
+
+				if (r == NULL)
+					continue;
+				if ((s = stmt(o, ids[i], e)) == NULL)
+					goto fail;
+				sqlite3_bind_text(s, 1, f->path, -1,
+				    SQLITE_STATIC);
+				sqlite3_bind_int64(s, 2, new_id);
+				sqlite3_bind_text(s, 3, now, -1, SQLITE_STATIC);
+				sqlite3_bind_text(s, 4, outbox_state_name(
+				    r->from), -1, SQLITE_STATIC);
+				sqlite3_bind_text(s, 5, outbox_state_name(
+				    r->to), -1, SQLITE_STATIC);
+				if (step_done(o, s, e,
+				    "superseding old versions") < 0)
+					goto fail;
+			}
 		if (abort_skipped(o, f->path, e) < 0)
 			goto fail;
 	}
@@ -743,8 +784,14 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 		goto fail;
 	}
 	for (size_t i = 0; i < n; i++) {
+		const struct leg_rule *r = leg_next(OUTBOX_PENDING, EV_CLAIM, 1);
+
 		sqlite3_bind_int64(mark, 1, v[i].id);
 		sqlite3_bind_text(mark, 2, now, -1, SQLITE_STATIC);
+		sqlite3_bind_text(mark, 3, outbox_state_name(r->from), -1,
+		    SQLITE_STATIC);
+		sqlite3_bind_text(mark, 4, outbox_state_name(r->to), -1,
+		    SQLITE_STATIC);
 		if (step_done(o, mark, e, "marking entries in flight") < 0)
 			goto fail;
 	}
@@ -759,56 +806,125 @@ fail:
 	return -1;
 }
 
-int
-outbox_finish(struct outbox *o, enum outbox_leg leg, int64_t id,
-    const struct outbox_result *r, struct err *e)
+/* Queues the entry's multipart upload for abort and forgets it here. */
+static int
+abort_entry(struct outbox *o, int64_t id, const char *why, struct err *e)
 {
+	enum stmt_id ids[3] = { ST_ABORT_ENTRY, ST_CLEAR_ENTRY, ST_PARTS_CLEAR };
 	sqlite3_stmt *s;
-	char now[32], next[32];
+	char now[32];
+	int i;
 
-	if ((s = stmt(o, leg == OUTBOX_S3 ? ST_FINISH_S3 : ST_FINISH_DB, e))
-	    == NULL)
-		return -1;
 	now_iso(now);
-	if (r->state == OUTBOX_PENDING)
-		time_iso8601(r->next_at_ms, next, sizeof(next));
-	else
-		snprintf(next, sizeof(next), "%s", now);
-	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_text(s, 2, outbox_state_name(r->state), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, r->state == OUTBOX_DONE ? NULL : r->error, -1,
-	    SQLITE_TRANSIENT);
-	sqlite3_bind_text(s, 4, next, -1, SQLITE_STATIC);
-	if (leg == OUTBOX_S3)
-		sqlite3_bind_text(s, 5, r->etag, -1, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_int(s, 5, r->needs_etag ? 1 : 0);
-	sqlite3_bind_text(s, 6, r->sha256, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(s, 7, now, -1, SQLITE_STATIC);
-	if (step_done(o, s, e, "recording a result") < 0)
-		return -1;
-	if (leg == OUTBOX_S3 && r->state != OUTBOX_DONE) {
-		/* It may have been skipped for a newer version just now. */
-		sqlite3_stmt *q = NULL;
-		int rc = 0;
-
-		if (sqlite3_prepare_v2(o->db, "SELECT path FROM entries WHERE "
-		    "id = ?1 AND s3_state = 'skipped' AND s3_upload_id IS NOT "
-		    "NULL", -1, &q, NULL) != SQLITE_OK) {
-			db_err(o, e, "recording a result");
+	for (i = 0; i < 3; i++) {
+		if ((s = stmt(o, ids[i], e)) == NULL)
 			return -1;
+		sqlite3_bind_int64(s, 1, id);
+		if (i == 0) {
+			sqlite3_bind_text(s, 2, why, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 3, now, -1, SQLITE_STATIC);
 		}
-		sqlite3_bind_int64(q, 1, id);
-		if (sqlite3_step(q) == SQLITE_ROW) {
-			char *path = col_dup(q, 0);
-
-			rc = abort_skipped(o, path, e);
-			free(path);
-		}
-		sqlite3_finalize(q);
-		return rc;
+		if (step_done(o, s, e, "queueing an abort") < 0)
+			return -1;
 	}
 	return 0;
+}
+
+/* The leg's state, whether id is its path's newest entry, and whether
+ * its S3 leg was skipped. 1 found, 0 no such entry, -1 with e. */
+static int
+leg_now(struct outbox *o, enum outbox_leg leg, int64_t id, int *state,
+    int *newest, int *s3_skipped, char **path, struct err *e)
+{
+	sqlite3_stmt *s = stmt(o, ST_LEG_NOW, e);
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*state = outbox_state_parse((const char *)sqlite3_column_text(s,
+		    leg == OUTBOX_S3 ? 0 : 1));
+		*s3_skipped = outbox_state_parse((const char *)
+		    sqlite3_column_text(s, 0)) == OUTBOX_SKIPPED;
+		*newest = sqlite3_column_int(s, 2);
+		*path = col_dup(s, 3);
+	}
+	done_with(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	db_err(o, e, "reading an entry");
+	return -1;
+}
+
+int
+outbox_apply(struct outbox *o, enum outbox_leg leg, int64_t id,
+    const struct outbox_outcome *oc, struct err *e)
+{
+	const struct leg_rule *r;
+	sqlite3_stmt *s;
+	char now[32], next[32], why[1200];
+	const char *error = NULL;
+	char *path = NULL;
+	int state, newest, s3_skipped, rc = -1;
+
+	rc = leg_now(o, leg, id, &state, &newest, &s3_skipped, &path, e);
+	if (rc <= 0)
+		return rc == 0 ? OUTBOX_SKIPPED : -1;
+	rc = -1;
+	if ((r = leg_next((enum outbox_state)state, oc->event, newest)) == NULL) {
+		free(path);
+		return state;
+	}
+	now_iso(now);
+	if (r->rec & REC_BACKOFF)
+		time_iso8601(oc->next_at_ms, next, sizeof(next));
+	else
+		memcpy(next, now, sizeof(next));
+	if ((r->rec & REC_ERROR) && r->entry == LEG_OLDER) {
+		snprintf(why, sizeof(why), "superseded by a newer version%s%s",
+		    oc->error ? "; last: " : "", oc->error ? oc->error : "");
+		error = why;
+	} else if (r->rec & REC_ERROR) {
+		error = oc->error;
+	}
+	if ((s = stmt(o, leg == OUTBOX_S3 ? ST_FINISH_S3 : ST_FINISH_DB, e))
+	    == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, outbox_state_name(r->to), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, error, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 4, next, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 5, (r->rec & REC_ATTEMPT) ? 1 : 0);
+	if (leg == OUTBOX_S3)
+		sqlite3_bind_text(s, 6, (r->rec & REC_RESULT) ? oc->etag : NULL,
+		    -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_int(s, 6, (r->rec & REC_ETAG_LATER) &&
+		    !s3_skipped ? 1 : 0);
+	sqlite3_bind_text(s, 7, (r->rec & REC_RESULT) ? oc->sha256 : NULL, -1,
+	    SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 8, now, -1, SQLITE_STATIC);
+	if (step_done(o, s, e, "recording a result") < 0)
+		goto out;
+	if (r->rec & REC_FORGET_STAT) {
+		if ((s = stmt(o, ST_FORGET_STAT, e)) == NULL)
+			goto out;
+		sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, id);
+		if (step_done(o, s, e, "forgetting a file's stat") < 0)
+			goto out;
+	}
+	if ((r->rec & REC_ABORT_UPLOAD) && leg == OUTBOX_S3 &&
+	    abort_entry(o, id, error ? error : "the S3 leg ended", e) < 0)
+		goto out;
+	rc = r->to;
+out:
+	free(path);
+	return rc;
 }
 
 int
@@ -863,40 +979,107 @@ outbox_etag_done(struct outbox *o, int64_t id, struct err *e)
 	return step_done(o, s, e, "recording an ETag");
 }
 
+/*
+ * Moves every leg in state from by event, per legstate.h: one UPDATE for
+ * the newest entries of their paths and one for older ones. Adds the
+ * number of legs moved to *n.
+ */
+static int
+move_all(struct outbox *o, enum outbox_state from, enum leg_event ev,
+    const char *why, int *n, struct err *e)
+{
+	static const char *const legs[2] = { "s3", "db" };
+	sqlite3_stmt *s = NULL;
+	char now[32], *sql;
+	int l, newest;
+
+	now_iso(now);
+	for (l = 0; l < 2; l++)
+		for (newest = 0; newest <= 1; newest++) {
+			const struct leg_rule *r = leg_next(from, ev, newest);
+
+			if (r == NULL)
+				continue;
+			const char *L = legs[l];
+			char attempts[32] = "";
+
+			if (ev == EV_RETRY && newest)
+				snprintf(attempts, sizeof(attempts),
+				    ", %s_attempts = 0", L);
+			sql = xasprintf("UPDATE entries SET %s_state = ?1, "
+			    "%s_next_at = ?2, updated_at = ?2, %s_error = "
+			    "coalesce(?3, %s_error)%s WHERE %s_state = ?4 AND "
+			    "id %s " NEWEST_OF_PATH, L, L, L, L, attempts, L,
+			    newest ? "=" : "<");
+			if (sqlite3_prepare_v2(o->db, sql, -1, &s, NULL) !=
+			    SQLITE_OK) {
+				free(sql);
+				db_err(o, e, "moving legs");
+				return -1;
+			}
+			free(sql);
+			sqlite3_bind_text(s, 1, outbox_state_name(r->to), -1,
+			    SQLITE_STATIC);
+			sqlite3_bind_text(s, 2, now, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 3, (r->rec & REC_ERROR) ?
+			    (newest ? why : "superseded by a newer version") :
+			    NULL, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 4, outbox_state_name(from), -1,
+			    SQLITE_STATIC);
+			if (sqlite3_step(s) != SQLITE_DONE) {
+				sqlite3_finalize(s);
+				db_err(o, e, "moving legs");
+				return -1;
+			}
+			*n += sqlite3_changes(o->db);
+			sqlite3_finalize(s);
+		}
+	return 0;
+}
+
+/* Queues for abort the uploads of every skipped S3 leg that has one. */
+static int
+abort_all_skipped(struct outbox *o, struct err *e)
+{
+	char now[32];
+
+	now_iso(now);
+	if (run(o, "INSERT OR IGNORE INTO aborts (upload_id, s3_key, reason, "
+	    "created_at, next_at) SELECT s3_upload_id, s3_key, "
+	    "coalesce(s3_error, 'skipped'), ?1, ?1 FROM entries "
+	    "WHERE s3_state = 'skipped' AND s3_upload_id IS NOT NULL", "t", e,
+	    now) < 0)
+		return -1;
+	if (run(o, "DELETE FROM parts WHERE entry_id IN (SELECT id FROM "
+	    "entries WHERE s3_state = 'skipped' AND s3_upload_id IS NOT NULL)",
+	    "", e) < 0)
+		return -1;
+	return run(o, "UPDATE entries SET s3_upload_id = NULL "
+	    "WHERE s3_state = 'skipped' AND s3_upload_id IS NOT NULL", "", e);
+}
+
 int
 outbox_recover(struct outbox *o, struct err *e)
 {
-	static const char *const sql[2] = {
-	    "UPDATE entries SET s3_state = 'pending', s3_next_at = ?1, "
-	    "  s3_error = 'interrupted: outboxd stopped while sending' "
-	    "WHERE s3_state = 'in_flight'",
-	    "UPDATE entries SET db_state = 'pending', db_next_at = ?1, "
-	    "  db_error = 'interrupted: outboxd stopped while recording' "
-	    "WHERE db_state = 'in_flight'",
-	};
-	sqlite3_stmt *s = NULL;
-	char now[32];
-	int n = 0, i;
+	int n = 0, from;
 
-	now_iso(now);
 	if (outbox_begin(o, e) < 0)
 		return -1;
-	for (i = 0; i < 2; i++) {
-		if (sqlite3_prepare_v2(o->db, sql[i], -1, &s, NULL) != SQLITE_OK)
+	if (move_all(o, OUTBOX_IN_FLIGHT, EV_STOPPED,
+	    "interrupted: outboxd stopped while working on it", &n, e) < 0)
+		goto fail;
+	/* Older versions left waiting by earlier releases: never sent. */
+	for (from = 0; from < OUTBOX_NSTATES; from++)
+		if (leg_next((enum outbox_state)from, EV_SUPERSEDED, 0) != NULL &&
+		    move_all(o, (enum outbox_state)from, EV_SUPERSEDED, NULL,
+		    &n, e) < 0)
 			goto fail;
-		sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
-		if (sqlite3_step(s) != SQLITE_DONE)
-			goto fail;
-		n += sqlite3_changes(o->db);
-		sqlite3_finalize(s);
-		s = NULL;
-	}
+	if (abort_all_skipped(o, e) < 0)
+		goto fail;
 	if (outbox_commit(o, e) < 0)
 		return -1;
 	return n;
 fail:
-	db_err(o, e, "recovering interrupted entries");
-	sqlite3_finalize(s);
 	outbox_rollback(o);
 	return -1;
 }
@@ -1048,46 +1231,39 @@ out:
 int
 outbox_retry(struct outbox *o, int64_t id, struct err *e)
 {
-	sqlite3_stmt *s = NULL;
-	char now[32];
-	int n = 0, i, ret = -1;
-	static const char *const sql[2] = {
-	    "UPDATE entries SET s3_state = 'pending', s3_next_at = ?2, "
-	    "  s3_attempts = 0, updated_at = ?2 "
-	    "WHERE s3_state = 'failed' AND (?1 < 0 OR id = ?1) "
-	    "  AND id = " NEWEST_OF_PATH,
-	    "UPDATE entries SET db_state = 'pending', db_next_at = ?2, "
-	    "  db_attempts = 0, updated_at = ?2 "
-	    "WHERE db_state = 'failed' AND (?1 < 0 OR id = ?1) "
-	    "  AND id = " NEWEST_OF_PATH,
-	};
+	int n = 0, older = 0;
 
-	now_iso(now);
 	if (outbox_begin(o, e) < 0)
 		return -1;
-	for (i = 0; i < 2; i++) {
-		if (sqlite3_prepare_v2(o->db, sql[i], -1, &s, NULL) != SQLITE_OK) {
-			db_err(o, e, "retrying");
-			goto out;
+	if (id >= 0) {
+		/* One entry: its legs, by the same rule. */
+		struct outbox_outcome oc = { .event = EV_RETRY };
+		int l, st;
+
+		for (l = 0; l < 2; l++) {
+			if ((st = outbox_apply(o, (enum outbox_leg)l, id, &oc,
+			    e)) < 0)
+				goto fail;
+			n += st == OUTBOX_PENDING;
 		}
-		sqlite3_bind_int64(s, 1, id);
-		sqlite3_bind_text(s, 2, now, -1, SQLITE_STATIC);
-		if (sqlite3_step(s) != SQLITE_DONE) {
-			db_err(o, e, "retrying");
-			goto out;
-		}
-		n += sqlite3_changes(o->db);
-		sqlite3_finalize(s);
-		s = NULL;
+		if (run(o, "UPDATE entries SET s3_attempts = CASE WHEN "
+		    "s3_state = 'pending' THEN 0 ELSE s3_attempts END, "
+		    "db_attempts = CASE WHEN db_state = 'pending' THEN 0 ELSE "
+		    "db_attempts END WHERE id = ?1", "i", e, id) < 0)
+			goto fail;
+	} else {
+		if (move_all(o, OUTBOX_FAILED, EV_RETRY, NULL, &older, e) < 0)
+			goto fail;
+		n = older;
 	}
+	if (abort_all_skipped(o, e) < 0)
+		goto fail;
 	if (outbox_commit(o, e) < 0)
-		goto out;
-	ret = n;
-out:
-	sqlite3_finalize(s);
-	if (ret < 0)
-		outbox_rollback(o);
-	return ret;
+		return -1;
+	return n;
+fail:
+	outbox_rollback(o);
+	return -1;
 }
 
 int
@@ -1161,14 +1337,14 @@ run(struct outbox *o, const char *sql, const char *fmt, struct err *e, ...)
 
 int
 outbox_part_done(struct outbox *o, int64_t id, int number, int64_t size,
-    const char *etag, struct err *e)
+    const char *etag, const char *md5_hex, struct err *e)
 {
 	char now[32];
 
 	now_iso(now);
 	return run(o, "INSERT OR REPLACE INTO parts (entry_id, part_number, "
-	    "size, etag, done_at) VALUES (?1, ?2, ?3, ?4, ?5)", "iiitt", e, id,
-	    (int64_t)number, size, etag, now);
+	    "size, etag, done_at, md5) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	    "iiittt", e, id, (int64_t)number, size, etag, now, md5_hex);
 }
 
 int
@@ -1181,7 +1357,8 @@ outbox_parts(struct outbox *o, int64_t id, struct outbox_part **v, size_t *n,
 
 	*v = NULL;
 	*n = 0;
-	if (sqlite3_prepare_v2(o->db, "SELECT part_number, size, etag FROM parts "
+	if (sqlite3_prepare_v2(o->db, "SELECT part_number, size, etag, "
+	    "coalesce(md5, '') FROM parts "
 	    "WHERE entry_id = ?1 ORDER BY part_number", -1, &s, NULL) !=
 	    SQLITE_OK) {
 		db_err(o, e, "reading parts");
@@ -1196,6 +1373,7 @@ outbox_parts(struct outbox *o, int64_t id, struct outbox_part **v, size_t *n,
 		(*v)[*n].number = sqlite3_column_int(s, 0);
 		(*v)[*n].size = sqlite3_column_int64(s, 1);
 		copy_fixed((*v)[*n].etag, sizeof((*v)[*n].etag), s, 2);
+		copy_fixed((*v)[*n].md5, sizeof((*v)[*n].md5), s, 3);
 		(*n)++;
 	}
 	sqlite3_finalize(s);

@@ -23,23 +23,13 @@
 #include <stddef.h>
 
 #include "base/util.h"
+#include "store/legstate.h"
 
 struct outbox;
 
 enum outbox_leg { OUTBOX_S3, OUTBOX_DB };
 
-enum outbox_state {
-	OUTBOX_PENDING,
-	OUTBOX_IN_FLIGHT,
-	OUTBOX_DONE,
-	OUTBOX_FAILED,
-	OUTBOX_SKIPPED,
-	OUTBOX_NSTATES
-};
 
-/* "pending", "in_flight", ...; -1 from the parser for an unknown word. */
-const char *outbox_state_name(enum outbox_state s);
-int outbox_state_parse(const char *s);
 
 /*
  * Opens (creating when missing) the outbox at path and applies its schema.
@@ -115,20 +105,25 @@ int outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
     int (*skip)(void *arg, const char *path), void *skip_arg,
     struct outbox_entry **v, size_t *n, struct err *e);
 
-/* The outcome of one claimed leg. */
-struct outbox_result {
-	enum outbox_state state;	/* done, pending (retry), failed, skipped */
-	const char *error;		/* the message for pending/failed/skipped */
-	int64_t next_at_ms;		/* pending: not before (wall clock ms) */
-	const char *etag;		/* S3 done: the ETag */
+/* What the engine learned of one claimed leg. */
+struct outbox_outcome {
+	enum leg_event event;		/* stored, transient, gone, ... */
+	const char *error;		/* the message for errors and skips */
+	int64_t next_at_ms;		/* transient: not before (wall ms) */
+	const char *etag;		/* S3 stored: the ETag */
 	const char *sha256;		/* when the leg learned it, else NULL */
-	int needs_etag;			/* db done before S3 had an ETag */
 };
 
-/* Records r for leg of entry id (in_flight -> r->state). No transaction
- * needed; wrap many in outbox_begin/commit to batch them. */
-int outbox_finish(struct outbox *o, enum outbox_leg leg, int64_t id,
-    const struct outbox_result *r, struct err *e);
+/*
+ * Moves leg of entry id by the state table (legstate.h): reads the leg's
+ * state and whether the entry is its path's newest version, and records
+ * what the rule says (the new state, error, next attempt, ETag, stat
+ * forgotten, multipart abort queued). Returns the state the leg is in
+ * afterwards (unchanged when no rule applies, e.g. a late outcome), 0..4,
+ * or -1 with e. Call inside a transaction (outbox_begin).
+ */
+int outbox_apply(struct outbox *o, enum outbox_leg leg, int64_t id,
+    const struct outbox_outcome *oc, struct err *e);
 
 /* Sets or clears (upload_id NULL) the entry's multipart upload id. */
 int outbox_set_upload_id(struct outbox *o, int64_t id, const char *upload_id,
@@ -138,12 +133,14 @@ int outbox_set_upload_id(struct outbox *o, int64_t id, const char *upload_id,
 struct outbox_part {
 	int number;
 	int64_t size;
-	char etag[128];
+	char etag[128];		/* as S3 returned it */
+	char md5[33];		/* hex MD5 of the bytes sent ("" in outboxes
+				   older than schema 2) */
 };
 
 /* Records part number of entry id as stored (replacing an older record). */
 int outbox_part_done(struct outbox *o, int64_t id, int number, int64_t size,
-    const char *etag, struct err *e);
+    const char *etag, const char *md5_hex, struct err *e);
 /* The recorded parts of entry id, by number; the caller frees *v. */
 int outbox_parts(struct outbox *o, int64_t id, struct outbox_part **v,
     size_t *n, struct err *e);
@@ -174,7 +171,10 @@ int outbox_etag_todo(struct outbox *o, int max, struct outbox_entry **v,
     size_t *n, struct err *e);
 int outbox_etag_done(struct outbox *o, int64_t id, struct err *e);
 
-/* in_flight legs left by a crash go back to pending. Returns how many. */
+/* Legs left in flight by a crash or a stop are "stopped" (legstate.h:
+ * pending again, or skipped when a newer version exists), and any older
+ * version's leg still pending or failed is superseded. Returns how many
+ * legs moved. */
 int outbox_recover(struct outbox *o, struct err *e);
 
 /*
@@ -207,8 +207,9 @@ struct outbox_counts {
 int outbox_counts(struct outbox *o, int s3_on, int db_on,
     struct outbox_counts *c, struct err *e);
 
-/* Puts failed legs of entry id (or of every entry when id < 0) back to
- * pending, due now. Returns the number of legs, or -1. */
+/* Retries failed legs of entry id (or of every entry when id < 0):
+ * pending and due now, or skipped for an older version (legstate.h).
+ * Returns the number of legs that went back to pending, or -1. */
 int outbox_retry(struct outbox *o, int64_t id, struct err *e);
 
 /* Sets a meta key (e.g. which legs the daemon runs); 0 or -1 with e. */

@@ -52,6 +52,20 @@ journal(struct outbox *o, const char *path, int64_t size, int64_t mtime,
 	return rc;
 }
 
+/* One outcome in its own transaction, as the engine's flush writes it. */
+static int
+finish(struct outbox *o, enum outbox_leg leg, int64_t id,
+    const struct outbox_outcome *oc, struct err *e)
+{
+	if (outbox_begin(o, e) < 0)
+		return -1;
+	if (outbox_apply(o, leg, id, oc, e) < 0) {
+		outbox_rollback(o);
+		return -1;
+	}
+	return outbox_commit(o, e);
+}
+
 int
 main(void)
 {
@@ -62,9 +76,9 @@ main(void)
 	struct err e = {0};
 	size_t nv = 0;
 	int64_t id1 = 0, id2 = 0, id3 = 0;
-	struct outbox_result done = { .state = OUTBOX_DONE, .etag = "\"e\"",
+	struct outbox_outcome done = { .event = EV_STORED, .etag = "\"e\"",
 	    .sha256 = "ab" };
-	struct outbox_result later = { .state = OUTBOX_PENDING,
+	struct outbox_outcome later = { .event = EV_TRANSIENT,
 	    .error = "HTTP 503 SlowDown", .next_at_ms = 0 };
 
 	mkdir("tests/tmp", 0700);
@@ -108,7 +122,7 @@ main(void)
 	    1, "with the reason");
 
 	outbox_claim(o, OUTBOX_S3, 10, 1, NULL, NULL, &v, &nv, &e);
-	tap_int(outbox_finish(o, OUTBOX_S3, v[0].id, &later, &e), 0,
+	tap_int(finish(o, OUTBOX_S3, v[0].id, &later, &e), 0,
 	    "record a transient failure");
 	outbox_entries_free(v, nv);
 	tap_int(count(o, "s3_state = 'pending' AND s3_attempts = 2 AND "
@@ -136,7 +150,7 @@ main(void)
 	    "arrives while the second is in flight");
 	tap_int(count(o, "id = 3 AND s3_state = 'in_flight'"), 1,
 	    "an in-flight leg is not superseded under the sender's feet");
-	tap_int(outbox_finish(o, OUTBOX_S3, v[0].id, &done, &e), 0, "finish it");
+	tap_int(finish(o, OUTBOX_S3, v[0].id, &done, &e), 0, "finish it");
 	outbox_entries_free(v, nv);
 	tap_int(count(o, "id = 3 AND s3_state = 'done' AND s3_etag = '\"e\"' "
 	    "AND sha256 = 'ab' AND s3_done_at IS NOT NULL"), 1,
@@ -145,10 +159,10 @@ main(void)
 	/* Failed legs wait for retry. */
 	outbox_claim(o, OUTBOX_S3, 10, 1, NULL, NULL, &v, &nv, &e);
 	{
-		struct outbox_result failed = { .state = OUTBOX_FAILED,
+		struct outbox_outcome failed = { .event = EV_PERMANENT,
 		    .error = "HTTP 403 AccessDenied" };
 
-		outbox_finish(o, OUTBOX_S3, v[0].id, &failed, &e);
+		finish(o, OUTBOX_S3, v[0].id, &failed, &e);
 	}
 	outbox_entries_free(v, nv);
 	tap_int(outbox_counts(o, 1, 1, &n, &e), 0, "count");
@@ -165,14 +179,14 @@ main(void)
 	 * retry after a newer version arrived is skipped. */
 	{
 		int64_t a = 0, b = 0;
-		struct outbox_result again = { .state = OUTBOX_PENDING,
+		struct outbox_outcome again = { .event = EV_TRANSIENT,
 		    .error = "HTTP 500", .next_at_ms = 0 };
 
 		journal(o, JOB "/v.txt", 1, 5000, &a);
 		outbox_claim(o, OUTBOX_DB, 100, 0, NULL, NULL, &v, &nv, &e);
 		outbox_entries_free(v, nv);
 		journal(o, JOB "/v.txt", 2, 6000, &b);
-		tap_int(outbox_finish(o, OUTBOX_DB, a, &again, &e), 0,
+		tap_int(finish(o, OUTBOX_DB, a, &again, &e), 0,
 		    "the older version's database leg fails transiently");
 		tap_int(count(o, "id = (select min(id) from entries where path like "
 		    "'%/v.txt') and db_state = 'skipped' and db_error like "
@@ -205,6 +219,42 @@ main(void)
 		due = outbox_next_due(o, OUTBOX_S3, 1, &e);
 		tap_ok(due > 55000 && due <= 60000, "it is due in a minute "
 		    "(%lld ms)", (long long)due);
+	}
+
+	/* Issue 10, sequence 3: version 1 in flight, version 2 journaled,
+	 * then a crash. Recovery must not leave version 1 pending for good
+	 * (no claim ever takes an older version). */
+	{
+		int64_t a = 0, b = 0;
+
+		journal(o, JOB "/stuck.txt", 1, 8000, &a);
+		outbox_claim(o, OUTBOX_S3, 100, 1, NULL, NULL, &v, &nv, &e);
+		outbox_entries_free(v, nv);
+		journal(o, JOB "/stuck.txt", 2, 9000, &b);
+		outbox_recover(o, &e);
+		tap_int(count(o, "path like '%/stuck.txt' and s3_state in "
+		    "('pending', 'in_flight') and id < (select max(id) from "
+		    "entries where path like '%/stuck.txt')"), 0,
+		    "after a crash an older version in flight is skipped, not "
+		    "left pending");
+		tap_int(count(o, "path like '%/stuck.txt' and s3_state = "
+		    "'pending'"), 1, "only the newest version is left to send");
+	}
+
+	/* Issue 10, sequence 1: the file vanished (moved away) under the
+	 * S3 leg and came back unchanged: it must journal again. */
+	{
+		int64_t a = 0;
+		struct outbox_outcome gone = { .event = EV_GONE,
+		    .error = "the file vanished" };
+
+		journal(o, JOB "/away.txt", 3, 10000, &a);
+		outbox_claim(o, OUTBOX_S3, 100, 1, NULL, NULL, &v, &nv, &e);
+		outbox_entries_free(v, nv);
+		tap_int(finish(o, OUTBOX_S3, a, &gone, &e), 0, "the S3 leg "
+		    "finds the file gone");
+		tap_int(journal(o, JOB "/away.txt", 3, 10000, NULL), 1,
+		    "the same file back with the same stat is journaled again");
 	}
 
 	o2 = outbox_open(path, 0, &e);

@@ -14,6 +14,9 @@
 #ifndef OUTBOXD_SYNC_H
 #define OUTBOXD_SYNC_H
 
+#include <stdint.h>
+
+#include "agent/engine/io.h"
 #include "config/cfg.h"
 #include "base/util.h"
 
@@ -22,7 +25,16 @@ struct sync;
 /* Sets up the legs cfg configures. wake_fd is an eventfd the watcher
  * writes after journaling; the sync thread reads it. NULL with e. */
 struct sync *sync_new(const struct cfg *cfg, int wake_fd, struct err *e);
+/* The same with the stores and waiting given (io.h; io's clients are
+ * taken over and freed with the engine): the simulator's way in. */
+struct sync *sync_new_io(const struct cfg *cfg, int wake_fd,
+    const struct engine_io *io, struct err *e);
+/* Stops cleanly: requests in flight are cancelled and their outcomes
+ * recorded, then everything is freed. NULL is a no-op. */
 void sync_free(struct sync *s);
+/* Drops everything without writing a thing more to the outbox, as a
+ * crash would (the simulator). */
+void sync_crash(struct sync *s);
 
 /* The thread body: works until sync_stop, then lets transfers in flight
  * finish (up to 30 s) and returns 0; -1 on a fatal outbox error. */
@@ -31,6 +43,14 @@ int sync_run(struct sync *s);
 /* Batch mode (outboxd --once): works until nothing is due within a few
  * seconds. Returns 0, or -1 on a fatal outbox error. */
 int sync_once(struct sync *s);
+
+/* One step of the loop (work, wait, collect, record); 0, or -1 on a
+ * fatal outbox error. The simulator drives the engine with it. */
+int sync_step(struct sync *s);
+/* Steps taken so far. */
+long long sync_turns(const struct sync *s);
+/* The smallest multipart part (8 MiB; the simulator's files are small). */
+void sync_set_min_part(struct sync *s, uint64_t bytes);
 
 /* From any thread. */
 void sync_stop(struct sync *s);

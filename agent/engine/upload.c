@@ -22,11 +22,11 @@
 #include <openssl/evp.h>
 
 #include "base/keymap.h"
+#include "agent/engine/engine.h"
 #include "agent/engine/upload.h"
 #include "watchers/tree.h"
 
 #define SMALL_FILE	(256 * 1024)	/* bodies kept in memory below this */
-#define MIN_PART	(8ull * 1024 * 1024)
 #define MAX_PARTS	10000
 #define MAX_RESTARTS	2		/* fresh multipart uploads per attempt */
 #define READ_CHUNK	(256 * 1024)
@@ -41,6 +41,7 @@ struct part {
 	char md5_b64[25];	/* Content-MD5 */
 	unsigned char md5[16];
 	char etag[128];		/* recorded or returned */
+	char done_md5[33];	/* hex MD5 recorded with a resumed part */
 	enum part_state state;
 };
 
@@ -84,24 +85,16 @@ struct upload {
 
 /* ---- outcome ------------------------------------------------------------- */
 
-static int
-same_file(const struct stat *st, const struct outbox_entry *en)
-{
-	return (int64_t)st->st_size == en->size &&
-	    (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec ==
-	    en->mtime_ns && (int64_t)st->st_ino == en->inode;
-}
-
 /* Gives up on the multipart upload: abort it in S3 and forget it here. */
 static void
 abandon(struct upload *u, const char *why)
 {
-	struct err e = {0};
-
 	if (u->upload_id == NULL)
 		return;
-	outbox_abort_add(u->env->ob, u->upload_id, u->en.s3_key, why, &e);
-	outbox_upload_clear(u->env->ob, u->en.id, &e);
+	engine_note(u->env->sync, R_ABORT_ADD, u->en.id, u->upload_id,
+	    u->en.s3_key, why, 0, 0);
+	engine_note(u->env->sync, R_UPLOAD_CLEAR, u->en.id, NULL, NULL, NULL, 0,
+	    0);
 	free(u->upload_id);
 	u->upload_id = NULL;
 }
@@ -125,8 +118,6 @@ static void
 decide(struct upload *u, enum upload_result r, const struct err *e,
     const char *when)
 {
-	struct err ignored = {0};
-
 	if (u->decided)
 		return;
 	u->decided = 1;
@@ -140,7 +131,8 @@ decide(struct upload *u, enum upload_result r, const struct err *e,
 	switch (r) {
 	case UPLOAD_DONE:
 		if (u->multipart)
-			outbox_upload_clear(u->env->ob, u->en.id, &ignored);
+			engine_note(u->env->sync, R_UPLOAD_CLEAR, u->en.id, NULL,
+			    NULL, NULL, 0, 0);
 		break;
 	case UPLOAD_FAILED:
 		u->abandon_why = "the S3 leg failed";
@@ -196,8 +188,8 @@ plan_parts(struct upload *u)
 	int i;
 
 	u->part_size = (u->size + MAX_PARTS - 1) / MAX_PARTS;
-	if (u->part_size < MIN_PART)
-		u->part_size = MIN_PART;
+	if (u->part_size < u->env->min_part)
+		u->part_size = u->env->min_part;
 	u->nparts = (int)((u->size + u->part_size - 1) / u->part_size);
 	u->parts = xcalloc((size_t)u->nparts, sizeof(*u->parts));
 	for (i = 0; i < u->nparts; i++) {
@@ -208,16 +200,13 @@ plan_parts(struct upload *u)
 	}
 }
 
-/* Takes over parts recorded by an earlier attempt, if they still fit. */
+/* Takes over parts recorded by an earlier attempt, if they still fit;
+ * each is kept once hashing shows it holds the same bytes (finish_part). */
 static void
-resume(struct upload *u)
+resume(struct upload *u, const struct outbox_part *v, size_t n)
 {
-	struct outbox_part *v = NULL;
-	struct err e = {0};
-	size_t n = 0, i;
+	size_t i;
 
-	if (outbox_parts(u->env->ob, u->en.id, &v, &n, &e) < 0)
-		return;
 	for (i = 0; i < n; i++) {
 		int k = v[i].number - 1;
 
@@ -229,13 +218,15 @@ resume(struct upload *u)
 		}
 		snprintf(u->parts[k].etag, sizeof(u->parts[k].etag), "%s",
 		    v[i].etag);
+		snprintf(u->parts[k].done_md5, sizeof(u->parts[k].done_md5),
+		    "%s", v[i].md5);
 		u->parts[k].state = PART_DONE;
 	}
-	free(v);
 }
 
 struct upload *
-upload_new(const struct upload_env *env, struct outbox_entry *en)
+upload_new(const struct upload_env *env, struct outbox_entry *en,
+    const struct outbox_part *parts, size_t nparts)
 {
 	struct upload *u = xcalloc(1, sizeof(*u));
 	struct err e = {0};
@@ -253,7 +244,7 @@ upload_new(const struct upload_env *env, struct outbox_entry *en)
 		    ERR_TRANSIENT ? UPLOAD_RETRY : UPLOAD_FAILED, &e, NULL);
 		return u;
 	}
-	if (!same_file(&u->st, &u->en)) {
+	if (!engine_same_file(&u->st, &u->en)) {
 		u->out.st = u->st;
 		decide(u, UPLOAD_CHANGED, NULL, "after it was journaled");
 		return u;
@@ -273,7 +264,7 @@ upload_new(const struct upload_env *env, struct outbox_entry *en)
 		EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
 		EVP_DigestInit_ex(u->md5_part, EVP_md5(), NULL);
 		if (u->upload_id != NULL)
-			resume(u);
+			resume(u, parts, nparts);
 	} else {
 		u->md5_file = EVP_MD_CTX_new();
 		if (u->md5_file == NULL)
@@ -327,13 +318,16 @@ finish_part(struct upload *u, int k)
 	EVP_EncodeBlock((unsigned char *)p->md5_b64, p->md5, sizeof(p->md5));
 	EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
 	EVP_DigestInit_ex(u->md5_part, EVP_md5(), NULL);
-	/* A part recorded before is kept only if it holds these bytes. */
+	/* A part recorded before is kept only if it holds these bytes: its
+	 * recorded MD5 says so (an ETag need not be an MD5: SSE-KMS);
+	 * outboxes older than schema 2 have only the ETag to go by. */
 	if (p->state == PART_DONE) {
 		char want[36], hex[33];
 
 		hex_encode(p->md5, sizeof(p->md5), hex);
 		snprintf(want, sizeof(want), "\"%s\"", hex);
-		if (strcasecmp(p->etag, want) != 0)
+		if (p->done_md5[0] != '\0' ? strcasecmp(p->done_md5, hex) != 0 :
+		    strcasecmp(p->etag, want) != 0)
 			p->state = PART_TODO;
 	}
 }
@@ -349,7 +343,7 @@ finish_hashing(struct upload *u)
 	do
 		n = pread(u->fd, &extra, 1, (off_t)u->size);
 	while (n < 0 && errno == EINTR);
-	if (n != 0 || fstat(u->fd, &now) < 0 || !same_file(&now, &u->en)) {
+	if (n != 0 || fstat(u->fd, &now) < 0 || !engine_same_file(&now, &u->en)) {
 		changed(u, "while it was read");
 		return;
 	}
@@ -453,7 +447,7 @@ free_req(struct ureq *q)
 static int
 start(struct upload *u, struct ureq *q, int *slots)
 {
-	if (s3_start(u->env->s3, &q->req) < 0) {
+	if (u->env->s3->start(u->env->s3->h, &q->req) < 0) {
 		request_failed(u, &q->req);
 		free_req(q);
 		return -1;
@@ -636,7 +630,7 @@ still_same(struct upload *u)
 {
 	struct stat now;
 
-	if (fstat(u->fd, &now) == 0 && same_file(&now, &u->en) &&
+	if (fstat(u->fd, &now) == 0 && engine_same_file(&now, &u->en) &&
 	    now.st_nlink > 0)
 		return 1;
 	if (fstat(u->fd, &now) == 0 && now.st_nlink == 0) {
@@ -713,7 +707,8 @@ restart(struct upload *u, const char *why)
 	struct err e = {0};
 	int i;
 
-	outbox_upload_clear(u->env->ob, u->en.id, &e);
+	engine_note(u->env->sync, R_UPLOAD_CLEAR, u->en.id, NULL, NULL, NULL, 0,
+	    0);
 	free(u->upload_id);
 	u->upload_id = NULL;
 	for (i = 0; i < u->nparts; i++)
@@ -764,11 +759,19 @@ reply_create(struct upload *u, struct s3_req *r)
 		return;
 	}
 	u->upload_id = xstrdup(id);
-	if (outbox_set_upload_id(u->env->ob, u->en.id, id, &e) < 0) {
-		decide(u, UPLOAD_RETRY, &e, NULL);
-		return;
-	}
+	engine_note(u->env->sync, R_UPLOAD_ID, u->en.id, id, NULL, NULL, 0, 0);
 	u->phase = P_PARTS;
+}
+
+/* Part k is in S3 with etag: recorded with the MD5 of what was sent. */
+static void
+note_part(struct upload *u, int k, const char *etag)
+{
+	char md5[33];
+
+	hex_encode(u->parts[k].md5, sizeof(u->parts[k].md5), md5);
+	engine_note(u->env->sync, R_PART, u->en.id, etag, md5, NULL, k + 1,
+	    (int64_t)u->parts[k].length);
 }
 
 static void
@@ -800,11 +803,8 @@ reply_part(struct upload *u, struct ureq *q)
 	}
 	snprintf(p->etag, sizeof(p->etag), "%s", r->etag);
 	p->state = PART_DONE;
-	if (outbox_part_done(u->env->ob, u->en.id, q->part + 1,
-	    (int64_t)p->length, r->etag, &e) < 0)
-		decide(u, UPLOAD_RETRY, &e, NULL);
-	else
-		still_same(u);	/* stop early when the file was replaced */
+	note_part(u, q->part, r->etag);
+	still_same(u);	/* stop early when the file was replaced */
 }
 
 static void
@@ -890,10 +890,7 @@ upload_reply(struct s3_req *r)
 	} else if (q->kind == K_PART && r->err.cls == ERR_NONE &&
 	    u->upload_id != NULL && strcmp(q->upload_id, u->upload_id) == 0) {
 		/* Already failing, but a stored part is worth keeping. */
-		struct err e = {0};
-
-		outbox_part_done(u->env->ob, u->en.id, q->part + 1,
-		    (int64_t)u->parts[q->part].length, r->etag, &e);
+		note_part(u, q->part, r->etag);
 	}
 	if (u->stopping && u->inflight == 0 && !u->decided)
 		decide(u, UPLOAD_STOPPED, NULL, NULL);

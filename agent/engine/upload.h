@@ -11,7 +11,8 @@
  * slots (upload_send), and advances on each reply (upload_reply).
  *
  * Multipart uploads are resumable: the upload id and each acknowledged
- * part are recorded in the outbox as they happen, so after a crash the
+ * part (with the MD5 of what was sent) go to the outbox as progress notes
+ * (engine.h; an upload never writes the outbox itself), so after a crash the
  * next attempt sends only the missing parts. An upload given up on is
  * queued for AbortMultipartUpload, never left dangling. Bodies are read
  * from the file as they are sent; memory stays bounded whatever the size.
@@ -22,16 +23,21 @@
 #include <sys/stat.h>
 
 #include "config/cfg.h"
+#include "agent/engine/io.h"
 #include "agent/s3/s3.h"
 #include "base/util.h"
 #include "store/outbox.h"
 
+struct sync;
+
 /* What uploads need from the sync thread. */
 struct upload_env {
 	const struct cfg *cfg;
-	struct s3 *s3;
-	struct outbox *ob;	/* the sync thread's connection */
-	int rootfd;		/* the uploads root */
+	const struct engine_s3 *s3;	/* the S3 client */
+	struct sync *sync;		/* takes the uploads' progress notes */
+	int rootfd;			/* the uploads root */
+	uint64_t min_part;		/* smallest part size (8 MiB; the
+					   simulator uses less) */
 };
 
 enum upload_result {
@@ -56,9 +62,11 @@ struct upload_outcome {
 
 struct upload;
 
-/* Starts the S3 leg of en (taken). Opens and checks the file at once; the
- * upload may already be finished (gone, changed) when this returns. */
-struct upload *upload_new(const struct upload_env *env, struct outbox_entry *en);
+/* Starts the S3 leg of en (taken), resuming the n parts an earlier
+ * attempt recorded. Opens and checks the file at once; the upload may
+ * already be finished (gone, changed) when this returns. */
+struct upload *upload_new(const struct upload_env *env, struct outbox_entry *en,
+    const struct outbox_part *parts, size_t n);
 /* Frees u; only when it is finished (no request in flight). */
 void upload_free(struct upload *u);
 

@@ -1,0 +1,505 @@
+/*
+ * dbleg.c - the database leg: records each stored version of a document
+ * (outboxd_record_document, one pipelined batch per turn) and applies
+ * job.json entries to the job's row, then back-fills ETags into rows
+ * recorded before S3 answered (see engine.h for how outcomes are
+ * reported, and legstate.h for what they do to the leg).
+ *
+ * A document needs its SHA-256 (from the S3 leg, or hashed here when S3
+ * is off) and, for XML, its platform (the root element, read here). Once
+ * the S3 leg has stored a version, that version is recorded even when the
+ * local file has since vanished or changed: S3 has the bytes, so the
+ * database must have the row; only the platform cannot be told then.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "agent/db/jobmeta.h"
+#include "agent/db/platform.h"
+#include "agent/engine/engine.h"
+#include "base/keymap.h"
+#include "base/log.h"
+#include "watchers/tree.h"
+
+#define DB_BATCH	64		/* database legs per round trip */
+#define ETAG_BATCH	32		/* ETags back-filled per turn */
+#define JOB_JSON_MAX	(1024 * 1024)
+
+/*
+ * Reads fd (size bytes) computing SHA-256 and MD5; keeps the bytes in
+ * *mem when mem is not NULL. Returns 0, or -1 with e (ERR_CHANGED when
+ * the file turned out shorter or longer than size). Beats the thread's
+ * heartbeat as it goes: a huge file on slow storage is progress, not a
+ * hang for the watchdog.
+ */
+static int
+hash_file(int fd, uint64_t size, unsigned char **mem, char *sha_hex,
+    char *md5_b64, char *md5_hex, atomic_llong *beat, struct err *e)
+{
+	EVP_MD_CTX *sha = EVP_MD_CTX_new(), *md5 = EVP_MD_CTX_new();
+	unsigned char chunk[64 * 1024], dsha[32], dmd5[16], *buf = NULL;
+	uint64_t off = 0;
+	int rc = -1;
+
+	if (sha == NULL || md5 == NULL)
+		abort();
+	EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
+	EVP_DigestInit_ex(md5, EVP_md5(), NULL);
+	if (mem != NULL)
+		buf = xmalloc(size ? size : 1);
+	for (;;) {
+		unsigned char *dst = buf ? buf + off : chunk;
+		size_t want = buf ? (size_t)(size - off) : sizeof(chunk);
+		ssize_t n;
+
+		if (buf != NULL && want == 0) {
+			/* Make sure nothing follows: one byte more means the
+			 * file grew since it was journaled. */
+			n = pread(fd, chunk, 1, (off_t)off);
+			if (n > 0)
+				goto changed;
+			if (n < 0 && errno != EINTR)
+				goto ioerr;
+			break;
+		}
+		n = pread(fd, dst, want, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			goto ioerr;
+		}
+		if (n == 0)
+			break;
+		EVP_DigestUpdate(sha, dst, (size_t)n);
+		EVP_DigestUpdate(md5, dst, (size_t)n);
+		off += (uint64_t)n;
+		if (off > size)
+			goto changed;
+		if (beat != NULL && (off & ((16u << 20) - 1)) < (uint64_t)n)
+			atomic_store(beat, time_mono_ms());	/* every 16 MiB */
+	}
+	if (off != size)
+		goto changed;
+	EVP_DigestFinal_ex(sha, dsha, NULL);
+	EVP_DigestFinal_ex(md5, dmd5, NULL);
+	hex_encode(dsha, sizeof(dsha), sha_hex);
+	if (md5_hex != NULL)
+		hex_encode(dmd5, sizeof(dmd5), md5_hex);
+	if (md5_b64 != NULL)
+		EVP_EncodeBlock((unsigned char *)md5_b64, dmd5, sizeof(dmd5));
+	if (mem != NULL) {
+		*mem = buf;
+		buf = NULL;
+	}
+	rc = 0;
+	goto out;
+changed:
+	err_set(e, ERR_CHANGED, "the file's size changed while it was read");
+	goto out;
+ioerr:
+	err_sys(e, ERR_TRANSIENT, "reading the file");
+out:
+	free(buf);
+	EVP_MD_CTX_free(sha);
+	EVP_MD_CTX_free(md5);
+	return rc;
+}
+
+/* Reads a small file whole (job.json); NULL with e. */
+static char *
+read_small(int rootfd, const char *path, size_t max, size_t *len,
+    struct stat *st, struct err *e)
+{
+	struct buf b = {0};
+	char chunk[8192];
+	int fd = tree_open_file(rootfd, path, st, e);
+	ssize_t n;
+
+	if (fd < 0)
+		return NULL;
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err_sys(e, ERR_TRANSIENT, "reading %s", path);
+			goto fail;
+		}
+		buf_append(&b, chunk, (size_t)n);
+		if (b.len > max) {
+			err_set(e, ERR_PERMANENT, "%s is larger than %zu bytes",
+			    path, max);
+			goto fail;
+		}
+	}
+	close(fd);
+	*len = b.len;
+	return buf_take(&b);
+fail:
+	close(fd);
+	buf_free(&b);
+	return NULL;
+}
+
+static void
+forget_all_job_users(struct sync *s)
+{
+	size_t i = 0;
+	const char *k;
+	void *v;
+
+	while (strmap_next(s->job_users, &i, &k, &v))
+		free(v);
+	strmap_free(s->job_users);
+	s->job_users = strmap_new();
+}
+
+/* The user id for a job's rows: its job.json's, else the default. */
+static const char *
+job_user(struct sync *s, const char *job)
+{
+	char *path, *text;
+	const char *cached = strmap_get(s->job_users, job);
+	struct stat st;
+	struct err e = {0};
+	size_t len;
+	cJSON *f;
+	const cJSON *u;
+	char *user = NULL;
+
+	if (cached != NULL)
+		return cached[0] ? cached : s->cfg->default_user;
+	if (strmap_count(s->job_users) >= 4096)
+		forget_all_job_users(s);	/* a cache, not a registry */
+	path = xasprintf("%s/job.json", job);
+	text = read_small(s->rootfd, path, JOB_JSON_MAX, &len, &st, &e);
+	if (text != NULL && (f = jobmeta_parse(text, len, &e)) != NULL) {
+		u = cJSON_GetObjectItemCaseSensitive(f, "user_id");
+		if (cJSON_IsString(u))
+			user = xstrdup(u->valuestring);
+		cJSON_Delete(f);
+	}
+	free(text);
+	free(path);
+	if (user == NULL)
+		user = xstrdup("");
+	free(strmap_put(s->job_users, job, user));
+	return user[0] ? user : s->cfg->default_user;
+}
+
+static void
+forget_job_user(struct sync *s, const char *job)
+{
+	free(strmap_del(s->job_users, job));
+}
+
+void
+dbleg_free(struct sync *s)
+{
+	size_t i = 0;
+	const char *k;
+	void *v;
+
+	if (s->job_users == NULL)
+		return;
+	while (strmap_next(s->job_users, &i, &k, &v))
+		free(v);
+	strmap_free(s->job_users);
+	s->job_users = NULL;
+}
+
+/* A failure reported by the database client. */
+static void
+db_failed(struct sync *s, const struct outbox_entry *en, const struct err *e)
+{
+	if (e->cls == ERR_TRANSIENT)
+		engine_retry_later(s, OUTBOX_DB, en, e);
+	else
+		engine_fail(s, OUTBOX_DB, en, e);
+}
+
+/* Applies a job.json entry. */
+static void
+apply_job_meta(struct sync *s, struct outbox_entry *en)
+{
+	struct log_ctx ctx = { en->job_id, en->path, "db" };
+	struct stat st;
+	struct err e = {0};
+	const char *outcome;
+	size_t len;
+	char *text;
+	cJSON *fields;
+	char why[1200];
+
+	text = read_small(s->rootfd, en->path, JOB_JSON_MAX, &len, &st, &e);
+	if (text == NULL) {
+		engine_file_problem(s, OUTBOX_DB, en, &e);
+		return;
+	}
+	if (!engine_same_file(&st, en)) {
+		free(text);
+		engine_skip(s, OUTBOX_DB, en, EV_CHANGED, "job.json changed "
+		    "after it was journaled; the watcher journals the new "
+		    "version");
+		return;
+	}
+	fields = jobmeta_parse(text, len, &e);
+	free(text);
+	if (fields == NULL) {
+		/* Not applied; the next version of the file is a new entry. */
+		snprintf(why, sizeof(why), "job.json not applied: %s", e.msg);
+		log_msg(LOG_WARNING, &ctx, "%s", why);
+		engine_skip(s, OUTBOX_DB, en, EV_INVALID, why);
+		return;
+	}
+	forget_job_user(s, en->job_id);
+	if (s->io.db.apply_job_meta(s->io.db.h, en->event_id, en->job_id, fields,
+	    &outcome, &e) < 0) {
+		db_failed(s, en, &e);
+	} else {
+		struct outbox_outcome oc = { .event = EV_STORED };
+		const cJSON *st_j = cJSON_GetObjectItemCaseSensitive(fields,
+		    "status");
+
+		engine_outcome(s, OUTBOX_DB, en->id, &oc);
+		engine_leg_ok(s, OUTBOX_DB);
+		if (strcmp(outcome, "updated") == 0 && cJSON_IsString(st_j))
+			log_msg(LOG_INFO, &ctx, "Job status updated: %s -> %s",
+			    en->job_id, st_j->valuestring);
+		else
+			log_msg(LOG_INFO, &ctx, "job.json applied (%s)", outcome);
+	}
+	cJSON_Delete(fields);
+}
+
+/* What a document needs from its file: hash, platform. */
+struct doc_prep {
+	struct pg_doc doc;
+	char sha256[65];
+	char *file_info;
+	const char *platform;
+	char *user_id;		/* a copy: job.json may change the cache */
+	int ok;			/* ready to send */
+};
+
+/* S3 has this version's bytes and SHA-256: the row can be written from
+ * what the outbox knows, without the file. */
+static int
+known_from_s3(const struct outbox_entry *en)
+{
+	return en->s3_state == OUTBOX_DONE && en->sha256[0] != '\0';
+}
+
+/*
+ * Reads en's file for its SHA-256 and (XML) its bytes into *mem. 0 when
+ * read; 1 when the file is gone or no longer this version but S3 has it
+ * (record without reading); -1 when the leg's outcome is already
+ * reported.
+ */
+static int
+read_doc(struct sync *s, struct outbox_entry *en, int keep, char *sha,
+    unsigned char **mem)
+{
+	struct stat st, now;
+	struct err e = {0};
+	int fd, rc;
+
+	fd = tree_open_file(s->rootfd, en->path, &st, &e);
+	if (fd < 0) {
+		if (e.cls == ERR_GONE && known_from_s3(en))
+			return 1;
+		engine_file_problem(s, OUTBOX_DB, en, &e);
+		return -1;
+	}
+	rc = engine_same_file(&st, en) ? hash_file(fd, (uint64_t)st.st_size,
+	    keep ? mem : NULL, sha, NULL, NULL, &s->heartbeat, &e) : -1;
+	if (rc == 0 && (fstat(fd, &now) < 0 || !engine_same_file(&now, en))) {
+		free(*mem);
+		*mem = NULL;
+		rc = -1;
+	}
+	close(fd);
+	if (rc == 0)
+		return 0;
+	if (e.cls == ERR_TRANSIENT || e.cls == ERR_PERMANENT) {
+		engine_file_problem(s, OUTBOX_DB, en, &e);
+		return -1;
+	}
+	if (known_from_s3(en))
+		return 1;
+	engine_skip(s, OUTBOX_DB, en, EV_CHANGED, "the file changed before it "
+	    "was recorded; the watcher journals the new version");
+	return -1;
+}
+
+static int
+prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
+{
+	int xml = keymap_is_xml(en->path);
+	const char *rest = en->path + strlen(en->job_id) + 1;
+	const char *base = strrchr(en->path, '/');
+	const char *user;
+	unsigned char *mem = NULL;
+
+	memset(dp, 0, sizeof(*dp));
+	snprintf(dp->sha256, sizeof(dp->sha256), "%s", en->sha256);
+	if (dp->sha256[0] == '\0' || (xml && en->size <= PLATFORM_MAX_BYTES)) {
+		int rc = read_doc(s, en, xml && en->size <= PLATFORM_MAX_BYTES,
+		    dp->sha256, &mem);
+
+		if (rc < 0)
+			return -1;
+		if (rc == 1)
+			snprintf(dp->sha256, sizeof(dp->sha256), "%s",
+			    en->sha256);
+		else if (en->sha256[0] != '\0' &&
+		    strcmp(en->sha256, dp->sha256) != 0)
+			/* Same size, mtime and inode but other bytes: someone
+			 * reset the mtime. The disk wins: record this. */
+			log_msg(LOG_WARNING, &(struct log_ctx){ en->job_id,
+			    en->path, "db" }, "content differs from what S3 "
+			    "received although size and mtime match");
+	}
+	if (mem != NULL) {
+		struct platform_info pi;
+
+		platform_detect((const char *)mem, (size_t)en->size, &pi);
+		dp->platform = pi.platform;
+		dp->file_info = platform_file_info(&pi, rest, en->size);
+		free(mem);
+	}
+	dp->doc = (struct pg_doc){
+		.event_id = en->event_id, .job_id = en->job_id,
+		.file_path = rest, .filename = base ? base + 1 : en->path,
+		.document_type = keymap_document_type(rest),
+		.content_type = keymap_content_type(en->path),
+		.s3_key = en->s3_key, .etag = en->s3_etag, .sha256 = dp->sha256,
+		.platform = dp->platform, .file_info = dp->file_info,
+		.file_size = en->size,
+	};
+	if ((user = job_user(s, en->job_id)) != NULL)
+		dp->user_id = xstrdup(user);
+	dp->doc.user_id = dp->user_id;
+	dp->ok = 1;
+	return 0;
+}
+
+static void
+conclude_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
+{
+	struct log_ctx ctx = { en->job_id, en->path, "db" };
+	const struct pg_doc *d = &dp->doc;
+	struct outbox_outcome oc = { .event = EV_STORED, .sha256 = dp->sha256 };
+
+	if (d->err.cls != ERR_NONE) {
+		db_failed(s, en, &d->err);
+		return;
+	}
+	/* A replay finds the event applied and touches nothing: the row may
+	 * lack the ETag, so the ETag pass writes it. So does a row written
+	 * before S3 answered. */
+	if (strcmp(d->outcome, "duplicate") == 0)
+		oc.event = EV_DUPLICATE;
+	else if (d->etag == NULL)
+		oc.event = EV_STORED_NO_ETAG;
+	engine_outcome(s, OUTBOX_DB, en->id, &oc);
+	if (strcmp(d->outcome, "job_created") == 0)
+		log_msg(LOG_INFO, &ctx, "%s and job created: %s", d->etag ?
+		    "File uploaded to S3" : "File recorded", en->job_id);
+	else
+		log_msg(LOG_INFO, &ctx, "recorded in documents (%s)",
+		    d->outcome);
+}
+
+int
+dbleg_run(struct sync *s, int stopping)
+{
+	struct outbox_entry *v = NULL;
+	struct doc_prep *dp = NULL;
+	struct pg_doc *docs = NULL;
+	size_t n = 0, i, nd = 0, k = 0;
+	struct err e = {0};
+	int want, rc;
+
+	if (s->io.db.h == NULL || stopping)
+		return 0;
+	want = engine_leg_allowance(s, OUTBOX_DB, DB_BATCH);
+	if (want <= 0)
+		return 0;
+	/* While S3 is failing, documents do not wait for it: their rows are
+	 * written now and get the ETag later. */
+	if (outbox_claim(s->ob, OUTBOX_DB, want, s->io.s3.h != NULL &&
+	    s->legs[OUTBOX_S3].failures == 0, NULL, NULL, &v, &n, &e) < 0) {
+		log_err("%s", e.msg);
+		if (e.cls == ERR_FATAL)
+			s->fatal = 1;
+		return 0;
+	}
+	if (n == 0)
+		return 0;
+	dp = xcalloc(n, sizeof(*dp));
+	docs = xcalloc(n, sizeof(*docs));
+	for (i = 0; i < n; i++) {
+		if (v[i].job_meta)
+			apply_job_meta(s, &v[i]);
+		else if (prepare_doc(s, &v[i], &dp[i]) == 0)
+			docs[nd++] = dp[i].doc;
+	}
+	if (nd > 0) {
+		rc = s->io.db.record_documents(s->io.db.h, docs, nd, &e);
+		if (rc == 0)
+			test_crash_point("db-committed");
+		for (i = 0; i < n; i++) {
+			if (!dp[i].ok)
+				continue;
+			dp[i].doc = docs[k++];
+			conclude_doc(s, &v[i], &dp[i]);
+		}
+		if (rc == 0)
+			engine_leg_ok(s, OUTBOX_DB);
+	}
+	for (i = 0; i < n; i++) {
+		free(dp[i].file_info);
+		free(dp[i].user_id);
+	}
+	free(dp);
+	free(docs);
+	outbox_entries_free(v, n);
+	return (int)n;
+}
+
+int
+dbleg_etags(struct sync *s, int stopping)
+{
+	struct outbox_entry *v;
+	size_t n = 0, i;
+	struct err e = {0};
+
+	if (s->io.db.h == NULL || stopping ||
+	    engine_leg_allowance(s, OUTBOX_DB, 1) == 0)
+		return 0;
+	if (outbox_etag_todo(s->ob, ETAG_BATCH, &v, &n, &e) < 0) {
+		log_err("%s", e.msg);
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		const char *rest = v[i].path + strlen(v[i].job_id) + 1;
+
+		if (s->io.db.set_etag(s->io.db.h, v[i].job_id, rest,
+		    v[i].sha256, v[i].s3_etag, &e) < 0) {
+			log_warnx("recording an ETag: %s", e.msg);
+			engine_leg_failed(s, OUTBOX_DB);
+			break;
+		}
+		engine_note(s, R_ETAG_DONE, v[i].id, NULL, NULL, NULL, 0, 0);
+	}
+	outbox_entries_free(v, n);
+	return (int)n;
+}

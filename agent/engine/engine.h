@@ -1,0 +1,123 @@
+/*
+ * engine.h - what the scheduler (sync.c) and the database leg (dbleg.c)
+ * share inside agent/engine/: struct sync, the queue of outcomes, and the
+ * helpers that report a leg's outcome. Not for use outside the engine.
+ *
+ * Legs never write the outbox. They do their I/O and report an outcome
+ * (engine_outcome) or progress (engine_note); both wait in the queue
+ * until the end of the turn, when engine_flush writes the whole queue in
+ * one outbox transaction, each leg outcome through outbox_apply and so
+ * through the state table (store/legstate.h). An outcome the outbox does
+ * not take (disk full, a lock held too long) stays queued and is written
+ * again next turn; no new work is claimed until the queue is empty. A
+ * crash loses at most the queue: the legs are still in flight in the
+ * outbox, come back as "stopped" at the next start, and are replayed,
+ * which both stores make idempotent.
+ */
+#ifndef OUTBOXD_ENGINE_H
+#define OUTBOXD_ENGINE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "agent/engine/io.h"
+#include "agent/engine/upload.h"
+#include "base/strmap.h"
+#include "config/cfg.h"
+#include "store/outbox.h"
+
+/* A leg's circuit breaker. */
+struct leg {
+	int failures;		/* consecutive transient failures */
+	int64_t paused_until;	/* monotonic ms; one probe at a time till */
+};
+
+/* What a queued record writes. */
+enum rec_kind {
+	R_LEG,			/* a leg's outcome: outbox_apply */
+	R_UPLOAD_ID,		/* a multipart upload's id (s1, or NULL) */
+	R_PART,			/* part n1 (n2 bytes), ETag s1, MD5 s2 */
+	R_UPLOAD_CLEAR,		/* forget the entry's upload and parts */
+	R_ABORT_ADD,		/* queue upload s1 of key s2 for abort (s3) */
+	R_ABORT_DONE,		/* upload s1 aborted, or unknown to S3 */
+	R_ABORT_LATER,		/* abort of s1 failed (s2): retry at n1 */
+	R_ETAG_DONE,		/* the document row of id has its ETag */
+};
+
+/* One queued record; its strings are owned by it. */
+struct rec {
+	enum rec_kind kind;
+	enum outbox_leg leg;		/* R_LEG */
+	int64_t id;			/* the entry */
+	struct outbox_outcome oc;	/* R_LEG; strings are copies */
+	char *s1, *s2, *s3;		/* see enum rec_kind */
+	int64_t n1, n2;
+	struct rec *next;
+};
+
+/* An AbortMultipartUpload in flight. */
+struct abort_req {
+	struct s3_req req;
+	char *upload_id;
+	int attempts;
+};
+
+struct sync {
+	const struct cfg *cfg;		/* read-only, owned by main */
+	struct outbox *ob;		/* this thread's connection */
+	int rootfd;			/* the uploads root */
+	struct engine_io io;		/* the stores and the waiting */
+	int wake_fd;			/* eventfd written by the watcher */
+	atomic_int stop;
+	atomic_llong heartbeat;
+	struct upload_env env;		/* what uploads need */
+	struct upload **ups;		/* S3 legs in progress */
+	int nups, capups;
+	int naborts;			/* aborts in flight */
+	struct strmap *inflight;	/* paths with an S3 leg in progress */
+	struct rec *recs, **recs_tail;	/* the queue, oldest first */
+	int queue_failing;		/* the last flush failed (logged once) */
+	struct strmap *job_users;	/* job id -> user id ("" unknown) */
+	struct leg legs[2];		/* OUTBOX_S3, OUTBOX_DB */
+	int dead;			/* sync_crash: write nothing more */
+	int fatal;			/* the outbox failed: stop */
+	long long turns;		/* loop turns so far */
+};
+
+/* Queues a leg's outcome (copied) for the end of the turn. */
+void engine_outcome(struct sync *s, enum outbox_leg leg, int64_t id,
+    const struct outbox_outcome *oc);
+/* Queues progress of entry id (see enum rec_kind; strings copied). */
+void engine_note(struct sync *s, enum rec_kind kind, int64_t id,
+    const char *s1, const char *s2, const char *s3, int64_t n1, int64_t n2);
+/* Writes the queue in one outbox transaction; 0 when it is empty after. */
+int engine_flush(struct sync *s);
+
+/* Outcomes with their log line: a transient failure (retried after
+ * backoff, the leg's breaker told), a permanent one, a skip. */
+void engine_retry_later(struct sync *s, enum outbox_leg leg,
+    const struct outbox_entry *en, const struct err *e);
+void engine_fail(struct sync *s, enum outbox_leg leg,
+    const struct outbox_entry *en, const struct err *e);
+void engine_skip(struct sync *s, enum outbox_leg leg,
+    const struct outbox_entry *en, enum leg_event ev, const char *why);
+/* A failure to open or read en's file: gone, transient or permanent. */
+void engine_file_problem(struct sync *s, enum outbox_leg leg,
+    const struct outbox_entry *en, const struct err *e);
+
+/* The leg's breaker: closed again, one more failure, or how many of its
+ * entries may be claimed now (all, none while paused, or one probe). */
+void engine_leg_ok(struct sync *s, enum outbox_leg leg);
+void engine_leg_failed(struct sync *s, enum outbox_leg leg);
+int engine_leg_allowance(const struct sync *s, enum outbox_leg leg, int want);
+
+/* 1 when st is still the version en journaled. */
+int engine_same_file(const struct stat *st, const struct outbox_entry *en);
+
+/* The database leg (dbleg.c): records due documents and job.json
+ * entries, then back-fills ETags. Each returns how many it handled. */
+int dbleg_run(struct sync *s, int stopping);
+int dbleg_etags(struct sync *s, int stopping);
+void dbleg_free(struct sync *s);
+
+#endif

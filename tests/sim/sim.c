@@ -1,0 +1,1203 @@
+/*
+ * t-sim - deterministic simulation of the sync engine (issue 10).
+ *
+ * Runs the real engine (agent/engine/: scheduler, S3 leg, database leg,
+ * the state table, the outbox on real SQLite) against simulated S3 and
+ * PostgreSQL (fakes.c), a simulated watcher and a simulated clock, all
+ * driven by one seeded generator, in one thread: the same seed gives the
+ * same run, step for step. The uploads tree is real (a temporary
+ * directory under the build tree) and every mtime is stamped with
+ * simulated time, so the engine reads real files.
+ *
+ * A schedule mixes what the app does (new files, rewrites, slow
+ * truncating rewrites with pauses, renames to ignored names and back,
+ * moves out of the tree and back, deletes, job.json rewrites), what the
+ * stores do (up, down, flaky: 5xx, SlowDown, resets, stalls, replies lost
+ * after the work was done, 403), crashes (all memory dropped, the outbox
+ * kept, restart with recovery and rescan) and clock jumps. Then the
+ * stores heal, an admin runs "retry --failed", and --once runs until
+ * nothing is pending. The end state is checked against a reference model
+ * of what the app finished writing:
+ *  - every final local version is in S3 with its bytes, and in documents
+ *    with its size, SHA-256 and the ETag S3 returned;
+ *  - an object whose newest outbox entry says "stored" has its row too;
+ *  - nothing was stored that the app never finished writing, and never an
+ *    older version after a newer one (S3 and documents);
+ *  - one activity per recorded version: file_upload first, file_update
+ *    after, never the same version twice in a row;
+ *  - job.json's status reached the job's row;
+ *  - nothing pending or failed once the stores are up and the retry cap
+ *    has passed; --once ends; an idle engine takes few turns a second.
+ *
+ * The named schedules are the sequences issue 10 found broken; they must
+ * pass. A failure prints the seed and the command that replays it.
+ *
+ *   t-sim                      named schedules + OUTBOXD_SIM_SCHEDULES
+ *                              random ones (2000) from OUTBOXD_SIM_SEED (1)
+ *   t-sim --seed N [-v]        replays one random schedule, -v logs it
+ *   t-sim --named NAME [-v]    one named schedule
+ *
+ * What the simulator does not model: two writers of one file at once;
+ * the watcher's own races (the sim delivers close and rename events after
+ * the settle window, and its start-up rescan leaves files still being
+ * written to the watcher's young-file check); permission errors (tests
+ * run as root).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "agent/engine/sync.h"
+#include "base/keymap.h"
+#include "base/log.h"
+#include "config/cfg.h"
+#include "store/outbox.h"
+#include "tests/sim/sim.h"
+
+#define NJOBS		2
+#define NNAMES		6
+#define NFILES		(NJOBS * NNAMES)
+#define MAXV		64		/* finished versions kept per file */
+#define SETTLE_MS	20
+#define STEPS		90		/* steps of a random schedule */
+#define ONCE_TURNS	20000		/* --once must end well before */
+#define JOB_JSON	5		/* names[JOB_JSON] */
+#define BIG		4		/* names[BIG]: multipart */
+
+static const char *const names[NNAMES] = {
+	"a.txt", "flow.xml", "docs/notes.md", "results/out.xml", "big.bin",
+	"job.json"
+};
+static const char *const statuses[] = {
+	"processing", "queued", "documentation_ready", "completed", "failed"
+};
+
+/* What the app did with one path. */
+struct afile {
+	char rel[128];		/* <job>/<name> */
+	int exists;		/* a finished file is at rel */
+	int away;		/* moved away (ignored name or out of tree) */
+	char away_path[600];
+	int writer;		/* fd of a slow rewrite in progress, or -1 */
+	unsigned char *pending;	/* the rest it will write */
+	size_t pending_off, pending_len;
+	char shas[MAXV][65];	/* finished versions, oldest first */
+	int nver;
+	char status[32];	/* job.json: the status it says */
+};
+
+struct event {
+	int file;
+	int64_t due;		/* mono ms */
+};
+
+struct sim {
+	struct world w;
+	char dir[256], root[300], db[300], outside[300];
+	char jobs[NJOBS][37];
+	struct cfg cfg;
+	struct sync *eng;
+	struct outbox *wob;		/* the watcher's connection */
+	struct afile files[NFILES];
+	struct event events[256];
+	int nevents;
+	long long seq;			/* content versions made */
+	int s3_off;			/* the S3 leg is not configured */
+	int verbose;
+	long long crashes, turns, steps;
+	long long parts_recorded_at_crash;
+};
+
+/* ---- the world ------------------------------------------------------------ */
+
+static uint64_t
+rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+uint64_t
+world_rand(struct world *w, uint64_t n)
+{
+	uint64_t *s = w->rng, r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return n ? r % n : r;
+}
+
+void
+world_violation(struct world *w, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (w->violation[0] != '\0')
+		return;
+	va_start(ap, fmt);
+	vsnprintf(w->violation, sizeof(w->violation), fmt, ap);
+	va_end(ap);
+}
+
+static int64_t
+clock_wall(void *arg)
+{
+	return ((struct world *)arg)->wall;
+}
+
+static int64_t
+clock_mono(void *arg)
+{
+	return ((struct world *)arg)->mono;
+}
+
+static void
+pass(struct sim *m, int64_t ms)
+{
+	m->w.mono += ms;
+	m->w.wall += ms;
+}
+
+static void
+sim_idle(void *arg, int wake_fd, int ms)
+{
+	(void)wake_fd;
+	pass(arg, ms);
+}
+
+/* ---- the app -------------------------------------------------------------- */
+
+static void
+sha_hex(const unsigned char *p, size_t n, char *out)
+{
+	unsigned char d[32];
+
+	EVP_Digest(p, n, d, NULL, EVP_sha256(), NULL);
+	hex_encode(d, sizeof(d), out);
+}
+
+static void
+full_path(const struct sim *m, const char *rel, char *out, size_t n)
+{
+	snprintf(out, n, "%s/%s", m->root, rel);
+}
+
+static void
+stamp(struct sim *m, int fd)
+{
+	struct timespec t[2];
+	int64_t ns = m->w.wall * 1000000 + (m->seq % 1000000);
+
+	t[0].tv_sec = t[1].tv_sec = (time_t)(ns / 1000000000);
+	t[0].tv_nsec = t[1].tv_nsec = (long)(ns % 1000000000);
+	if (futimens(fd, t) < 0)
+		world_violation(&m->w, "sim: futimens: %s", strerror(errno));
+}
+
+/* New content for file i: unique, of a size that suits its name. */
+static unsigned char *
+content(struct sim *m, int i, size_t *len)
+{
+	int name = i % NNAMES;
+	struct afile *f = &m->files[i];
+	unsigned char *b;
+	size_t n, k, head;
+	char hdr[256];
+
+	m->seq++;
+	if (name == JOB_JSON) {
+		snprintf(f->status, sizeof(f->status), "%s",
+		    statuses[world_rand(&m->w, 5)]);
+		n = (size_t)snprintf(hdr, sizeof(hdr), "{\"status\": \"%s\", "
+		    "\"filename\": \"v%lld.xml\"}\n", f->status, m->seq);
+		*len = n;
+		return (unsigned char *)xstrdup(hdr);
+	}
+	if (name == 1 || name == 3)
+		head = (size_t)snprintf(hdr, sizeof(hdr), "<?xml version=\"1.0\"?>"
+		    "<mule xmlns=\"http://www.mulesoft.org/schema/mule/core\">"
+		    "<!-- v%lld -->", m->seq);
+	else
+		head = (size_t)snprintf(hdr, sizeof(hdr), "v%lld of %s\n",
+		    m->seq, f->rel);
+	n = name == BIG ? 150000 + world_rand(&m->w, 250000) :
+	    head + 16 + world_rand(&m->w, 20000);
+	b = xmalloc(n);
+	memcpy(b, hdr, head);
+	for (k = head; k < n; k++)
+		b[k] = (unsigned char)('a' + (k * 7 + (size_t)m->seq) % 26);
+	if (name == 1 || name == 3) {
+		static const char tail[] = "</mule>";
+
+		memset(b + head, ' ', n - head);
+		memcpy(b + n - sizeof(tail) + 1, tail, sizeof(tail) - 1);
+	}
+	*len = n;
+	return b;
+}
+
+static void
+queue_event(struct sim *m, int i)
+{
+	if (m->nevents < (int)(sizeof(m->events) / sizeof(m->events[0])))
+		m->events[m->nevents++] = (struct event){ i, m->w.mono +
+		    SETTLE_MS };
+}
+
+static void
+finished(struct sim *m, int i, const unsigned char *b, size_t n)
+{
+	struct afile *f = &m->files[i];
+
+	if (f->nver == MAXV) {
+		memmove(f->shas[0], f->shas[1], sizeof(f->shas[0]) * (MAXV - 1));
+		f->nver--;
+	}
+	sha_hex(b, n, f->shas[f->nver++]);
+	f->exists = 1;
+	queue_event(m, i);
+}
+
+static void
+make_dirs(struct sim *m, const char *rel)
+{
+	char p[512], *s;
+
+	full_path(m, rel, p, sizeof(p));
+	for (s = p + strlen(m->root) + 1; (s = strchr(s, '/')) != NULL; s++) {
+		*s = '\0';
+		mkdir(p, 0755);
+		*s = '/';
+	}
+}
+
+static int
+open_for_write(struct sim *m, int i)
+{
+	char p[512];
+	int fd;
+
+	make_dirs(m, m->files[i].rel);
+	full_path(m, m->files[i].rel, p, sizeof(p));
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		world_violation(&m->w, "sim: open %s: %s", p, strerror(errno));
+	return fd;
+}
+
+/* The app writes file i whole and closes it. */
+static void
+app_write(struct sim *m, int i)
+{
+	struct afile *f = &m->files[i];
+	size_t n;
+	unsigned char *b;
+	int fd;
+
+	if (f->away || f->writer >= 0)
+		return;
+	b = content(m, i, &n);
+	if ((fd = open_for_write(m, i)) >= 0) {
+		if (write_all(fd, b, n) < 0)
+			world_violation(&m->w, "sim: write: %s", strerror(errno));
+		stamp(m, fd);
+		close(fd);
+		finished(m, i, b, n);
+	}
+	free(b);
+}
+
+/* The app reopens file i with truncation and writes half, then pauses. */
+static void
+app_slow_begin(struct sim *m, int i)
+{
+	struct afile *f = &m->files[i];
+	size_t n, half;
+	unsigned char *b;
+	int k;
+
+	if (f->away || f->writer >= 0)
+		return;
+	for (k = 0; k < m->nevents; k++)
+		if (m->events[k].file == i)
+			return;	/* the watcher has yet to see the last close */
+	b = content(m, i, &n);
+	half = n / 2;
+	if ((f->writer = open_for_write(m, i)) < 0) {
+		free(b);
+		return;
+	}
+	if (write_all(f->writer, b, half) < 0)
+		world_violation(&m->w, "sim: write: %s", strerror(errno));
+	stamp(m, f->writer);
+	f->exists = 0;		/* no finished version there now */
+	f->pending = b;
+	f->pending_off = half;
+	f->pending_len = n;
+}
+
+static void
+app_slow_end(struct sim *m, int i)
+{
+	struct afile *f = &m->files[i];
+
+	if (f->writer < 0)
+		return;
+	if (pwrite(f->writer, f->pending + f->pending_off, f->pending_len -
+	    f->pending_off, (off_t)f->pending_off) < 0)
+		world_violation(&m->w, "sim: pwrite: %s", strerror(errno));
+	stamp(m, f->writer);
+	close(f->writer);
+	f->writer = -1;
+	finished(m, i, f->pending, f->pending_len);
+	free(f->pending);
+	f->pending = NULL;
+}
+
+/* Moves file i to an ignored name in its directory, or out of the tree. */
+static void
+app_away(struct sim *m, int i, int outside)
+{
+	struct afile *f = &m->files[i];
+	char p[512];
+
+	if (!f->exists || f->away || f->writer >= 0)
+		return;
+	full_path(m, f->rel, p, sizeof(p));
+	if (outside)
+		snprintf(f->away_path, sizeof(f->away_path), "%s/%d", m->outside,
+		    i);
+	else
+		snprintf(f->away_path, sizeof(f->away_path), "%s.tmp", p);
+	if (rename(p, f->away_path) < 0)
+		world_violation(&m->w, "sim: rename: %s", strerror(errno));
+	f->away = 1;
+	f->exists = 0;
+}
+
+static void
+app_back(struct sim *m, int i)
+{
+	struct afile *f = &m->files[i];
+	char p[512];
+
+	if (!f->away)
+		return;
+	full_path(m, f->rel, p, sizeof(p));
+	if (rename(f->away_path, p) < 0)
+		world_violation(&m->w, "sim: rename back: %s", strerror(errno));
+	f->away = 0;
+	f->exists = 1;
+	queue_event(m, i);	/* IN_MOVED_TO */
+}
+
+static void
+app_delete(struct sim *m, int i)
+{
+	struct afile *f = &m->files[i];
+	char p[512];
+
+	if (!f->exists || f->writer >= 0)
+		return;
+	full_path(m, f->rel, p, sizeof(p));
+	unlink(p);
+	f->exists = 0;
+}
+
+/* ---- the watcher ---------------------------------------------------------- */
+
+static void
+journal(struct sim *m, int i)
+{
+	struct afile *f = &m->files[i];
+	struct outbox_file of;
+	struct stat st;
+	struct err e = {0};
+	char p[512];
+
+	full_path(m, f->rel, p, sizeof(p));
+	if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	of = (struct outbox_file){ f->rel, (int64_t)st.st_size,
+	    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+	    (int64_t)st.st_ino, 0 };
+	if (outbox_begin(m->wob, &e) < 0 || outbox_journal(m->wob, &of, NULL,
+	    &e) < 0 || outbox_commit(m->wob, &e) < 0) {
+		outbox_rollback(m->wob);
+		world_violation(&m->w, "watcher: %s", e.msg);
+	}
+}
+
+/* Journals the events whose settle window has passed (all: every one). */
+static void
+deliver(struct sim *m, int all)
+{
+	int k = 0;
+
+	while (k < m->nevents) {
+		if (all || m->events[k].due <= m->w.mono) {
+			journal(m, m->events[k].file);
+			m->events[k] = m->events[--m->nevents];
+		} else {
+			k++;
+		}
+	}
+}
+
+/* The start-up rescan: every finished file whose stat the outbox lacks.
+ * Files still being written are left to the young-file check. */
+static void
+rescan(struct sim *m)
+{
+	int i;
+
+	for (i = 0; i < NFILES; i++)
+		if (m->files[i].exists && m->files[i].writer < 0)
+			journal(m, i);
+}
+
+/* ---- the engine's life ---------------------------------------------------- */
+
+static void
+engine_start(struct sim *m)
+{
+	struct engine_io io = {0};
+	struct err e = {0};
+
+	m->wob = outbox_open(m->db, 0, &e);
+	if (m->wob == NULL || outbox_recover(m->wob, &e) < 0) {
+		world_violation(&m->w, "start: %s", e.msg);
+		return;
+	}
+	rescan(m);
+	if (!m->s3_off)
+		fake_s3_io(m->w.s3, &io.s3);
+	else
+		fake_s3_io(m->w.s3, &io.s3), io.s3.h = NULL;
+	fake_db_io(m->w.db, &io.db);
+	io.idle = sim_idle;
+	io.idle_arg = m;
+	m->eng = sync_new_io(&m->cfg, -1, &io, &e);
+	if (m->eng == NULL) {
+		world_violation(&m->w, "start: %s", e.msg);
+		return;
+	}
+	sync_set_min_part(m->eng, 48 * 1024);
+}
+
+static void
+engine_end(struct sim *m, int crash)
+{
+	if (m->eng != NULL) {
+		m->turns += sync_turns(m->eng);
+		if (crash) {
+			fake_s3_crash(m->w.s3);
+			sync_crash(m->eng);
+		} else {
+			sync_free(m->eng);
+		}
+	}
+	m->eng = NULL;
+	outbox_close(m->wob);
+	m->wob = NULL;
+}
+
+static void
+crash(struct sim *m)
+{
+	m->crashes++;
+	engine_end(m, 1);
+	engine_start(m);
+}
+
+static void
+engine_step(struct sim *m)
+{
+	if (m->eng == NULL)
+		return;
+	deliver(m, 0);
+	if (sync_step(m->eng) < 0)
+		world_violation(&m->w, "the engine stopped on a fatal error");
+	m->steps++;
+}
+
+/* Steps the engine until ms of simulated time have passed. */
+static void
+run_for(struct sim *m, int64_t ms)
+{
+	int64_t end = m->w.mono + ms;
+	int guard = 0;
+
+	while (m->w.mono < end && guard++ < 100000 && m->eng != NULL)
+		engine_step(m);
+}
+
+static int64_t
+query_int(struct sim *m, const char *sql)
+{
+	sqlite3_stmt *s;
+	int64_t n = -1;
+
+	if (sqlite3_prepare_v2(outbox_db(m->wob), sql, -1, &s, NULL) ==
+	    SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+/* ---- one schedule --------------------------------------------------------- */
+
+static void
+random_action(struct sim *m)
+{
+	int i = (int)world_rand(&m->w, NFILES), r = (int)world_rand(&m->w, 100);
+	static const enum store_mode modes[] = { MODE_UP, MODE_UP, MODE_DOWN,
+	    MODE_FLAKY };
+
+	if (r < 14)
+		app_write(m, i);
+	else if (r < 18)
+		app_slow_begin(m, i);
+	else if (r < 22)
+		app_slow_end(m, i);
+	else if (r < 25)
+		app_away(m, i, (int)world_rand(&m->w, 2));
+	else if (r < 28)
+		app_back(m, i);
+	else if (r < 30)
+		app_delete(m, i);
+	else if (r < 33)
+		app_write(m, (int)world_rand(&m->w, NJOBS) * NNAMES + JOB_JSON);
+	else if (r < 75)
+		engine_step(m);
+	else if (r < 80)
+		fake_s3_mode(m->w.s3, modes[world_rand(&m->w, 4)]);
+	else if (r < 85)
+		fake_db_mode(m->w.db, modes[world_rand(&m->w, 4)]);
+	else if (r < 88)
+		crash(m);
+	else if (r < 90)
+		m->w.wall += (int64_t)world_rand(&m->w, 7200000) - 3600000;
+	else
+		pass(m, (int64_t)world_rand(&m->w, 3000));
+}
+
+static void
+random_schedule(struct sim *m)
+{
+	int k;
+
+	m->w.faulty = 1;
+	for (k = 0; k < STEPS && m->w.violation[0] == '\0'; k++)
+		random_action(m);
+}
+
+/* Stores up, writers done, events seen, admin retries, --once until
+ * nothing is left. */
+static void
+heal(struct sim *m)
+{
+	int i, round;
+
+	for (i = 0; i < NFILES; i++) {
+		app_slow_end(m, i);
+		if (world_rand(&m->w, 2))
+			app_back(m, i);
+	}
+	pass(m, SETTLE_MS);
+	m->w.faulty = 0;
+	fake_s3_mode(m->w.s3, MODE_UP);
+	fake_db_mode(m->w.db, MODE_UP);
+	fake_s3_force(m->w.s3, F_NONE);
+	fake_db_force(m->w.db, F_NONE);
+	if (m->s3_off) {
+		m->s3_off = 0;	/* configured at last */
+		engine_end(m, 0);
+		engine_start(m);
+	}
+	deliver(m, 1);
+	for (round = 0; round < 6 && m->eng != NULL; round++) {
+		struct err e = {0};
+		long long before = sync_turns(m->eng);
+
+		if (query_int(m, "SELECT count(*) FROM entries WHERE s3_state "
+		    "<> 'done' AND s3_state <> 'skipped' OR db_state <> 'done' "
+		    "AND db_state <> 'skipped'") == 0 && round > 0)
+			break;
+		outbox_retry(m->wob, -1, &e);
+		pass(m, 61000);	/* past the retry cap and every pause */
+		if (sync_once(m->eng) < 0)
+			world_violation(&m->w, "--once: a fatal error");
+		if (sync_turns(m->eng) - before > ONCE_TURNS) {
+			world_violation(&m->w, "--once took %lld turns",
+			    sync_turns(m->eng) - before);
+			return;
+		}
+	}
+	if (m->eng == NULL)
+		return;
+	{
+		int64_t left = query_int(m, "SELECT count(*) FROM entries WHERE "
+		    "s3_state IN ('pending', 'in_flight', 'failed') OR db_state "
+		    "IN ('pending', 'in_flight', 'failed')");
+
+		if (left != 0)
+			world_violation(&m->w, "%lld entries still pending or "
+			    "failed with both stores up after the retry cap",
+			    (long long)left);
+	}
+	/* Idle: nothing to do, so few turns a second. */
+	{
+		long long before = sync_turns(m->eng);
+		int64_t start = m->w.mono;
+
+		run_for(m, 30000);
+		if (sync_turns(m->eng) - before > 90)
+			world_violation(&m->w, "idle engine took %lld turns in "
+			    "%lld ms", sync_turns(m->eng) - before,
+			    (long long)(m->w.mono - start));
+	}
+}
+
+static int
+version_index(const struct afile *f, const char *sha)
+{
+	int k;
+
+	for (k = f->nver - 1; k >= 0; k--)
+		if (strcmp(f->shas[k], sha) == 0)
+			return k;
+	return -1;
+}
+
+/* Versions a store took for f: all finished, never older after newer. */
+static void
+check_order(struct sim *m, const struct afile *f, const struct taken *h,
+    const char *store)
+{
+	int idx[512], n = 0, k;
+
+	for (; h != NULL && n < 512; h = h->next)
+		idx[n++] = version_index(f, h->sha);
+	for (k = n - 1; k >= 0; k--) {
+		if (idx[k] < 0 && f->nver < MAXV)
+			world_violation(&m->w, "%s: %s took a version of %s the "
+			    "app never finished writing", store, store, f->rel);
+		if (k < n - 1 && idx[k] >= 0 && idx[k + 1] >= 0 &&
+		    idx[k] < idx[k + 1])
+			world_violation(&m->w, "%s: an older version of %s after "
+			    "a newer one", store, f->rel);
+	}
+}
+
+static void
+check_file(struct sim *m, int i)
+{
+	struct afile *f = &m->files[i];
+	const char *job = m->jobs[i / NNAMES];
+	const char *rest = f->rel + strlen(job) + 1;
+	char *key = keymap_s3_key(job, rest);
+	struct fobject *o = fake_s3_object(m->w.s3, key);
+	struct fdoc *d = fake_db_doc(m->w.db, f->rel);
+	const char *cur = f->nver ? f->shas[f->nver - 1] : "";
+
+	if (i % NNAMES == JOB_JSON) {
+		const char *st = fake_db_job_status(m->w.db, job);
+
+		if (f->exists && (st == NULL || strcmp(st, f->status) != 0))
+			world_violation(&m->w, "job %s: status %s, job.json "
+			    "says %s", job, st ? st : "(no row)", f->status);
+		free(key);
+		return;
+	}
+	if (f->exists) {
+		if (o == NULL || strcmp(o->sha, cur) != 0)
+			world_violation(&m->w, "S3 lacks the final version of %s",
+			    f->rel);
+		else if (d == NULL || strcmp(d->sha, cur) != 0)
+			world_violation(&m->w, "documents lacks the final "
+			    "version of %s", f->rel);
+		else if (strcmp(d->etag, o->etag) != 0)
+			world_violation(&m->w, "documents.etag of %s is '%s', S3 "
+			    "has %s", f->rel, d->etag, o->etag);
+	} else if (o != NULL) {
+		/* Gone locally: the row must match what S3 holds when the
+		 * outbox's newest entry says S3 stored it. */
+		char sql[600];
+		sqlite3_stmt *s;
+
+		snprintf(sql, sizeof(sql), "SELECT e.s3_state, e.sha256 FROM "
+		    "entries e JOIN files f ON f.entry_id = e.id WHERE f.path "
+		    "= ?1");
+		if (sqlite3_prepare_v2(outbox_db(m->wob), sql, -1, &s, NULL) ==
+		    SQLITE_OK) {
+			sqlite3_bind_text(s, 1, f->rel, -1, SQLITE_STATIC);
+			if (sqlite3_step(s) == SQLITE_ROW && strcmp((const char *)
+			    sqlite3_column_text(s, 0), "done") == 0 &&
+			    strcmp((const char *)sqlite3_column_text(s, 1),
+			    o->sha) == 0 && (d == NULL || strcmp(d->sha, o->sha)
+			    != 0 || strcmp(d->etag, o->etag) != 0))
+				world_violation(&m->w, "S3 has %s but documents "
+				    "does not (or lacks its ETag)", f->rel);
+			sqlite3_finalize(s);
+		}
+	}
+	if (o != NULL)
+		check_order(m, f, o->history, "S3");
+	if (d != NULL)
+		check_order(m, f, d->history, "documents");
+	free(key);
+}
+
+static void
+check_activities(struct sim *m)
+{
+	size_t n, k;
+	const struct factivity *a = fake_db_activities(m->w.db, &n);
+	int i;
+
+	for (i = 0; i < NFILES; i++) {
+		const char *last = NULL;
+		int seen = 0;
+
+		for (k = 0; k < n; k++) {
+			if (strcmp(a[k].path, m->files[i].rel) != 0)
+				continue;
+			if (strcmp(a[k].type, seen ? "file_update" :
+			    "file_upload") != 0)
+				world_violation(&m->w, "%s: activity %d is %s",
+				    m->files[i].rel, seen + 1, a[k].type);
+			if (last != NULL && strcmp(last, a[k].sha) == 0)
+				world_violation(&m->w, "%s: the same version "
+				    "has two activities", m->files[i].rel);
+			last = a[k].sha;
+			seen++;
+		}
+	}
+}
+
+static void
+check(struct sim *m)
+{
+	int i;
+
+	if (m->w.violation[0] != '\0' || m->eng == NULL)
+		return;
+	for (i = 0; i < NFILES; i++)
+		check_file(m, i);
+	check_activities(m);
+}
+
+/* ---- set-up --------------------------------------------------------------- */
+
+static const char *
+sim_env(void *arg, const char *name)
+{
+	struct sim *m = arg;
+	static char buf[2][320];
+
+	if (strcmp(name, "OUTBOXD_WATCH_DIR") == 0)
+		return snprintf(buf[0], sizeof(buf[0]), "%s", m->root), buf[0];
+	if (strcmp(name, "OUTBOXD_STATE_DB") == 0)
+		return snprintf(buf[1], sizeof(buf[1]), "%s", m->db), buf[1];
+	if (strcmp(name, "S3_BUCKET") == 0)
+		return "sim-bucket";
+	if (strcmp(name, "AWS_ACCESS_KEY_ID") == 0)
+		return "AKIDSIM";
+	if (strcmp(name, "AWS_SECRET_ACCESS_KEY") == 0)
+		return "secret";
+	if (strcmp(name, "DATABASE_URL") == 0)
+		return "postgresql://sim@localhost/sim";
+	if (strcmp(name, "OUTBOXD_CONCURRENCY") == 0)
+		return "4";
+	return NULL;
+}
+
+static int
+sim_open(struct sim *m, uint64_t seed, int verbose)
+{
+	struct cfg_problems p = {0};
+	struct util_sim us = { clock_wall, clock_mono, &m->w };
+	int i, k;
+
+	memset(m, 0, sizeof(*m));
+	m->verbose = verbose;
+	m->w.seed = seed;
+	for (k = 0; k < 4; k++) {
+		uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+		m->w.rng[k] = z ^ (z >> 31);
+	}
+	m->w.wall = 1790000000000LL + (int64_t)world_rand(&m->w, 86400000);
+	m->w.mono = 1000000;
+	util_simulate(&us, world_rand(&m->w, 0));
+	snprintf(m->dir, sizeof(m->dir), "tests/tmp/sim.XXXXXX");
+	mkdir("tests", 0755);
+	mkdir("tests/tmp", 0755);
+	if (mkdtemp(m->dir) == NULL)
+		return -1;
+	snprintf(m->root, sizeof(m->root), "%s/uploads", m->dir);
+	snprintf(m->db, sizeof(m->db), "%s/outbox.db", m->dir);
+	snprintf(m->outside, sizeof(m->outside), "%s/outside", m->dir);
+	mkdir(m->root, 0755);
+	mkdir(m->outside, 0755);
+	if (cfg_load(&m->cfg, sim_env, m, 0, &p) > 0) {
+		for (i = 0; i < (int)p.n; i++)
+			fprintf(stderr, "sim: %s\n", p.lines[i]);
+		cfg_problems_free(&p);
+		return -1;
+	}
+	cfg_problems_free(&p);
+	m->cfg.multipart_threshold = 128 * 1024;
+	m->w.s3 = fake_s3_new(&m->w);
+	m->w.db = fake_db_new(&m->w);
+	for (i = 0; i < NJOBS; i++)
+		uuid_v4(m->jobs[i]);
+	for (i = 0; i < NFILES; i++) {
+		snprintf(m->files[i].rel, sizeof(m->files[i].rel), "%s/%s",
+		    m->jobs[i / NNAMES], names[i % NNAMES]);
+		m->files[i].writer = -1;
+	}
+	return 0;
+}
+
+static void
+sim_close(struct sim *m)
+{
+	char cmd[400];
+	int i;
+
+	engine_end(m, 0);
+	for (i = 0; i < NFILES; i++) {
+		if (m->files[i].writer >= 0)
+			close(m->files[i].writer);
+		free(m->files[i].pending);
+	}
+	fake_s3_free(m->w.s3);
+	fake_db_free(m->w.db);
+	cfg_free(&m->cfg);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "sim: could not remove %s\n", m->dir);
+}
+
+/* ---- the named schedules (issue 10's seven sequences) --------------------- */
+
+#define F_A	0		/* files[]: job 0's a.txt */
+#define F_FLOW	1		/* job 0's flow.xml */
+
+/* 1. S3 down; a.txt journaled; moved to an ignored name and back,
+ * unchanged, after the S3 leg found it gone. */
+static void
+named_lost_file(struct sim *m)
+{
+	fake_s3_mode(m->w.s3, MODE_DOWN);
+	app_write(m, F_A);
+	run_for(m, 2000);
+	app_away(m, F_A, 0);
+	run_for(m, 70000);
+	app_back(m, F_A);
+	run_for(m, 1000);
+}
+
+/* 2. Database down; flow.xml reaches S3; deleted locally; database up. */
+static void
+named_lost_row(struct sim *m)
+{
+	fake_db_mode(m->w.db, MODE_DOWN);
+	app_write(m, F_FLOW);
+	run_for(m, 5000);
+	app_delete(m, F_FLOW);
+	fake_db_mode(m->w.db, MODE_UP);
+	run_for(m, 5000);
+}
+
+/* 3. Version 1's PUT stalls, version 2 is written, outboxd is killed. */
+static void
+named_stuck(struct sim *m)
+{
+	fake_s3_force(m->w.s3, F_STALL);
+	app_write(m, F_A);
+	run_for(m, 200);
+	app_write(m, F_A);
+	run_for(m, 200);
+	crash(m);
+	run_for(m, 3000);
+}
+
+/* 3b. The same with a clean stop cutting the upload short. */
+static void
+named_stuck_stop(struct sim *m)
+{
+	fake_s3_force(m->w.s3, F_STALL);
+	app_write(m, F_A);
+	run_for(m, 200);
+	app_write(m, F_A);
+	run_for(m, 200);
+	engine_end(m, 0);
+	engine_start(m);
+	run_for(m, 3000);
+}
+
+/* 4. S3 answers 500; the row is written without an ETag and committed,
+ * the reply is lost (as a crash after COMMIT loses it); S3 recovers. */
+static void
+named_etag(struct sim *m)
+{
+	fake_s3_force(m->w.s3, F_500);
+	fake_db_force(m->w.db, F_LOST);
+	app_write(m, F_A);
+	run_for(m, 300);
+	crash(m);
+	run_for(m, 5000);
+}
+
+/* 4b. Rows recorded while the S3 leg was not configured at all. */
+static void
+named_etag_s3_later(struct sim *m)
+{
+	engine_end(m, 0);
+	m->s3_off = 1;
+	engine_start(m);
+	app_write(m, F_A);
+	app_write(m, F_FLOW);
+	run_for(m, 3000);
+}
+
+/* 5. A stored file rewritten slowly (truncated, a pause of seconds). */
+static void
+named_half_written(struct sim *m)
+{
+	fake_db_mode(m->w.db, MODE_DOWN);
+	app_write(m, F_A);
+	run_for(m, 3000);
+	app_slow_begin(m, F_A);
+	fake_db_mode(m->w.db, MODE_UP);
+	run_for(m, 70000);
+	app_slow_end(m, F_A);
+	run_for(m, 3000);
+}
+
+/* 6. S3 down with default retry settings: 30 files' rows within 60 s.
+ * (Files beyond the model's: the end checks do not look at them.) */
+static void
+named_outage(struct sim *m)
+{
+	int k;
+	size_t rows;
+
+	fake_s3_mode(m->w.s3, MODE_DOWN);
+	for (k = 0; k < 30; k++) {
+		char rel[128], p[512];
+		struct stat st;
+		struct outbox_file of;
+		struct err e = {0};
+		int fd;
+
+		snprintf(rel, sizeof(rel), "%s/extra%d.txt", m->jobs[k % 2], k);
+		make_dirs(m, rel);
+		full_path(m, rel, p, sizeof(p));
+		fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0 || write_all(fd, rel, strlen(rel)) < 0 ||
+		    fstat(fd, &st) < 0) {
+			world_violation(&m->w, "sim: writing %s", p);
+			return;
+		}
+		close(fd);
+		of = (struct outbox_file){ rel, (int64_t)st.st_size,
+		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+		    (int64_t)st.st_ino, 0 };
+		if (outbox_begin(m->wob, &e) < 0 || outbox_journal(m->wob, &of,
+		    NULL, &e) < 0 || outbox_commit(m->wob, &e) < 0)
+			world_violation(&m->w, "watcher: %s", e.msg);
+	}
+	run_for(m, 60000);
+	rows = fake_db_ndocs(m->w.db);
+	if (rows < 30)
+		world_violation(&m->w, "with S3 down, %zu of 30 documents rows "
+		    "after 60 s", rows);
+}
+
+/* 7. Multipart resume under SSE-KMS: no recorded part is sent again. */
+static void
+named_kms_resume(struct sim *m)
+{
+	int guard = 0, n = 0, k;
+	int nums[64];
+	long long sends[64];
+	char upload[64] = "";
+	sqlite3_stmt *s;
+
+	m->w.kms = 1;
+	app_write(m, BIG);
+	while (query_int(m, "SELECT count(*) FROM parts") < 2 &&
+	    guard++ < 2000 && m->w.violation[0] == '\0')
+		engine_step(m);
+	crash(m);
+	if (sqlite3_prepare_v2(outbox_db(m->wob), "SELECT p.part_number, "
+	    "e.s3_upload_id FROM parts p JOIN entries e ON e.id = p.entry_id",
+	    -1, &s, NULL) == SQLITE_OK) {
+		while (n < 64 && sqlite3_step(s) == SQLITE_ROW) {
+			nums[n] = sqlite3_column_int(s, 0);
+			snprintf(upload, sizeof(upload), "%s",
+			    (const char *)sqlite3_column_text(s, 1));
+			sends[n] = fake_s3_part_sends(m->w.s3, upload, nums[n]);
+			n++;
+		}
+		sqlite3_finalize(s);
+	}
+	if (n < 2) {
+		world_violation(&m->w, "sim: the upload never recorded parts");
+		return;
+	}
+	run_for(m, 5000);
+	for (k = 0; k < n; k++)
+		if (fake_s3_part_sends(m->w.s3, upload, nums[k]) != sends[k])
+			world_violation(&m->w, "a resumed multipart upload under "
+			    "SSE-KMS sent recorded part %d again", nums[k]);
+}
+
+static const struct named {
+	const char *name;
+	void (*run)(struct sim *m);
+} named[] = {
+	{ "lost-file", named_lost_file },
+	{ "lost-row", named_lost_row },
+	{ "stuck-after-kill", named_stuck },
+	{ "stuck-after-stop", named_stuck_stop },
+	{ "etag-after-replay", named_etag },
+	{ "etag-s3-configured-later", named_etag_s3_later },
+	{ "half-written", named_half_written },
+	{ "s3-outage-db-goes-on", named_outage },
+	{ "kms-multipart-resume", named_kms_resume },
+};
+
+/* ---- main ----------------------------------------------------------------- */
+
+/* Runs one schedule; returns 0 when every promise held. */
+static int
+run_one(uint64_t seed, const struct named *nm, int verbose, struct sim *out)
+{
+	struct sim *m = xcalloc(1, sizeof(*m));
+	int rc;
+
+	log_init("t-sim", LOG_FORMAT_TEXT, verbose ? LOG_DEBUG : LOG_EMERG);
+	if (sim_open(m, seed, verbose) < 0) {
+		free(m);
+		fprintf(stderr, "t-sim: cannot set up a schedule\n");
+		return -1;
+	}
+	engine_start(m);
+	if (nm != NULL)
+		nm->run(m);
+	else
+		random_schedule(m);
+	if (m->w.violation[0] == '\0')
+		heal(m);
+	check(m);
+	rc = m->w.violation[0] == '\0' ? 0 : 1;
+	if (out != NULL) {
+		out->crashes = m->crashes;
+		out->turns = m->turns + (m->eng ? sync_turns(m->eng) : 0);
+		out->w.faults = m->w.faults;
+		out->w.requests = m->w.requests;
+		snprintf(out->w.violation, sizeof(out->w.violation), "%s",
+		    m->w.violation);
+	}
+	sim_close(m);
+	free(m);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *env = getenv("OUTBOXD_SIM_SCHEDULES");
+	const char *seed_env = getenv("OUTBOXD_SIM_SEED");
+	long long count = env ? atoll(env) : 2000, k, bad = 0, crashes = 0;
+	long long faults = 0, requests = 0, turns = 0;
+	uint64_t base = seed_env ? strtoull(seed_env, NULL, 0) : 1;
+	const char *only = NULL;
+	int verbose = 0, one = 0, t = 0, i;
+	size_t j;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-v") == 0) {
+			verbose = 1;
+		} else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+			base = strtoull(argv[++i], NULL, 0);
+			one = 1;
+		} else if (strcmp(argv[i], "--named") == 0 && i + 1 < argc) {
+			only = argv[++i];
+		} else {
+			fprintf(stderr, "usage: t-sim [--seed N | --named NAME] "
+			    "[-v]\n");
+			return 64;
+		}
+	}
+	if (one || only) {
+		struct sim r;
+		const struct named *nm = NULL;
+
+		for (j = 0; only && j < sizeof(named) / sizeof(named[0]); j++)
+			if (strcmp(named[j].name, only) == 0)
+				nm = &named[j];
+		if (only && nm == NULL) {
+			fprintf(stderr, "t-sim: no schedule %s\n", only);
+			return 64;
+		}
+		memset(&r, 0, sizeof(r));
+		i = run_one(base, nm, verbose, &r);
+		printf("%s: %s\n", i == 0 ? "ok" : "VIOLATION", i == 0 ?
+		    "every promise held" : r.w.violation);
+		return i == 0 ? 0 : 1;
+	}
+	for (j = 0; j < sizeof(named) / sizeof(named[0]); j++) {
+		struct sim r;
+
+		memset(&r, 0, sizeof(r));
+		i = run_one(base + j, &named[j], 0, &r);
+		printf("%s %d - named schedule %s holds every promise\n",
+		    i == 0 ? "ok" : "not ok", ++t, named[j].name);
+		if (i != 0)
+			printf("# %s\n# replay: tests/t-sim --named %s -v\n",
+			    r.w.violation, named[j].name);
+	}
+	for (k = 0; k < count; k++) {
+		struct sim r;
+		uint64_t seed = base * 1000003ull + (uint64_t)k;
+
+		memset(&r, 0, sizeof(r));
+		i = run_one(seed, NULL, 0, &r);
+		crashes += r.crashes;
+		faults += r.w.faults;
+		requests += r.w.requests;
+		turns += r.turns;
+		if (i != 0 && bad++ < 5)
+			printf("# seed %llu: %s\n# replay: tests/t-sim --seed "
+			    "%llu -v\n", (unsigned long long)seed, r.w.violation,
+			    (unsigned long long)seed);
+	}
+	printf("%s %d - %lld random schedules from seed %llu: %lld crashes, "
+	    "%lld faults in %lld store requests, %lld engine turns, %lld "
+	    "violations\n", bad == 0 ? "ok" : "not ok", ++t, count,
+	    (unsigned long long)base, crashes, faults, requests, turns, bad);
+	printf("1..%d\n", t);
+	return bad == 0 ? 0 : 1;
+}

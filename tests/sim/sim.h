@@ -1,0 +1,122 @@
+/*
+ * sim.h - the deterministic simulation of the sync engine (t-sim): what
+ * the driver (sim.c) and the simulated stores (fakes.c) share.
+ *
+ * One struct world is one schedule: a simulated clock, one seeded
+ * generator for every choice, a real uploads tree and outbox in a
+ * temporary directory, the simulated S3 and database (which outlive the
+ * engine across crashes, as remote stores do), and what the reference
+ * model needs to judge the end state.
+ */
+#ifndef OUTBOXD_SIM_H
+#define OUTBOXD_SIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/engine/io.h"
+#include "base/strmap.h"
+
+/* How a store behaves for the next requests. */
+enum store_mode {
+	MODE_UP,	/* answers, with rare faults when the world is faulty */
+	MODE_DOWN,	/* connection refused */
+	MODE_FLAKY,	/* every fault, often */
+};
+
+/* A fault forced on the next request of a store (named schedules). */
+enum fault {
+	F_NONE,
+	F_500,		/* 500 InternalError */
+	F_503,		/* 503 SlowDown */
+	F_RESET,	/* the connection reset before a reply */
+	F_STALL,	/* no progress until the client's timeout */
+	F_LOST,		/* done by the store, but the reply was lost */
+	F_403,		/* 403 AccessDenied: permanent */
+	F_NFAULTS
+};
+
+/* One version a store took, for the order checks. */
+struct taken {
+	char sha[65];
+	struct taken *next;
+};
+
+/* An object in the simulated bucket. */
+struct fobject {
+	char sha[65];		/* of its bytes */
+	char etag[80];
+	char meta_sha[65];	/* x-amz-meta-sha256 */
+	int64_t size;
+	struct taken *history;	/* every version stored at the key, newest
+				   first */
+};
+
+/* A document row in the simulated database. */
+struct fdoc {
+	char sha[65];
+	char etag[80];		/* "" for NULL */
+	int64_t size;
+	struct taken *history;	/* every sha the row held, newest first */
+};
+
+/* A user_activity row. */
+struct factivity {
+	char *path;		/* <job>/<file_path> */
+	char type[16];		/* file_upload, file_update */
+	char sha[65];
+};
+
+struct fake_s3;
+struct fake_db;
+
+struct world {
+	uint64_t seed;
+	uint64_t rng[4];		/* the driver's choices */
+	int64_t wall, mono;		/* simulated clocks, ms */
+	int faulty;			/* random faults at every interaction */
+	int kms;			/* the bucket answers like SSE-KMS */
+	struct fake_s3 *s3;
+	struct fake_db *db;
+	long long faults;		/* faults injected */
+	long long requests;		/* store interactions */
+	char violation[1024];		/* the first broken promise, or "" */
+};
+
+uint64_t world_rand(struct world *w, uint64_t n);
+
+/* The simulated stores. They belong to the world; the engine's free
+ * hooks leave them alone. */
+struct fake_s3 *fake_s3_new(struct world *w);
+void fake_s3_free(struct fake_s3 *f);
+void fake_s3_io(struct fake_s3 *f, struct engine_s3 *io);
+void fake_s3_mode(struct fake_s3 *f, enum store_mode m);
+void fake_s3_force(struct fake_s3 *f, enum fault fl);
+/* The process died: each request in flight was either completed by the
+ * server before the connection dropped, or not (seeded). */
+void fake_s3_crash(struct fake_s3 *f);
+struct fobject *fake_s3_object(struct fake_s3 *f, const char *key);
+/* Part uploads of parts already sent once to the same upload. */
+long long fake_s3_parts_resent(const struct fake_s3 *f);
+const struct strmap *fake_s3_objects(const struct fake_s3 *f);
+/* Times part n was sent to upload upload_id. */
+long long fake_s3_part_sends(const struct fake_s3 *f, const char *upload_id,
+    int n);
+
+struct fake_db *fake_db_new(struct world *w);
+void fake_db_free(struct fake_db *f);
+void fake_db_io(struct fake_db *f, struct engine_db *io);
+void fake_db_mode(struct fake_db *f, enum store_mode m);
+void fake_db_force(struct fake_db *f, enum fault fl);
+struct fdoc *fake_db_doc(struct fake_db *f, const char *path);
+const struct factivity *fake_db_activities(const struct fake_db *f,
+    size_t *n);
+/* The status job.json last set for job, or NULL. */
+const char *fake_db_job_status(struct fake_db *f, const char *job);
+size_t fake_db_ndocs(const struct fake_db *f);
+
+/* Notes the first violation (printf-style). */
+void world_violation(struct world *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif
