@@ -573,6 +573,8 @@ s3_wait_fake(void *h, int timeout_ms, int wake_fd)
 	struct freq *q;
 
 	(void)wake_fd;
+	if (f->w->on_wait != NULL)
+		f->w->on_wait(f->w);
 	for (q = f->flight; q != NULL; q = q->next)
 		if (first < 0 || q->due < first)
 			first = q->due;

@@ -81,6 +81,10 @@ struct world {
 	long long faults;		/* faults injected */
 	long long requests;		/* store interactions */
 	char violation[1024];		/* the first broken promise, or "" */
+	/* Called whenever the engine waits (idle or for S3): the driver's
+	 * chance to stop an engine that never ends. */
+	void (*on_wait)(struct world *w);
+	void *driver;
 };
 
 uint64_t world_rand(struct world *w, uint64_t n);
