@@ -39,6 +39,10 @@ static const struct leg_rule rules[] = {
 	{ OUTBOX_IN_FLIGHT, EV_CHANGED, LEG_ANY, OUTBOX_SKIPPED,
 	    REC_ERROR | FORGET | ABORT },
 	{ OUTBOX_IN_FLIGHT, EV_INVALID, LEG_ANY, OUTBOX_SKIPPED, REC_ERROR },
+	{ OUTBOX_IN_FLIGHT, EV_WAIT, LEG_NEWEST, OUTBOX_PENDING,
+	    REC_ERROR | REC_BACKOFF },
+	{ OUTBOX_IN_FLIGHT, EV_WAIT, LEG_OLDER, OUTBOX_SKIPPED,
+	    REC_ERROR | ABORT },
 	{ OUTBOX_IN_FLIGHT, EV_STOPPED, LEG_NEWEST, OUTBOX_PENDING,
 	    REC_ERROR | REC_DUE_NOW },
 	{ OUTBOX_IN_FLIGHT, EV_STOPPED, LEG_OLDER, OUTBOX_SKIPPED,
@@ -67,7 +71,8 @@ static const char *const state_names[OUTBOX_NSTATES] = {
 
 static const char *const event_names[EV_NEVENTS] = {
 	"claim", "stored", "stored_no_etag", "duplicate", "transient",
-	"permanent", "gone", "changed", "invalid", "stopped", "superseded",
+	"permanent", "gone", "changed", "invalid", "wait", "stopped",
+	"superseded",
 	"retry"
 };
 

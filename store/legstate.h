@@ -24,6 +24,8 @@
  *   in_flight  gone           any     skipped    reason; the path's stat forgotten
  *   in_flight  changed        any     skipped    reason; the path's stat forgotten
  *   in_flight  invalid        any     skipped    reason (job.json not applicable)
+ *   in_flight  wait           newest  pending    reason; next attempt after backoff
+ *   in_flight  wait           older   skipped    reason; multipart aborted
  *   in_flight  stopped        newest  pending    due now
  *   in_flight  stopped        older   skipped    reason; multipart aborted
  *
@@ -35,6 +37,9 @@
  * come back unchanged (moved away and back); the watcher journals a path
  * only when its size, mtime or inode differ from the last journaled, so
  * the last journaled stat is forgotten and the return journals it again.
+ * Why "wait": a file can vanish (be moved away) while its S3 leg still
+ * sends it from the open descriptor; if S3 then has the bytes, the row
+ * must follow, so the database leg waits for the S3 leg's outcome.
  * Why "ETag back-filled": a database row recorded before S3 answered, or
  * a replay that found the event applied already, may lack the ETag; the
  * ETag pass writes it once the S3 leg is done.
@@ -61,6 +66,8 @@ enum leg_event {
 	EV_GONE,		/* the file vanished before it was sent */
 	EV_CHANGED,		/* the file is no longer this version */
 	EV_INVALID,		/* job.json that cannot be applied */
+	EV_WAIT,		/* database: the file is gone, but the S3 leg
+				   (still undecided) may have its bytes */
 	EV_STOPPED,		/* cut short: shutdown, or found after a crash */
 	EV_SUPERSEDED,		/* a newer version of the path was journaled */
 	EV_RETRY,		/* outboxctl retry */

@@ -140,7 +140,7 @@ main(void)
 	{
 		static const enum leg_event outs[] = { EV_STORED,
 		    EV_STORED_NO_ETAG, EV_DUPLICATE, EV_TRANSIENT, EV_PERMANENT,
-		    EV_GONE, EV_CHANGED, EV_INVALID, EV_STOPPED };
+		    EV_GONE, EV_CHANGED, EV_INVALID, EV_WAIT, EV_STOPPED };
 		size_t i;
 		int missing = 0;
 

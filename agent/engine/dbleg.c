@@ -297,6 +297,43 @@ known_from_s3(const struct outbox_entry *en)
 	return en->s3_state == OUTBOX_DONE && en->sha256[0] != '\0';
 }
 
+/* The S3 leg may yet store this version (it is on and not decided). */
+static int
+s3_undecided(const struct sync *s, const struct outbox_entry *en)
+{
+	return s->io.s3.h != NULL && (en->s3_state == OUTBOX_PENDING ||
+	    en->s3_state == OUTBOX_IN_FLIGHT || en->s3_state == OUTBOX_FAILED);
+}
+
+/* The file is gone or changed: recorded from S3's facts (1), left to wait
+ * for the S3 leg's outcome, or skipped (-1, reported). */
+static int
+without_file(struct sync *s, struct outbox_entry *en, enum leg_event ev)
+{
+	struct outbox_outcome oc = { .event = EV_WAIT };
+
+	if (known_from_s3(en))
+		return 1;
+	if (s3_undecided(s, en)) {
+		/* Moved away while S3 sends it from an open descriptor: if
+		 * S3 ends with the bytes, the row must follow. */
+		oc.error = "the file is no longer there; waiting for the S3 "
+		    "leg, which may still store this version";
+		oc.next_at_ms = time_now_ms() + (int64_t)s->cfg->retry_base_ms *
+		    (en->db_attempts < 6 ? 1 << en->db_attempts : 64);
+		engine_outcome(s, OUTBOX_DB, en->id, &oc);
+		return -1;
+	}
+	if (ev == EV_GONE)
+		engine_file_problem(s, OUTBOX_DB, en, &(struct err){ .cls =
+		    ERR_GONE });
+	else
+		engine_skip(s, OUTBOX_DB, en, EV_CHANGED, "the file changed "
+		    "before it was recorded; the watcher journals the new "
+		    "version");
+	return -1;
+}
+
 /*
  * Reads en's file for its SHA-256 and (XML) its bytes into *mem. 0 when
  * read; 1 when the file is gone or no longer this version but S3 has it
@@ -313,8 +350,8 @@ read_doc(struct sync *s, struct outbox_entry *en, int keep, char *sha,
 
 	fd = tree_open_file(s->rootfd, en->path, &st, &e);
 	if (fd < 0) {
-		if (e.cls == ERR_GONE && known_from_s3(en))
-			return 1;
+		if (e.cls == ERR_GONE)
+			return without_file(s, en, EV_GONE);
 		engine_file_problem(s, OUTBOX_DB, en, &e);
 		return -1;
 	}
@@ -332,11 +369,7 @@ read_doc(struct sync *s, struct outbox_entry *en, int keep, char *sha,
 		engine_file_problem(s, OUTBOX_DB, en, &e);
 		return -1;
 	}
-	if (known_from_s3(en))
-		return 1;
-	engine_skip(s, OUTBOX_DB, en, EV_CHANGED, "the file changed before it "
-	    "was recorded; the watcher journals the new version");
-	return -1;
+	return without_file(s, en, EV_CHANGED);
 }
 
 static int
