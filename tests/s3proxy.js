@@ -53,7 +53,25 @@
  *         delay          verified, then forwarded after "ms" (1000) ms
  *       answers {"ok":true,"id":N}, or 400 for a bad spec
  *   POST /__proxy/clear  disarms every fault
- *   POST /__proxy/reset  zeroes the counters
+ *   POST /__proxy/reset  zeroes the counters and forgets the PUT log
+ *   GET  /__proxy/puts   the PUT log: a JSON array, one element per PUT whose
+ *                        body the proxy read whole (before any fault that
+ *                        answers it and before verification), with time,
+ *                        path, query, length, sha256 (of the body) and fault
+ *                        (the type injected, or null); lets a test prove that
+ *                        a body was, or was never, sent
+ *   POST /__proxy/kms    {"on": true, "match": "sub"} emulates an SSE-KMS
+ *                        bucket for paths containing "sub" (all without it):
+ *                        successful replies carry x-amz-server-side-encryption:
+ *                        aws:kms, and no ETag is an MD5 -- every ETag in PUT,
+ *                        UploadPart, CompleteMultipartUpload, HEAD, GET and
+ *                        ListParts replies is the real one with its 32 hex
+ *                        digits XORed with a fixed mask (so it is never the
+ *                        MD5, is stable, and maps back); the ETags a client
+ *                        lists in CompleteMultipartUpload are mapped back
+ *                        before the request is checked and forwarded, as S3
+ *                        accepts the ETags it gave out.  {"on": false} ends
+ *                        it.  Not touched by /__proxy/clear.
  *   GET  /__proxy/stats  {"requests", "by_method", "by_path", "rejected",
  *                         "faults_injected", "armed": [...]}
  *
@@ -114,6 +132,27 @@ const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
 const MAX_BODY = 5 * 1024 * 1024 * 1024; /* S3's single-PUT limit */
 const EMPTY_SHA256 =
   'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+/* SSE-KMS emulation: an ETag's 32 hex digits XORed with this mask (an
+ * involution, so the same function maps a real ETag to the one the client
+ * sees and back).  Other ETag forms pass through unchanged. */
+const KMS_MASK = Buffer.from('a5c3e1f00f1e3c5a5ac3e1f00f1e3ca5', 'hex');
+function kmsEtag(etag) {
+  if (typeof etag !== 'string') return etag;
+  return etag.replace(/^((?:"|&quot;|&#34;)?)([0-9a-fA-F]{32})((?:-\d+)?(?:"|&quot;|&#34;)?)$/, (m, a, hex, b) => {
+    const x = Buffer.from(hex, 'hex');
+    for (let i = 0; i < 16; i++) x[i] ^= KMS_MASK[i];
+    return a + x.toString('hex') + b;
+  });
+}
+function kmsEtagsInXml(text) {
+  return text.replace(/<ETag>([\s\S]*?)<\/ETag>/g, (m, v) => `<ETag>${kmsEtag(v.trim())}</ETag>`);
+}
+const KMS_HEADERS = {
+  'x-amz-server-side-encryption': 'aws:kms',
+  'x-amz-server-side-encryption-aws-kms-key-id':
+    'arn:aws:kms:us-east-1:111122223333:key/0ut60xd0-test-4kms-0000-000000000000',
+};
 
 function isHex(c) {
   return /^[0-9A-Fa-f]$/.test(c);
@@ -526,6 +565,7 @@ class Proxy {
     this.nextFaultId = 1;
     this.stalled = new Set();
     this.sockets = new Set();
+    this.kms = null; /* { match } while SSE-KMS is emulated */
     this.resetCounters();
     this.upAgent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
   }
@@ -536,6 +576,11 @@ class Proxy {
     this.byPath = {};
     this.rejected = 0;
     this.faultsInjected = 0;
+    this.puts = [];
+  }
+
+  kmsFor(dpath) {
+    return this.kms !== null && (this.kms.match === undefined || dpath.includes(this.kms.match));
   }
 
   log(msg) {
@@ -653,6 +698,20 @@ class Proxy {
       this.resetCounters();
       return json(200, { ok: true });
     }
+    if (req.method === 'GET' && dpath === '/__proxy/puts') {
+      return json(200, this.puts);
+    }
+    if (req.method === 'POST' && dpath === '/__proxy/kms') {
+      let spec;
+      try { spec = JSON.parse(body || '{}'); } catch (e) { return json(400, { error: `bad JSON: ${e.message}` }); }
+      if (spec.on === false) {
+        this.kms = null;
+      } else {
+        this.kms = spec.match === undefined ? {} : { match: String(spec.match) };
+      }
+      this.log(`SSE-KMS emulation ${this.kms ? JSON.stringify(this.kms) : 'off'}`);
+      return json(200, { ok: true });
+    }
     if (req.method === 'GET' && dpath === '/__proxy/stats') {
       return json(200, {
         requests: this.requests, by_method: this.byMethod, by_path: this.byPath,
@@ -723,6 +782,10 @@ class Proxy {
     }
     const bodySha = sha.digest('hex');
     const bodyMd5 = md5.digest('base64');
+    if (req.method === 'PUT') {
+      this.puts.push({ time: new Date().toISOString(), path: dpath, query: dquery, length,
+        sha256: bodySha, fault: fault ? fault.type : null });
+    }
 
     if (fault) {
       switch (fault.type) {
@@ -783,13 +846,24 @@ class Proxy {
       dpath);
     }
 
+    const kms = this.kmsFor(dpath);
+    let body = chunks, bodyLength = length;
+    if (kms && req.method === 'POST' && /[?&]uploadId=/.test(req.url)) {
+      /* CompleteMultipartUpload lists the ETags we gave out: map them back
+       * to the ones s3rver (and the checks below) know */
+      const text = kmsEtagsInXml(Buffer.concat(chunks).toString('utf8'));
+      body = [Buffer.from(text, 'utf8')];
+      bodyLength = body[0].length;
+    }
+
     if (this.o['data-dir'] && /[?&]uploadId=/.test(req.url)) {
-      const done = this.multipart(req, res, dpath, parseQuery(rawQuery), chunks);
+      const done = this.multipart(req, res, dpath, parseQuery(rawQuery), body, kms);
       if (done) return;
     }
 
     if (fault && fault.type === 'delay') await new Promise(r => setTimeout(r, fault.ms));
-    await this.forward(req, res, chunks, length, fault && fault.type === 'lost_reply');
+    await this.forward(req, res, body, bodyLength, fault && fault.type === 'lost_reply', kms,
+      body !== chunks);
   }
 
   /*
@@ -801,7 +875,7 @@ class Proxy {
    * is missing, its ETag differs, the parts are out of order, or a part other
    * than the last is under 5 MiB.  Returns true when it answered.
    */
-  multipart(req, res, dpath, query, chunks) {
+  multipart(req, res, dpath, query, chunks, kms) {
     const uploadId = query.uploadId;
     const m = /^\/([^/]+)\/(.+)$/.exec(dpath);
     if (typeof uploadId !== 'string' || !m) return false;
@@ -840,12 +914,12 @@ class Proxy {
         '<MaxParts>10000</MaxParts><IsTruncated>false</IsTruncated><StorageClass>STANDARD</StorageClass>';
       for (const p of ps) {
         xml += `<Part><PartNumber>${p.n}</PartNumber><LastModified>${p.mtime.toISOString()}</LastModified>` +
-          `<ETag>&quot;${p.md5}&quot;</ETag><Size>${p.size}</Size></Part>`;
+          `<ETag>${kms ? kmsEtag(`&quot;${p.md5}&quot;`) : `&quot;${p.md5}&quot;`}</ETag><Size>${p.size}</Size></Part>`;
       }
       xml += '</ListPartsResult>';
       const b = Buffer.from(xml);
       res.writeHead(200, { 'Content-Type': 'application/xml', 'Content-Length': b.length,
-        'x-amz-request-id': requestId(), Server: 'AmazonS3' });
+        'x-amz-request-id': requestId(), Server: 'AmazonS3', ...(kms ? KMS_HEADERS : {}) });
       res.end(b);
       return true;
     }
@@ -906,18 +980,30 @@ class Proxy {
     return false;
   }
 
-  forward(req, res, chunks, length, loseReply) {
+  forward(req, res, chunks, length, loseReply, kms, rewritten) {
     const headers = {};
     const caseOf = {};
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
       const k = req.rawHeaders[i];
       const lk = k.toLowerCase();
       if (HOP_BY_HOP.has(lk)) continue;
+      if (rewritten && lk === 'content-md5') continue; /* the body was rewritten */
       const name = caseOf[lk] || (caseOf[lk] = k);
       headers[name] = headers[name] === undefined ? req.rawHeaders[i + 1]
         : [].concat(headers[name], req.rawHeaders[i + 1]);
     }
     headers['Content-Length'] = String(length);
+    if (rewritten) {
+      const h = crypto.createHash('md5');
+      for (const c of chunks) h.update(c);
+      headers['Content-MD5'] = h.digest('base64');
+    }
+    /* under SSE-KMS emulation, bucket listings and Complete replies carry
+     * ETags in their XML body: rewrite those (never an object's body) */
+    const { rawPath } = splitUrl(req.url);
+    const bucketLevel = /^\/[^/]+\/?$/.test(rawPath);
+    const rewriteBody = kms && ((req.method === 'POST' && /[?&]uploadId=/.test(req.url)) ||
+      (req.method === 'GET' && bucketLevel));
     const up = new URL(this.o.upstream);
     return new Promise(resolve => {
       const attempt = n => {
@@ -935,10 +1021,28 @@ class Proxy {
             return;
           }
           const rh = [];
+          const ok = ures.statusCode < 300;
           for (let i = 0; i + 1 < ures.rawHeaders.length; i += 2) {
             const lk = ures.rawHeaders[i].toLowerCase();
             if (lk === 'connection' || lk === 'keep-alive' || lk === 'transfer-encoding') continue;
-            rh.push(ures.rawHeaders[i], ures.rawHeaders[i + 1]);
+            if (kms && ok && lk.startsWith('x-amz-server-side-encryption')) continue;
+            if (kms && ok && rewriteBody && lk === 'content-length') continue;
+            const v = kms && ok && lk === 'etag' ? kmsEtag(ures.rawHeaders[i + 1]) : ures.rawHeaders[i + 1];
+            rh.push(ures.rawHeaders[i], v);
+          }
+          if (kms && ok) for (const [k, v] of Object.entries(KMS_HEADERS)) rh.push(k, v);
+          if (kms && ok && rewriteBody) {
+            const got = [];
+            ures.on('data', c => got.push(c));
+            ures.on('end', () => {
+              const b = Buffer.from(kmsEtagsInXml(Buffer.concat(got).toString('utf8')), 'utf8');
+              rh.push('Content-Length', String(b.length));
+              res.writeHead(ures.statusCode, ures.statusMessage, rh);
+              res.end(b);
+              resolve();
+            });
+            ures.on('error', () => { destroyHard(req.socket); resolve(); });
+            return;
           }
           res.writeHead(ures.statusCode, ures.statusMessage, rh);
           ures.pipe(res);
