@@ -390,6 +390,9 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);
+	/* A lease the watcher takes for a moment (watch.c, being_written)
+	 * breaks with SIGIO, whose default would end the process. */
+	sigaddset(&set, SIGIO);
 	/* Blocked here, inherited blocked by both threads: only signalfd
 	 * sees them, so no work ever happens in a signal handler. */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
@@ -497,6 +500,10 @@ main(int argc, char **argv)
 	struct err e = {0};
 	struct mainloop m = {0};
 
+	/* Descriptors inherited from whoever started us (a shell holding an
+	 * upload open for writing, say) would keep files looking written to
+	 * (watch.c, being_written) and leak: only 0-2 are ours. */
+	close_range(3, ~0U, 0);
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'e': env_file = optarg; break;

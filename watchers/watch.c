@@ -18,7 +18,11 @@
  * files are kept in the young map and stat'ed every second until they
  * have been unchanged for YOUNG_MS; a change sends them through the settle
  * queue again, so the final version is journaled without waiting for the
- * periodic rescan.
+ * periodic rescan. No quiet time tells a writer that pauses from one that
+ * has finished, so a changed young file that someone still holds open for
+ * writing (a read lease cannot be had on it) is not journaled: it stays
+ * young until the writer lets go. Where leases are not available (NFS, or
+ * no CAP_LEASE for files of another owner) the quiet time is all there is.
  */
 #include "config.h"
 
@@ -65,6 +69,8 @@ struct settle {
 /* What a young file looked like when last seen. */
 struct young {
 	int64_t size, mtime_ns, ino;
+	int held;		/* open for writing when last looked at:
+				   journaled once the writer lets go */
 };
 
 /* A file ready to journal. */
@@ -537,8 +543,33 @@ young_note(struct watch *w, const char *rel, const struct stat *st,
 		w->next_young = time_mono_ms() + YOUNG_CHECK_MS;
 }
 
-/* Stats every young file: a changed one settles again, one unchanged for
- * YOUNG_MS (or gone) is forgotten. */
+/*
+ * 1 when someone has rel open for writing, 0 when nobody has, -1 when it
+ * cannot be told. The kernel refuses a read lease (EAGAIN) on a file open
+ * for writing; the lease is dropped at once. (A writer opening it in
+ * between waits for that, and the SIGIO it sends is blocked: outboxd.c.)
+ */
+static int
+being_written(int rootfd, const char *rel)
+{
+	struct stat st;
+	struct err e;
+	int fd = tree_open_file(rootfd, rel, &st, &e), rc = -1;
+
+	if (fd < 0)
+		return -1;
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+		fcntl(fd, F_SETLEASE, F_UNLCK);
+		rc = 0;
+	} else if (errno == EAGAIN) {
+		rc = 1;
+	}
+	close(fd);
+	return rc;
+}
+
+/* Stats every young file: a changed one settles again unless it is still
+ * open for writing, one unchanged for YOUNG_MS (or gone) is forgotten. */
 static void
 young_check(struct watch *w)
 {
@@ -547,7 +578,7 @@ young_check(struct watch *w)
 	void *val;
 
 	while (strmap_next(w->young, &i, &key, &val)) {
-		struct young *y = val, now;
+		struct young *y = val, now = {0};
 		struct stat st;
 		struct err e;
 		int64_t age_ms;
@@ -559,9 +590,12 @@ young_check(struct watch *w)
 		}
 		young_set(&now, &st);
 		if (now.size != y->size || now.mtime_ns != y->mtime_ns ||
-		    now.ino != y->ino) {
+		    now.ino != y->ino || y->held) {
 			*y = now;
-			settle_arm(w, key, w->cfg->settle_ms, RESCAN_QUIET_MS);
+			y->held = being_written(w->rootfd, key) == 1;
+			if (!y->held)
+				settle_arm(w, key, w->cfg->settle_ms,
+				    RESCAN_QUIET_MS);
 			continue;
 		}
 		age_ms = time_now_ms() - now.mtime_ns / 1000000;
@@ -599,6 +633,7 @@ visit(void *arg, enum tree_what what, const char *rel, const struct stat *st)
 {
 	struct walk_ctx *c = arg;
 	struct watch *w = c->w;
+	struct young *y;
 	int64_t age_ms;
 
 	switch (what) {
@@ -637,6 +672,10 @@ visit(void *arg, enum tree_what what, const char *rel, const struct stat *st)
 			/* Maybe still being written: let it settle first. */
 			settle_arm(w, rel, (int)(RESCAN_QUIET_MS - age_ms),
 			    RESCAN_QUIET_MS);
+		} else if (age_ms >= 0 && age_ms < YOUNG_MS &&
+		    (y = strmap_get(w->young, rel)) != NULL &&
+		    being_written(w->rootfd, rel) == 1) {
+			y->held = 1;	/* a writer pausing: not finished */
 		} else if (batch_add(w, rel, st) < 0 && w->fatal) {
 			return -1;
 		}
