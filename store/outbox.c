@@ -514,6 +514,83 @@ abort_skipped(struct outbox *o, const char *path, struct err *e)
 	return 0;
 }
 
+/* 1 when path was last journaled with f's stat, 0 when not (*versions
+ * set to its count so far), -1 with e. */
+static int
+file_known(struct outbox *o, const struct outbox_file *f, int *versions,
+    struct err *e)
+{
+	sqlite3_stmt *s = stmt(o, ST_FILE_GET, e);
+	int rc, same = 0;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		same = sqlite3_column_int64(s, 0) == f->size &&
+		    sqlite3_column_int64(s, 1) == f->mtime_ns &&
+		    sqlite3_column_int64(s, 2) == f->inode;
+		*versions = sqlite3_column_int(s, 3);
+	}
+	done_with(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_err(o, e, "reading files");
+		return -1;
+	}
+	return same;
+}
+
+/* Records f's stat as path's newest version, entry id. */
+static int
+file_put(struct outbox *o, const struct outbox_file *f, int versions,
+    int64_t id, struct err *e)
+{
+	sqlite3_stmt *s = stmt(o, ST_FILE_PUT, e);
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, f->size);
+	sqlite3_bind_int64(s, 3, f->mtime_ns);
+	sqlite3_bind_int64(s, 4, f->inode);
+	sqlite3_bind_int(s, 5, versions);
+	sqlite3_bind_int64(s, 6, id);
+	return step_done(o, s, e, "recording the file");
+}
+
+/* legstate.h's "superseded" rule for the legs of path's entries older
+ * than new_id, and the aborts of their multipart uploads. */
+static int
+supersede_older(struct outbox *o, const char *path, int64_t new_id,
+    const char *now, struct err *e)
+{
+	enum stmt_id ids[2] = { ST_SUPERSEDE_S3, ST_SUPERSEDE_DB };
+	sqlite3_stmt *s;
+	int i, from;
+
+	for (i = 0; i < 2; i++)
+		for (from = 0; from < OUTBOX_NSTATES; from++) {
+			const struct leg_rule *r = leg_next(
+			    (enum outbox_state)from, EV_SUPERSEDED, 0);
+
+			if (r == NULL)
+				continue;
+			if ((s = stmt(o, ids[i], e)) == NULL)
+				return -1;
+			sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 2, new_id);
+			sqlite3_bind_text(s, 3, now, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 4, outbox_state_name(r->from), -1,
+			    SQLITE_STATIC);
+			sqlite3_bind_text(s, 5, outbox_state_name(r->to), -1,
+			    SQLITE_STATIC);
+			if (step_done(o, s, e, "superseding old versions") < 0)
+				return -1;
+		}
+	return abort_skipped(o, path, e);
+}
+
 int
 outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
     struct err *e)
@@ -539,26 +616,8 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 	memcpy(job, f->path, job_len);
 	job[job_len] = '\0';
 
-	if ((s = stmt(o, ST_FILE_GET, e)) == NULL)
-		return -1;
-	sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		int same = sqlite3_column_int64(s, 0) == f->size &&
-		    sqlite3_column_int64(s, 1) == f->mtime_ns &&
-		    sqlite3_column_int64(s, 2) == f->inode;
-
-		versions = sqlite3_column_int(s, 3);
-		done_with(s);
-		if (same)
-			return 0;
-	} else {
-		done_with(s);
-		if (rc != SQLITE_DONE) {
-			db_err(o, e, "reading files");
-			return -1;
-		}
-	}
+	if ((rc = file_known(o, f, &versions, e)) != 0)
+		return rc > 0 ? 0 : -1;
 
 	if (kind == KEYMAP_JOB_META) {
 		s3_state = "skipped";
@@ -573,10 +632,8 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 
 	uuid_v4(event);
 	now_iso(now);
-	if (f->not_before_ms > time_now_ms())
-		time_iso8601(f->not_before_ms, next, sizeof(next));
-	else
-		memcpy(next, now, sizeof(next));
+	time_iso8601(f->not_before_ms > time_now_ms() ? f->not_before_ms :
+	    time_parse_iso8601(now), next, sizeof(next));
 	time_iso8601(f->mtime_ns / 1000000, mtime, sizeof(mtime));
 	if ((s = stmt(o, ST_ENTRY_INSERT, e)) == NULL)
 		goto fail;
@@ -602,45 +659,11 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 		goto fail;
 	new_id = sqlite3_last_insert_rowid(o->db);
 
-	if ((s = stmt(o, ST_FILE_PUT, e)) == NULL)
-		goto fail;
-	sqlite3_bind_text(s, 1, f->path, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, f->size);
-	sqlite3_bind_int64(s, 3, f->mtime_ns);
-	sqlite3_bind_int64(s, 4, f->inode);
-	sqlite3_bind_int(s, 5, versions + 1);
-	sqlite3_bind_int64(s, 6, new_id);
-	if (step_done(o, s, e, "recording the file") < 0)
+	if (file_put(o, f, versions + 1, new_id, e) < 0)
 		goto fail;
 
-	if (versions > 0) {
-		enum stmt_id ids[2] = { ST_SUPERSEDE_S3, ST_SUPERSEDE_DB };
-		int i, from;
-
-		for (i = 0; i < 2; i++)
-			for (from = 0; from < OUTBOX_NSTATES; from++) {
-				const struct leg_rule *r = leg_next(
-				    (enum outbox_state)from, EV_SUPERSEDED, 0);
-
-				if (r == NULL)
-					continue;
-				if ((s = stmt(o, ids[i], e)) == NULL)
-					goto fail;
-				sqlite3_bind_text(s, 1, f->path, -1,
-				    SQLITE_STATIC);
-				sqlite3_bind_int64(s, 2, new_id);
-				sqlite3_bind_text(s, 3, now, -1, SQLITE_STATIC);
-				sqlite3_bind_text(s, 4, outbox_state_name(
-				    r->from), -1, SQLITE_STATIC);
-				sqlite3_bind_text(s, 5, outbox_state_name(
-				    r->to), -1, SQLITE_STATIC);
-				if (step_done(o, s, e,
-				    "superseding old versions") < 0)
-					goto fail;
-			}
-		if (abort_skipped(o, f->path, e) < 0)
-			goto fail;
-	}
+	if (versions > 0 && supersede_older(o, f->path, new_id, now, e) < 0)
+		goto fail;
 	if (id != NULL)
 		*id = new_id;
 	free(key);
@@ -1131,9 +1154,10 @@ outbox_set_horizon(struct outbox *o, int64_t ms)
 	o->horizon_ms = ms;
 }
 
-int
-outbox_counts(struct outbox *o, int s3_on, int db_on,
-    struct outbox_counts *c, struct err *e)
+/* The per-state counts of outbox_counts. */
+static int
+count_states(struct outbox *o, int s3_on, int db_on, struct outbox_counts *c,
+    struct err *e)
 {
 	/* Per entry: failed when a live leg failed, pending when a live leg
 	 * is still to do, done otherwise. A leg that is off counts as done:
@@ -1153,15 +1177,15 @@ outbox_counts(struct outbox *o, int s3_on, int db_on,
 	    "FROM entries GROUP BY s3_state, db_state",
 	    s3_on, db_on, s3_on, db_on, s3_on, db_on, s3_on, db_on);
 	sqlite3_stmt *s = NULL;
-	int rc, ret = -1;
+	int rc;
 	char oldest[32] = "";
 
-	memset(c, 0, sizeof(*c));
-	c->oldest_pending_ms = -1;
 	if (sqlite3_prepare_v2(o->db, sql, -1, &s, NULL) != SQLITE_OK) {
+		free(sql);
 		db_err(o, e, "counting entries");
-		goto out;
+		return -1;
 	}
+	free(sql);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		int s3 = outbox_state_parse((const char *)sqlite3_column_text(s, 0));
 		int db = outbox_state_parse((const char *)sqlite3_column_text(s, 1));
@@ -1183,15 +1207,27 @@ outbox_counts(struct outbox *o, int s3_on, int db_on,
 			snprintf(oldest, sizeof(oldest), "%s", old);
 	}
 	sqlite3_finalize(s);
-	s = NULL;
 	if (rc != SQLITE_DONE) {
 		db_err(o, e, "counting entries");
-		goto out;
+		return -1;
 	}
 	c->done = c->entries - c->failed - c->pending;
 	if (oldest[0] != '\0')
 		c->oldest_pending_ms = time_parse_iso8601(oldest);
+	return 0;
+}
 
+int
+outbox_counts(struct outbox *o, int s3_on, int db_on,
+    struct outbox_counts *c, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	int ret = -1;
+
+	memset(c, 0, sizeof(*c));
+	c->oldest_pending_ms = -1;
+	if (count_states(o, s3_on, db_on, c, e) < 0)
+		return -1;
 	if (sqlite3_prepare_v2(o->db,
 	    "SELECT (SELECT count(*) FROM not_jobs), "
 	    " (SELECT max(s3_done_at) FROM entries), "
@@ -1224,7 +1260,6 @@ outbox_counts(struct outbox *o, int s3_on, int db_on,
 	ret = 0;
 out:
 	sqlite3_finalize(s);
-	free(sql);
 	return ret;
 }
 

@@ -19,7 +19,7 @@ t_ok "migrate" "$OUTBOXCTL" migrate
 "$OUTBOXCTL" migrate >"$IT_DIR/m2.out"
 t_ok "migrating again applies nothing" grep -q '0 migrations applied now, up to date' "$IT_DIR/m2.out"
 t_is "$(pg_psql -c 'select string_agg(version, $$,$$ order by version) from is_migration.schema_migrations')" \
-	"001_init,002_roles_views" "both migrations are recorded once"
+	"001_init,002_roles_views,003_record_once" "every migration is recorded once"
 pg_psql -c "create database old_version"
 old_url=${DATABASE_URL%/*}/old_version
 sed 's/@schema@/"is_migration"/g' "$abs_top_srcdir/schema/pg/001_init.sql" >"$IT_DIR/001.sql"
@@ -28,8 +28,28 @@ sed 's/@schema@/"is_migration"/g' "$abs_top_srcdir/schema/pg/001_init.sql" >"$IT
 	-c 'create table is_migration.schema_migrations (version text primary key, applied_at timestamptz not null default now())' \
 	-f "$IT_DIR/001.sql" -c "insert into is_migration.schema_migrations values ('001_init')" >/dev/null
 DATABASE_URL=$old_url "$OUTBOXCTL" migrate >"$IT_DIR/up.out"
-t_ok "a database at version 001 is upgraded" grep -q '1 migration applied now' "$IT_DIR/up.out"
+t_ok "a database at version 001 is upgraded" grep -q '2 migrations applied now' "$IT_DIR/up.out"
 t_ok "with the views of 002" "$IT_PG_BINDIR/psql" -X -At -d "$old_url" -c 'select * from is_migration.job_completion'
+
+# --- two outboxd instances over one shared folder (each with its own
+# outbox, so each with its own event ids) record the same version at the
+# same moment: one activity, not two. Session A records and holds its
+# transaction open (pg_sleep) while session B records the same version.
+race=$(new_job)
+rec_sql() {
+	echo "select is_migration.outboxd_record_document('$1'::uuid, '$race'::uuid, 'same.txt', 'same.txt', 'documentation', 5, 'text/plain', 'jobs/$race/uploads/same.txt', NULL, '$2', NULL, NULL, NULL)"
+}
+pg_psql "$(rec_sql "$(new_job)" 00aa)" >/dev/null	# the job and a first version exist
+pg_psql -c "$(rec_sql "$(new_job)" 11bb); select pg_sleep(2)" >"$IT_DIR/race-a.out" &
+race_a=$!
+_a_holds() { [ "$(pg_psql "select count(*) from pg_stat_activity where wait_event = 'PgSleep' and query like '%outboxd_record_document%'")" = 1 ]; }
+t_ok "race setup: instance A has recorded the version and not committed yet" wait_for 10 _a_holds
+pg_psql "$(rec_sql "$(new_job)" 11bb)" >"$IT_DIR/race-b.out"
+wait "$race_a"
+t_is "$(pg_psql "select count(*) from is_migration.user_activity where activity_data->>'job_id' = '$race' and activity_data->>'sha256' = '11bb'")" 1 \
+	"two instances recording one version at the same moment add one activity (B: $(cat "$IT_DIR/race-b.out"))"
+t_is "$(pg_psql "select proconfig::text from pg_proc where proname = 'outboxd_record_document'")" \
+	'{"search_path=pg_catalog, pg_temp"}' "outboxd_record_document runs with a pinned search_path"
 
 # --- the least-privilege role
 pg_psql -c "create role outboxd_agent login" -c "grant outboxd_writer to outboxd_agent"

@@ -320,6 +320,13 @@ t_is "$(doc_field "$j" spec.txt etag | unquote)" "$etag" \
 	"4a ETag: documents.etag is the ETag S3 holds, though the row was committed before S3 answered and the outbox lost that"
 t_is "$(ob_sql "select coalesce(s3_etag, 'NULL') from entries where path = '$j/spec.txt'" | unquote)" "$etag" \
 	"4a ETag: the outbox's s3_etag agrees"
+t_ok "4a verify: outboxctl verify --job finds the row and S3 agree" "$OUTBOXCTL" verify --job "$j"
+pg_psql "update is_migration.documents set etag = NULL where job_id = '$j'" >/dev/null
+_c4_verify_says() {
+	! "$OUTBOXCTL" verify --job "$j" >"$CASE_DIR/verify.out" 2>&1 &&
+		grep -q "ETag for $j/spec.txt is missing" "$CASE_DIR/verify.out"
+}
+t_ok "4a verify: a row whose ETag is missing is a difference verify reports" _c4_verify_says
 rg_end
 
 rg_case c4b-etag-late

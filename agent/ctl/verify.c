@@ -1,8 +1,9 @@
 /*
  * verify.c - outboxctl verify: walks the uploads tree, hashes each document
  * and compares it with S3 (HEAD, 16 at a time) and the database's documents
- * table; exit 1 on any difference, saying when the outbox simply has not
- * got to a file yet.
+ * table (size, SHA-256, and the ETag the row records against the one S3
+ * answers); exit 1 on any difference, saying when the outbox simply has
+ * not got to a file yet.
  */
 #include "config.h"
 
@@ -39,6 +40,7 @@ struct vfile {
 	char *job, *rest, *key;
 	int64_t size;
 	char sha256[65];
+	char s3_etag[128];	/* what S3's HEAD answered, "" unknown */
 	int checked;		/* the database row was found */
 };
 
@@ -193,6 +195,9 @@ verify_s3(const struct cfg *c, struct vfile *v, size_t n, struct outbox *ob)
 				    f->key, (long long)r->content_length,
 				    r->meta_sha256[0] ? r->meta_sha256 : "unknown",
 				    (long long)f->size, f->sha256);
+			else
+				snprintf(f->s3_etag, sizeof(f->s3_etag), "%s",
+				    r->etag);
 			buf_free(&r->body);
 		}
 	}
@@ -229,7 +234,8 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 		free(key);
 	}
 	sql = xasprintf("SELECT job_id::text || '/' || file_path, file_size, "
-	    "coalesce(sha256, '') FROM \"%s\".documents WHERE $1::uuid IS NULL "
+	    "coalesce(sha256, ''), coalesce(etag, '') FROM \"%s\".documents "
+	    "WHERE $1::uuid IS NULL "
 	    "OR job_id = $1::uuid", c->db_schema);
 	{
 		const char *params[1] = { job };
@@ -261,6 +267,11 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 			    "sha256 %.12s; the file has %lld, %.12s)", f->path,
 			    PQgetvalue(r, k, 1), PQgetvalue(r, k, 2),
 			    (long long)f->size, f->sha256);
+		else if (f->s3_etag[0] != '\0' && strcmp(PQgetvalue(r, k, 3),
+		    f->s3_etag) != 0)
+			difference(ob, f, "the database's ETag for %s is %s; S3 "
+			    "has %s", f->path, PQgetvalue(r, k, 3)[0] ?
+			    PQgetvalue(r, k, 3) : "missing", f->s3_etag);
 	}
 	PQclear(r);
 	for (i = 0; i < n; i++)

@@ -57,9 +57,9 @@ struct rec {
 
 /* An AbortMultipartUpload in flight. */
 struct abort_req {
-	struct s3_req req;
-	char *upload_id;
-	int attempts;
+	struct s3_req req;		/* first: the client hands it back */
+	char *upload_id;		/* the upload to abort */
+	int attempts;			/* including this one */
 };
 
 struct sync {
@@ -68,8 +68,8 @@ struct sync {
 	int rootfd;			/* the uploads root */
 	struct engine_io io;		/* the stores and the waiting */
 	int wake_fd;			/* eventfd written by the watcher */
-	atomic_int stop;
-	atomic_llong heartbeat;
+	atomic_int stop;		/* sync_stop was called (any thread) */
+	atomic_llong heartbeat;		/* monotonic ms of the last turn */
 	struct upload_env env;		/* what uploads need */
 	struct upload **ups;		/* S3 legs in progress */
 	int nups, capups;

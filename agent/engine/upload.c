@@ -57,30 +57,30 @@ struct ureq {
 };
 
 struct upload {
-	const struct upload_env *env;
+	const struct upload_env *env;	/* the sync thread's, outlives u */
 	struct outbox_entry en;	/* owned */
 	int fd;			/* the file, open until the upload ends */
 	struct stat st;		/* as opened and hashed */
-	uint64_t size;
-	enum phase phase;
+	uint64_t size;		/* bytes, as opened */
+	enum phase phase;	/* what it does next */
 	int inflight;		/* requests in flight */
 	int put_sent;		/* P_PUT: the PUT was started */
-	int stopping;
+	int stopping;		/* shutdown: start nothing new */
 	uint64_t hashed;	/* bytes hashed so far */
-	EVP_MD_CTX *sha_file, *md5_file, *sha_part, *md5_part;
+	EVP_MD_CTX *sha_file, *md5_file, *sha_part, *md5_part;	/* running digests */
 	unsigned char *mem;	/* small single-PUT body */
 	char sha256[65];	/* of the whole file */
 	char md5_b64[25];		/* of the whole file (single PUT) */
-	unsigned char md5[16];
-	int multipart;
-	uint64_t part_size;
-	int nparts;
-	struct part *parts;
-	char *upload_id;
-	int restarts;
-	int decided;
+	unsigned char md5[16];	/* of the whole file (single PUT) */
+	int multipart;		/* above OUTBOXD_MULTIPART_THRESHOLD */
+	uint64_t part_size;	/* bytes per part but the last */
+	int nparts;		/* parts planned */
+	struct part *parts;	/* nparts, in order */
+	char *upload_id;	/* the multipart upload, or NULL */
+	int restarts;		/* fresh multipart uploads this attempt */
+	int decided;		/* out is final */
 	const char *abandon_why;	/* abort the upload once idle */
-	struct upload_outcome out;
+	struct upload_outcome out;	/* what the sync thread records */
 };
 
 /* ---- outcome ------------------------------------------------------------- */
