@@ -992,6 +992,21 @@ outbox_etag_todo(struct outbox *o, int max, struct outbox_entry **out,
 }
 
 int
+outbox_etag_due(struct outbox *o)
+{
+	sqlite3_stmt *s = NULL;
+	int due = 0;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT 1 FROM entries WHERE "
+	    "db_needs_etag = 1 AND s3_state = 'done' AND db_state = 'done' "
+	    "LIMIT 1", -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) ==
+	    SQLITE_ROW)
+		due = 1;
+	sqlite3_finalize(s);
+	return due;
+}
+
+int
 outbox_etag_done(struct outbox *o, int64_t id, struct err *e)
 {
 	sqlite3_stmt *s;
@@ -1168,14 +1183,17 @@ count_states(struct outbox *o, int s3_on, int db_on, struct outbox_counts *c,
 	    "      THEN 1 ELSE 0 END), "
 	    "  sum(CASE WHEN (%d AND s3_state = 'failed' OR %d AND db_state = 'failed') "
 	    "      THEN 0 WHEN (%d AND s3_state IN ('pending','in_flight')) "
-	    "      OR (%d AND db_state IN ('pending','in_flight')) THEN 1 ELSE 0 END), "
+	    "      OR (%d AND (db_state IN ('pending','in_flight') "
+	    "                  OR (%d AND db_needs_etag = 1 "
+	    "                      AND s3_state <> 'skipped'))) "
+	    "      THEN 1 ELSE 0 END), "
 	    "  min(CASE WHEN (%d AND s3_state IN ('pending','in_flight')) "
 	    "      OR (%d AND db_state IN ('pending','in_flight')) "
 	    "      THEN journaled_at END), "
 	    "  sum(CASE WHEN s3_state = 'done' THEN size ELSE 0 END), "
 	    "  sum(max(s3_attempts - 1, 0)), sum(max(db_attempts - 1, 0)) "
 	    "FROM entries GROUP BY s3_state, db_state",
-	    s3_on, db_on, s3_on, db_on, s3_on, db_on, s3_on, db_on);
+	    s3_on, db_on, s3_on, db_on, s3_on, db_on, s3_on, s3_on, db_on);
 	sqlite3_stmt *s = NULL;
 	int rc;
 	char oldest[32] = "";

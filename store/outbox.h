@@ -170,6 +170,8 @@ int outbox_abort_later(struct outbox *o, const char *upload_id,
 int outbox_etag_todo(struct outbox *o, int max, struct outbox_entry **v,
     size_t *n, struct err *e);
 int outbox_etag_done(struct outbox *o, int64_t id, struct err *e);
+/* 1 when some row's ETag can be back-filled now (see outbox_etag_todo). */
+int outbox_etag_due(struct outbox *o);
 
 /* Legs left in flight by a crash or a stop are "stopped" (legstate.h:
  * pending again, or skipped when a newer version exists), and any older

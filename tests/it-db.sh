@@ -39,17 +39,20 @@ race=$(new_job)
 rec_sql() {
 	echo "select is_migration.outboxd_record_document('$1'::uuid, '$race'::uuid, 'same.txt', 'same.txt', 'documentation', 5, 'text/plain', 'jobs/$race/uploads/same.txt', NULL, '$2', NULL, NULL, NULL)"
 }
-pg_psql "$(rec_sql "$(new_job)" 00aa)" >/dev/null	# the job and a first version exist
-pg_psql -c "$(rec_sql "$(new_job)" 11bb); select pg_sleep(2)" >"$IT_DIR/race-a.out" &
+sha_old=$(printf '%064x' 170)
+sha_new=$(printf '%064x' 187)
+pg_psql "$(rec_sql "$(new_job)" "$sha_old")" >/dev/null	# the job and a first version exist
+pg_psql -c "$(rec_sql "$(new_job)" "$sha_new"); select pg_sleep(2)" >"$IT_DIR/race-a.out" &
 race_a=$!
 _a_holds() { [ "$(pg_psql "select count(*) from pg_stat_activity where wait_event = 'PgSleep' and query like '%outboxd_record_document%'")" = 1 ]; }
 t_ok "race setup: instance A has recorded the version and not committed yet" wait_for 10 _a_holds
-pg_psql "$(rec_sql "$(new_job)" 11bb)" >"$IT_DIR/race-b.out"
+pg_psql "$(rec_sql "$(new_job)" "$sha_new")" >"$IT_DIR/race-b.out"
 wait "$race_a"
-t_is "$(pg_psql "select count(*) from is_migration.user_activity where activity_data->>'job_id' = '$race' and activity_data->>'sha256' = '11bb'")" 1 \
+t_is "$(pg_psql "select count(*) from is_migration.user_activity where activity_data->>'job_id' = '$race' and activity_data->>'sha256' = '$sha_new'")" 1 \
 	"two instances recording one version at the same moment add one activity (B: $(cat "$IT_DIR/race-b.out"))"
 t_is "$(pg_psql "select proconfig::text from pg_proc where proname = 'outboxd_record_document'")" \
 	'{"search_path=pg_catalog, pg_temp"}' "outboxd_record_document runs with a pinned search_path"
+pg_psql "delete from is_migration.jobs where id = '$race'" >/dev/null	# the counts below are of the samples
 
 # --- the least-privilege role
 pg_psql -c "create role outboxd_agent login" -c "grant outboxd_writer to outboxd_agent"

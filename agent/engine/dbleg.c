@@ -297,12 +297,13 @@ known_from_s3(const struct outbox_entry *en)
 	return en->s3_state == OUTBOX_DONE && en->sha256[0] != '\0';
 }
 
-/* The S3 leg may yet store this version (it is on and not decided). */
+/* The S3 leg may yet store this version (it is on and not decided; a
+ * failed leg waits for an admin, so it counts as decided). */
 static int
 s3_undecided(const struct sync *s, const struct outbox_entry *en)
 {
 	return s->io.s3.h != NULL && (en->s3_state == OUTBOX_PENDING ||
-	    en->s3_state == OUTBOX_IN_FLIGHT || en->s3_state == OUTBOX_FAILED);
+	    en->s3_state == OUTBOX_IN_FLIGHT);
 }
 
 /* The file is gone or changed: recorded from S3's facts (1), left to wait

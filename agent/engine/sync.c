@@ -444,6 +444,20 @@ abort_req_free(struct abort_req *a)
 	free(a);
 }
 
+/* 1 when a queued abort is due now. */
+static int
+abort_due(struct sync *s)
+{
+	struct outbox_abort *v = NULL;
+	struct err e = {0};
+	size_t n = 0;
+
+	if (outbox_abort_due(s->ob, 1, &v, &n, &e) < 0)
+		n = 0;
+	outbox_aborts_free(v, n);
+	return n > 0;
+}
+
 /* Sends queued AbortMultipartUpload requests while slots are free. */
 static void
 send_aborts(struct sync *s, int *slots)
@@ -757,6 +771,13 @@ next_work(struct sync *s)
 	int64_t best = -1;
 	int leg;
 
+	/* An ETag to back-fill, or a multipart abort due, is work due now
+	 * (--once waits for them). */
+	if (s->io.db.h != NULL && s->legs[OUTBOX_DB].failures == 0 &&
+	    outbox_etag_due(s->ob))
+		return 0;
+	if (s3_on(s) && s->legs[OUTBOX_S3].failures == 0 && abort_due(s))
+		return 0;
 	for (leg = 0; leg < 2; leg++) {
 		struct err e = {0};
 		int64_t due;
