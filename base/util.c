@@ -384,18 +384,11 @@ rotl(uint64_t x, int k)
 	return (x << k) | (x >> (64 - k));
 }
 
-static uint64_t
-rng_next(void)
+uint64_t
+rng_step(uint64_t s[4])
 {
-	uint64_t *s = rng_state;
-	uint64_t result, t;
+	uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
 
-	if (!rng_seeded) {
-		random_bytes(rng_state, sizeof(rng_state));
-		rng_seeded = 1;
-	}
-	result = rotl(s[1] * 5, 7) * 9;
-	t = s[1] << 17;
 	s[2] ^= s[0];
 	s[3] ^= s[1];
 	s[1] ^= s[2];
@@ -403,6 +396,30 @@ rng_next(void)
 	s[2] ^= t;
 	s[3] = rotl(s[3], 45);
 	return result;
+}
+
+void
+rng_seed(uint64_t s[4], uint64_t seed)
+{
+	int i;
+
+	for (i = 0; i < 4; i++) {	/* splitmix64 */
+		uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+		s[i] = z ^ (z >> 31);
+	}
+}
+
+static uint64_t
+rng_next(void)
+{
+	if (!rng_seeded) {
+		random_bytes(rng_state, sizeof(rng_state));
+		rng_seeded = 1;
+	}
+	return rng_step(rng_state);
 }
 
 uint64_t
@@ -442,16 +459,8 @@ write_all(int fd, const void *p, size_t n)
 void
 util_simulate(const struct util_sim *s, uint64_t seed)
 {
-	int i;
-
 	sim = *s;
-	for (i = 0; i < 4; i++) {	/* splitmix64 */
-		uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
-
-		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-		rng_state[i] = z ^ (z >> 31);
-	}
+	rng_seed(rng_state, seed);
 	rng_seeded = 1;
 }
 

@@ -89,6 +89,10 @@ void hex_encode(const unsigned char *p, size_t n, char *out);
 
 /* Uniform random integer in [0, n), from a per-thread generator. */
 uint64_t rand_below(uint64_t n);
+/* The generator itself (xoshiro256**), for a caller's own stream: seeds
+ * s from one number (splitmix64), and steps it. */
+void rng_seed(uint64_t s[4], uint64_t seed);
+uint64_t rng_step(uint64_t s[4]);
 
 /*
  * The simulator's world (tests/sim): once set, time_now_ms and

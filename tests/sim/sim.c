@@ -167,23 +167,11 @@ wob_of(struct sim *m, int k)
 
 /* ---- the world ------------------------------------------------------------ */
 
-static uint64_t
-rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
 uint64_t
 world_rand(struct world *w, uint64_t n)
 {
-	uint64_t *s = w->rng, r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+	uint64_t r = rng_step(w->rng);
 
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
 	return n ? r % n : r;
 }
 
@@ -942,20 +930,14 @@ sim_open(struct sim *m, uint64_t seed, int verbose)
 {
 	struct cfg_problems p = {0};
 	struct util_sim us = { clock_wall, clock_mono, &m->w };
-	int i, k;
+	int i;
 
 	memset(m, 0, sizeof(*m));
 	m->verbose = verbose;
 	m->w.on_wait = guard_turns;
 	m->w.driver = m;
 	m->w.seed = seed;
-	for (k = 0; k < 4; k++) {
-		uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
-
-		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-		m->w.rng[k] = z ^ (z >> 31);
-	}
+	rng_seed(m->w.rng, seed);
 	m->w.wall = 1790000000000LL + (int64_t)world_rand(&m->w, 86400000);
 	m->w.mono = 1000000;
 	util_simulate(&us, world_rand(&m->w, 0));
