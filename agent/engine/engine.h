@@ -77,6 +77,8 @@ struct sync {
 	struct strmap *inflight;	/* paths with an S3 leg in progress */
 	struct rec *recs, **recs_tail;	/* the queue, oldest first */
 	int queue_failing;		/* the last flush failed (logged once) */
+	int flush_now;			/* a multipart upload id is queued: it
+					   must be durable before its parts go */
 	struct strmap *job_users;	/* job id -> user id ("" unknown) */
 	struct leg legs[2];		/* OUTBOX_S3, OUTBOX_DB */
 	int dead;			/* sync_crash: write nothing more */

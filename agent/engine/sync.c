@@ -108,6 +108,8 @@ engine_note(struct sync *s, enum rec_kind kind, int64_t id, const char *s1,
 	r->s3 = dup_or_null(s3);
 	r->n1 = n1;
 	r->n2 = n2;
+	if (kind == R_UPLOAD_ID)
+		s->flush_now = 1;
 	enqueue(s, r);
 }
 
@@ -848,6 +850,12 @@ step(struct sync *s, int stopping)
 	atomic_store(&s->heartbeat, time_mono_ms());
 	if (s3_on(s))
 		collect_s3(s);
+	/* An upload id S3 just gave is written before any of its parts is
+	 * sent, so a crash cannot leave parts behind that nothing aborts. */
+	if (s->flush_now) {
+		engine_flush(s);
+		s->flush_now = 0;
+	}
 	hashing = run_s3(s, stopping);
 	if (!s->queue_failing) {
 		recorded = dbleg_run(s, stopping);
