@@ -533,6 +533,7 @@ dbleg_etags(struct sync *s, int stopping)
 			break;
 		}
 		engine_note(s, R_ETAG_DONE, v[i].id, NULL, NULL, NULL, 0, 0);
+		engine_leg_ok(s, OUTBOX_DB);
 	}
 	outbox_entries_free(v, n);
 	return (int)n;

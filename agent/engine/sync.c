@@ -763,6 +763,19 @@ sync_turns(const struct sync *s)
 	return s->turns;
 }
 
+/* due, or later when leg is paused until then. */
+static int64_t
+pause_left(const struct sync *s, enum outbox_leg leg, int64_t due)
+{
+	if (s->legs[leg].failures > 0) {
+		int64_t left = s->legs[leg].paused_until - time_mono_ms();
+
+		if (left > due)
+			due = left;
+	}
+	return due;
+}
+
 /*
  * Milliseconds until work may be claimable: the next due entry of a live
  * leg, but not before that leg's pause ends. -1 when nothing is pending.
@@ -773,13 +786,16 @@ next_work(struct sync *s)
 	int64_t best = -1;
 	int leg;
 
-	/* An ETag to back-fill, or a multipart abort due, is work due now
-	 * (--once waits for them). */
-	if (s->io.db.h != NULL && s->legs[OUTBOX_DB].failures == 0 &&
-	    outbox_etag_due(s->ob))
-		return 0;
-	if (s3_on(s) && s->legs[OUTBOX_S3].failures == 0 && abort_due(s))
-		return 0;
+	/* An ETag to back-fill, or a multipart abort due, is work due once
+	 * its leg's pause ends (--once waits for them). */
+	if (s->io.db.h != NULL && outbox_etag_due(s->ob))
+		best = pause_left(s, OUTBOX_DB, 0);
+	if (s3_on(s) && abort_due(s)) {
+		int64_t t = pause_left(s, OUTBOX_S3, 0);
+
+		if (best < 0 || t < best)
+			best = t;
+	}
 	for (leg = 0; leg < 2; leg++) {
 		struct err e = {0};
 		int64_t due;
@@ -791,12 +807,7 @@ next_work(struct sync *s)
 		    s->legs[OUTBOX_S3].failures == 0, &e);
 		if (due < 0)
 			continue;
-		if (s->legs[leg].failures > 0) {
-			int64_t left = s->legs[leg].paused_until - time_mono_ms();
-
-			if (left > due)
-				due = left;
-		}
+		due = pause_left(s, (enum outbox_leg)leg, due);
 		if (best < 0 || due < best)
 			best = due;
 	}

@@ -682,7 +682,8 @@ heal_once(struct sim *m)
 
 		if (query_int(m, "SELECT count(*) FROM entries WHERE s3_state "
 		    "<> 'done' AND s3_state <> 'skipped' OR db_state <> 'done' "
-		    "AND db_state <> 'skipped'") == 0 && round > 0)
+		    "AND db_state <> 'skipped' OR (db_needs_etag = 1 AND "
+		    "s3_state <> 'skipped')") == 0 && round > 0)
 			break;
 		outbox_retry(m->wob, -1, &e);
 		pass(m, 61000);	/* past the retry cap and every pause */
