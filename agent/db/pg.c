@@ -57,9 +57,10 @@ pg_new(const struct cfg *cfg)
 	snprintf(p->timeout, sizeof(p->timeout), "%ds", cfg->db_timeout_s);
 	p->sql_record = xasprintf("SELECT %s.outboxd_record_document($1, $2, "
 	    "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", p->schema);
-	p->sql_etag = xasprintf("UPDATE %s.documents SET etag = $4 "
-	    "WHERE job_id = $1 AND file_path = $2 AND sha256 = $3 "
-	    "AND etag IS DISTINCT FROM $4", p->schema);
+	p->sql_etag = xasprintf("UPDATE %s.documents SET etag = $4, "
+	    "s3_key = $5 WHERE job_id = $1 AND file_path = $2 AND sha256 = $3 "
+	    "AND (etag IS DISTINCT FROM $4 OR s3_key IS DISTINCT FROM $5)",
+	    p->schema);
 	p->sql_job_get = xasprintf("SELECT jsonb_build_object('filename', "
 	    "filename, 'platform', platform, 'user_id', user_id, 'status', "
 	    "status, 'enhance_with_llm', enhance_with_llm) FROM %s.jobs "
@@ -595,9 +596,9 @@ broken:
 
 int
 pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
-    const char *sha256, const char *etag, struct err *e)
+    const char *sha256, const char *etag, const char *s3_key, struct err *e)
 {
-	const char *v[4] = { job_id, file_path, sha256, etag };
+	const char *v[5] = { job_id, file_path, sha256, etag, s3_key };
 	PGresult *r;
 	int rc;
 
@@ -611,7 +612,7 @@ pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
 	rc = exec_ok(p, r, PGRES_TUPLES_OK, e, "setting the timeout");
 	PQclear(r);
 	if (rc == 0) {
-		r = PQexecParams(p->conn, p->sql_etag, 4, NULL, v, NULL, NULL, 0);
+		r = PQexecParams(p->conn, p->sql_etag, 5, NULL, v, NULL, NULL, 0);
 		rc = exec_ok(p, r, PGRES_COMMAND_OK, e, "recording the ETag");
 		PQclear(r);
 	}

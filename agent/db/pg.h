@@ -69,9 +69,10 @@ int pg_record_documents(struct pg *p, struct pg_doc *docs, size_t n,
 int pg_apply_job_meta(struct pg *p, const char *event_id, const char *job_id,
     const cJSON *fields, const char **outcome, struct err *e);
 
-/* Records an ETag learned after the document row was written. */
+/* Records the ETag and S3 key of a version S3 stored after its document
+ * row was written (the row then had neither: S3 did not have it yet). */
 int pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
-    const char *sha256, const char *etag, struct err *e);
+    const char *sha256, const char *etag, const char *s3_key, struct err *e);
 
 /* Checks the privileges outboxd needs; appends what is missing, comma
  * separated, to problems. Returns how many are missing, or -1 with e. */

@@ -414,7 +414,11 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 		.file_path = rest, .filename = base ? base + 1 : en->path,
 		.document_type = keymap_document_type(rest),
 		.content_type = keymap_content_type(en->path),
-		.s3_key = en->s3_key, .etag = en->s3_etag, .sha256 = dp->sha256,
+		/* Until S3 has this version the row names no object: a
+		 * row written ahead of S3 (an outage) points at nothing
+		 * rather than at another version's bytes. */
+		.s3_key = en->s3_etag ? en->s3_key : NULL,
+		.etag = en->s3_etag, .sha256 = dp->sha256,
 		.platform = dp->platform, .file_info = dp->file_info,
 		.file_size = en->size,
 	};
@@ -527,7 +531,7 @@ dbleg_etags(struct sync *s, int stopping)
 		const char *rest = v[i].path + strlen(v[i].job_id) + 1;
 
 		if (s->io.db.set_etag(s->io.db.h, v[i].job_id, rest,
-		    v[i].sha256, v[i].s3_etag, &e) < 0) {
+		    v[i].sha256, v[i].s3_etag, v[i].s3_key, &e) < 0) {
 			log_warnx("recording an ETag: %s", e.msg);
 			engine_leg_failed(s, OUTBOX_DB);
 			break;

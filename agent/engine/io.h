@@ -41,7 +41,8 @@ struct engine_db {
 	    const char *job_id, const cJSON *fields, const char **outcome,
 	    struct err *e);
 	int (*set_etag)(void *h, const char *job_id, const char *file_path,
-	    const char *sha256, const char *etag, struct err *e);
+	    const char *sha256, const char *etag, const char *s3_key,
+	    struct err *e);
 	void (*free)(void *h);
 };
 

@@ -630,9 +630,9 @@ real_apply_meta(void *h, const char *event_id, const char *job_id,
 
 static int
 real_set_etag(void *h, const char *job_id, const char *file_path,
-    const char *sha256, const char *etag, struct err *e)
+    const char *sha256, const char *etag, const char *s3_key, struct err *e)
 {
-	return pg_set_etag(h, job_id, file_path, sha256, etag, e);
+	return pg_set_etag(h, job_id, file_path, sha256, etag, s3_key, e);
 }
 
 static void

@@ -792,6 +792,8 @@ record_one(struct fake_db *f, const struct pg_doc *d)
 	if (doc != NULL && strcmp(doc->sha, d->sha256) == 0) {
 		if (d->etag != NULL)
 			snprintf(doc->etag, sizeof(doc->etag), "%s", d->etag);
+		if (d->s3_key != NULL)
+			doc->has_key = 1;
 		return "unchanged";
 	}
 	add_activity(f, path, doc ? "file_update" : "file_upload", d->sha256);
@@ -803,6 +805,7 @@ record_one(struct fake_db *f, const struct pg_doc *d)
 	}
 	snprintf(doc->sha, sizeof(doc->sha), "%s", d->sha256);
 	snprintf(doc->etag, sizeof(doc->etag), "%s", d->etag ? d->etag : "");
+	doc->has_key = d->s3_key != NULL;
 	doc->size = d->file_size;
 	taken_push(&doc->history, d->sha256);
 	return created > 0 ? "job_created" : created < 0 ? "updated" :
@@ -873,7 +876,7 @@ db_meta_fake(void *h, const char *event_id, const char *job_id,
 
 static int
 db_etag_fake(void *h, const char *job_id, const char *file_path,
-    const char *sha256, const char *etag, struct err *e)
+    const char *sha256, const char *etag, const char *s3_key, struct err *e)
 {
 	struct fake_db *f = h;
 	char path[1024];
@@ -884,8 +887,10 @@ db_etag_fake(void *h, const char *job_id, const char *file_path,
 		return -1;
 	snprintf(path, sizeof(path), "%s/%s", job_id, file_path);
 	doc = strmap_get(f->docs, path);
-	if (doc != NULL && strcmp(doc->sha, sha256) == 0 && etag != NULL)
+	if (doc != NULL && strcmp(doc->sha, sha256) == 0 && etag != NULL) {
 		snprintf(doc->etag, sizeof(doc->etag), "%s", etag);
+		doc->has_key = s3_key != NULL;
+	}
 	if (lost) {
 		err_set(e, ERR_TRANSIENT, "server closed the connection "
 		    "unexpectedly (after COMMIT)");

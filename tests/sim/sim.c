@@ -821,9 +821,10 @@ check_file(struct sim *m, int i)
 		else if (d == NULL || strcmp(d->sha, cur) != 0)
 			world_violation(&m->w, "documents lacks the final "
 			    "version of %s", f->rel);
-		else if (strcmp(d->etag, o->etag) != 0)
-			world_violation(&m->w, "documents.etag of %s is '%s', S3 "
-			    "has %s", f->rel, d->etag, o->etag);
+		else if (strcmp(d->etag, o->etag) != 0 || !d->has_key)
+			world_violation(&m->w, "documents.etag of %s is '%s'%s, "
+			    "S3 has %s", f->rel, d->etag, d->has_key ? "" :
+			    " (no s3_key)", o->etag);
 	} else if (o != NULL) {
 		/* Gone locally: the row must match what S3 holds when the
 		 * outbox's newest entry says S3 stored it. */
@@ -846,6 +847,15 @@ check_file(struct sim *m, int i)
 			sqlite3_finalize(s);
 		}
 	}
+	/* A row that names an object names one holding its version (a row
+	 * written ahead of S3 whose version never got there names none). */
+	/* (One exception no engine can see: S3 took a newer version, its
+	 * reply was lost in a crash, and the file vanished before the retry
+	 * could hash it; then S3 holds the newer one.) */
+	if (d != NULL && d->has_key && (o == NULL || (strcmp(o->sha, d->sha) !=
+	    0 && version_index(f, o->sha) <= version_index(f, d->sha))))
+		world_violation(&m->w, "documents names an S3 object for %s "
+		    "that does not hold the row's version", f->rel);
 	/* Two instances each send what they journaled: S3 keeps the last
 	 * writer's, so only one instance's order can be promised there. */
 	if (o != NULL && m->nn == 1)

@@ -56,6 +56,7 @@ struct fobject {
 struct fdoc {
 	char sha[65];
 	char etag[80];		/* "" for NULL */
+	int has_key;		/* s3_key is set */
 	int64_t size;
 	struct taken *history;	/* every sha the row held, newest first */
 };
