@@ -61,8 +61,10 @@ read_long(const char *path)
 	return v;
 }
 
+/* What doctor_tree's walk carries: the ignore globs and its counts. */
 struct dircount {
-	long dirs, files;
+	char *const *ignore;	/* OUTBOXD_IGNORE globs, NULL ended */
+	long dirs, files;	/* directories (the root too), files */
 };
 
 static int
@@ -85,13 +87,15 @@ count_visit(void *arg, enum tree_what what, const char *rel,
 static int
 doctor_ignore(void *arg, const char *name)
 {
-	return watch_ignored(arg, name);
+	const struct dircount *d = arg;
+
+	return watch_ignored(d->ignore, name);
 }
 
 static void
 doctor_tree(const struct cfg *c)
 {
-	struct dircount d = { 1, 0 };
+	struct dircount d = { c->ignore, 1, 0 };
 	struct err e = {0};
 	long watches, queued;
 	int fd;
