@@ -58,6 +58,27 @@ utf8_cut_tail(char *s)
 		s[lead - 1] = '\0';	/* a sequence cut short */
 }
 
+int
+utf8_snprintf(char *dst, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+	int len;
+
+	if (n == 0)
+		return 1;
+	va_start(ap, fmt);
+	len = vsnprintf(dst, n, fmt, ap);
+	va_end(ap);
+	if (len < 0) {
+		dst[0] = '\0';
+		return 1;
+	}
+	if ((size_t)len < n)
+		return 0;
+	utf8_cut_tail(dst);
+	return 1;
+}
+
 void
 err_set(struct err *e, enum err_class cls, const char *fmt, ...)
 {

@@ -47,6 +47,11 @@ void err_clear(struct err *e);
 /* Cuts a UTF-8 sequence left incomplete at the end of s (a message cut
  * to its buffer), so the rest stays valid UTF-8. */
 void utf8_cut_tail(char *s);
+/* snprintf that never splits a character: when the text does not fit
+ * in n bytes, it is cut before the last whole UTF-8 sequence. 1 when it
+ * was cut, 0 when whole. The one way text is cut into a fixed buffer. */
+int utf8_snprintf(char *dst, size_t n, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);

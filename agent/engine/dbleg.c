@@ -335,8 +335,40 @@ without_file(struct sync *s, struct outbox_entry *en, enum leg_event ev)
 	return -1;
 }
 
+/* The first PLATFORM_SCAN_BYTES of the file (all of a smaller one) into
+ * *mem, NUL terminated: the part platform detection reads. */
+static int
+read_head(int fd, off_t size, unsigned char **mem, struct err *e)
+{
+	size_t want = size < PLATFORM_SCAN_BYTES ? (size_t)size :
+	    PLATFORM_SCAN_BYTES, got = 0;
+	unsigned char *buf = xmalloc(want + 1);
+
+	while (got < want) {
+		ssize_t n = pread(fd, buf + got, want - got, (off_t)got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(buf);
+			if (n < 0) {
+				err_sys(e, ERR_TRANSIENT, "reading");
+				return -1;
+			}
+			err_set(e, ERR_CHANGED, "the file got shorter while "
+			    "it was read");
+			return -1;
+
+		}
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	*mem = buf;
+	return 0;
+}
+
 /*
- * Reads en's file for its SHA-256 and (XML) its bytes into *mem. 0 when
+ * Reads en's file for its SHA-256 and (XML) its head into *mem. 0 when
  * read; 1 when the file is gone or no longer this version but S3 has it
  * (record without reading); -1 when the leg's outcome is already
  * reported.
@@ -357,7 +389,9 @@ read_doc(struct sync *s, struct outbox_entry *en, int keep, char *sha,
 		return -1;
 	}
 	rc = engine_same_file(&st, en) ? hash_file(fd, (uint64_t)st.st_size,
-	    keep ? mem : NULL, sha, NULL, NULL, &s->heartbeat, &e) : -1;
+	    NULL, sha, NULL, NULL, &s->heartbeat, &e) : -1;
+	if (rc == 0 && keep)
+		rc = read_head(fd, st.st_size, mem, &e);
 	if (rc == 0 && (fstat(fd, &now) < 0 || !engine_same_file(&now, en))) {
 		free(*mem);
 		*mem = NULL;
@@ -384,9 +418,8 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 
 	memset(dp, 0, sizeof(*dp));
 	snprintf(dp->sha256, sizeof(dp->sha256), "%s", en->sha256);
-	if (dp->sha256[0] == '\0' || (xml && en->size <= PLATFORM_MAX_BYTES)) {
-		int rc = read_doc(s, en, xml && en->size <= PLATFORM_MAX_BYTES,
-		    dp->sha256, &mem);
+	if (dp->sha256[0] == '\0' || xml) {
+		int rc = read_doc(s, en, xml, dp->sha256, &mem);
 
 		if (rc < 0)
 			return -1;
@@ -404,7 +437,11 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 	if (mem != NULL) {
 		struct platform_info pi;
 
-		platform_detect((const char *)mem, (size_t)en->size, &pi);
+		size_t len = en->size < PLATFORM_SCAN_BYTES ?
+		    (size_t)en->size : PLATFORM_SCAN_BYTES;
+
+		platform_detect((const char *)mem, len, len == (size_t)en->size,
+		    &pi);
 		dp->platform = pi.platform;
 		dp->file_info = platform_file_info(&pi, rest, en->size);
 		free(mem);
