@@ -39,6 +39,7 @@
 #include "base/strmap.h"
 #include "agent/engine/sync.h"
 #include "store/outbox.h"
+#include "store/poison.h"
 #include "watchers/watch.h"
 
 #define STATUS_EVERY_MS 5000
@@ -482,6 +483,34 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	return rc;
 }
 
+/* Counts a death inside a file's inspection (store/poison.h) and sets
+ * the entry aside at the limit; before outbox_recover. */
+static int
+set_aside_poison(struct outbox *ob, const struct cfg *c)
+{
+	struct err e = {0};
+	int64_t id;
+	int deaths, rc;
+
+	rc = poison_recover(ob, c->state_db, c->poison_attempts, &id, &deaths,
+	    &e);
+	if (rc < 0) {
+		log_err("%s", e.msg);
+		return -1;
+	}
+	if (rc > 0)
+		log_err("entry %lld set aside as failed: outboxd died %d times "
+		    "while reading or inspecting its file (OUTBOXD_POISON_"
+		    "ATTEMPTS=%d); see outboxctl show %lld, and outboxctl "
+		    "retry %lld takes it back", (long long)id, deaths,
+		    c->poison_attempts, (long long)id, (long long)id);
+	else if (deaths > 0)
+		log_warnx("entry %lld: outboxd died while reading or inspecting "
+		    "its file (%d of %d times before it is set aside)",
+		    (long long)id, deaths, c->poison_attempts);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -561,6 +590,10 @@ main(int argc, char **argv)
 	if (outbox_lock(ob, &e) < 0) {
 		log_err("%s", e.msg);
 		rc = EX_TEMPFAIL;
+		goto out_outbox;
+	}
+	if (set_aside_poison(ob, &c) < 0) {
+		rc = EX_IOERR;
 		goto out_outbox;
 	}
 	rc = outbox_recover(ob, &e);

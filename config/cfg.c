@@ -580,6 +580,8 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 	    p);
 	c->s3_timeout_s = int_var(get, arg, "OUTBOXD_S3_TIMEOUT_S", 30, 1, 3600,
 	    p);
+	c->poison_attempts = int_var(get, arg, "OUTBOXD_POISON_ATTEMPTS", 3, 1,
+	    1000, p);
 
 	cfg_vcap_free(&vcap);
 	return p->n;

@@ -51,6 +51,8 @@ struct cfg {
 	int retry_base_ms;		/* OUTBOXD_RETRY_BASE_MS: first backoff */
 	int retry_max_s;		/* OUTBOXD_RETRY_MAX_S: backoff cap */
 	int s3_timeout_s;		/* OUTBOXD_S3_TIMEOUT_S: stall limit */
+	int poison_attempts;		/* OUTBOXD_POISON_ATTEMPTS: deaths in
+					   one file's inspection, then failed */
 
 	/* Where the S3 and database settings came from, for doctor. */
 	const char *s3_source;		/* "environment" or "VCAP_SERVICES" */

@@ -47,6 +47,9 @@ static const struct leg_rule rules[] = {
 	    REC_ERROR | REC_DUE_NOW },
 	{ OUTBOX_IN_FLIGHT, EV_STOPPED, LEG_OLDER, OUTBOX_SKIPPED,
 	    REC_ERROR | ABORT },
+	{ OUTBOX_IN_FLIGHT, EV_POISON, LEG_NEWEST, OUTBOX_FAILED, REC_ERROR },
+	{ OUTBOX_IN_FLIGHT, EV_POISON, LEG_OLDER, OUTBOX_SKIPPED,
+	    REC_ERROR | ABORT },
 };
 
 const struct leg_rule *
@@ -73,7 +76,7 @@ static const char *const event_names[EV_NEVENTS] = {
 	"claim", "stored", "stored_no_etag", "duplicate", "transient",
 	"permanent", "gone", "changed", "invalid", "wait", "stopped",
 	"superseded",
-	"retry"
+	"retry", "poison"
 };
 
 const char *

@@ -28,6 +28,8 @@
  *   in_flight  wait           older   skipped    reason; multipart aborted
  *   in_flight  stopped        newest  pending    due now
  *   in_flight  stopped        older   skipped    reason; multipart aborted
+ *   in_flight  poison         newest  failed     reason (waits for outboxctl retry)
+ *   in_flight  poison         older   skipped    reason; multipart aborted
  *
  * Every other (state, event) pair changes nothing: done and skipped are
  * final, a leg in flight is not superseded (its outcome decides), and a
@@ -40,6 +42,10 @@
  * Why "wait": a file can vanish (be moved away) while its S3 leg still
  * sends it from the open descriptor; if S3 then has the bytes, the row
  * must follow, so the database leg waits for the S3 leg's outcome.
+ * Why "poison": a file whose reading or inspection killed outboxd
+ * (crashed it, or hung it until the watchdog killed it) would be claimed
+ * first at every start and kill it again; after OUTBOXD_POISON_ATTEMPTS
+ * such deaths (store/poison.h counts them) it is set aside.
  * Why "ETag back-filled": a database row recorded before S3 answered, or
  * a replay that found the event applied already, may lack the ETag; the
  * ETag pass writes it once the S3 leg is done.
@@ -71,6 +77,7 @@ enum leg_event {
 	EV_STOPPED,		/* cut short: shutdown, or found after a crash */
 	EV_SUPERSEDED,		/* a newer version of the path was journaled */
 	EV_RETRY,		/* outboxctl retry */
+	EV_POISON,		/* the leg's file killed outboxd N times */
 	EV_NEVENTS
 };
 

@@ -415,14 +415,22 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 	const char *base = strrchr(en->path, '/');
 	const char *user;
 	unsigned char *mem = NULL;
+	int marked = 0;
 
 	memset(dp, 0, sizeof(*dp));
 	snprintf(dp->sha256, sizeof(dp->sha256), "%s", en->sha256);
 	if (dp->sha256[0] == '\0' || xml) {
-		int rc = read_doc(s, en, xml, dp->sha256, &mem);
+		int rc;
 
-		if (rc < 0)
+		/* Reading and inspecting the file is where a hostile or
+		 * broken one can kill outboxd: mark it (poison.h). */
+		poison_begin(s->poison, en->id);
+		marked = 1;
+		rc = read_doc(s, en, xml, dp->sha256, &mem);
+		if (rc < 0) {
+			poison_end(s->poison);
 			return -1;
+		}
 		if (rc == 1)
 			snprintf(dp->sha256, sizeof(dp->sha256), "%s",
 			    en->sha256);
@@ -436,16 +444,18 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 	}
 	if (mem != NULL) {
 		struct platform_info pi;
-
 		size_t len = en->size < PLATFORM_SCAN_BYTES ?
 		    (size_t)en->size : PLATFORM_SCAN_BYTES;
 
+		test_crash_point("inspecting");
 		platform_detect((const char *)mem, len, len == (size_t)en->size,
 		    &pi);
 		dp->platform = pi.platform;
 		dp->file_info = platform_file_info(&pi, rest, en->size);
 		free(mem);
 	}
+	if (marked)
+		poison_end(s->poison);
 	dp->doc = (struct pg_doc){
 		.event_id = en->event_id, .job_id = en->job_id,
 		.file_path = rest, .filename = base ? base + 1 : en->path,

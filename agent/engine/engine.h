@@ -25,6 +25,7 @@
 #include "base/strmap.h"
 #include "config/cfg.h"
 #include "store/outbox.h"
+#include "store/poison.h"
 
 /* A leg's circuit breaker. */
 struct leg {
@@ -84,6 +85,7 @@ struct sync {
 	int dead;			/* sync_crash: write nothing more */
 	int fatal;			/* the outbox failed: stop */
 	long long turns;		/* loop turns so far */
+	struct poison *poison;		/* marks the entry being inspected */
 };
 
 /* Queues a leg's outcome (copied) for the end of the turn. */

@@ -680,6 +680,7 @@ sync_new_io(const struct cfg *cfg, int wake_fd, const struct engine_io *io,
 	/* Retries are never further off than the cap; beyond it (plus a
 	 * margin for a slow clock) the clock must have been set back. */
 	outbox_set_horizon(s->ob, (int64_t)cfg->retry_max_s * 1000 + 60000);
+	s->poison = poison_open(cfg->state_db);
 	s->env = (struct upload_env){ cfg, &s->io.s3, s, s->rootfd, MIN_PART };
 	atomic_store(&s->heartbeat, time_mono_ms());
 	return s;
@@ -729,6 +730,7 @@ sync_free(struct sync *s)
 	if (s->io.db.h != NULL)
 		s->io.db.free(s->io.db.h);
 	outbox_close(s->ob);
+	poison_close(s->poison);
 	if (s->rootfd >= 0)
 		close(s->rootfd);
 	free(s);
