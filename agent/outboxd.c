@@ -130,8 +130,23 @@ exit_status(struct outbox *ob, const struct cfg *c)
 	return 0;
 }
 
+/* What the main thread keeps between reports and reloads. */
+struct mainloop {
+	const struct cfg *cfg;		/* as the threads use it */
+	struct outbox *ob;		/* the main thread's connection */
+	const char *env_file;		/* --env-file, or NULL */
+	struct strmap *env_names;	/* variables set before --env-file */
+	char *metrics_file;		/* may change on SIGHUP */
+	long long start_time_s;
+	int ready;
+	int metrics_failed;		/* said so once */
+	const struct metrics_live *live;	/* the engine's counters */
+};
+
+static void report(struct mainloop *m);
+
 static int
-run_once(const struct cfg *c, struct outbox *ob)
+run_once(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 {
 	struct watch *w;
 	struct sync *s;
@@ -150,12 +165,16 @@ run_once(const struct cfg *c, struct outbox *ob)
 		return EX_IOERR;
 	}
 	log_info("journaled %d new or changed files", n);
+	m->ready = 1;
 	s = sync_new(c, -1, &e);
 	if (s == NULL) {
 		log_err("%s", e.msg);
 		return EX_SOFTWARE;
 	}
 	rc = sync_once(s);
+	m->live = sync_live(s);
+	report(m);	/* the metrics file, once, at the end */
+	m->live = NULL;
 	sync_free(s);
 	if (rc < 0)
 		return EX_IOERR;
@@ -191,17 +210,6 @@ sync_body(void *arg)
 	return NULL;
 }
 
-/* What the main thread keeps between reports and reloads. */
-struct mainloop {
-	const struct cfg *cfg;		/* as the threads use it */
-	struct outbox *ob;		/* the main thread's connection */
-	const char *env_file;		/* --env-file, or NULL */
-	struct strmap *env_names;	/* variables set before --env-file */
-	char *metrics_file;		/* may change on SIGHUP */
-	long long start_time_s;
-	int ready;
-	int metrics_failed;		/* said so once */
-};
 
 /* systemd's STATUS= line and the metrics file, from one count. */
 static void
@@ -219,8 +227,8 @@ report(struct mainloop *m)
 	    n.last_error[0] && n.pending + n.failed > 0 ? n.last_error : "");
 	if (m->metrics_file != NULL) {
 		struct metrics_extra x = { c->bucket != NULL, c->db_on,
-		    m->start_time_s, m->ready };
-		char *text = metrics_render(&n, &x, time_now_ms());
+		    m->start_time_s, m->ready, PACKAGE_VERSION };
+		char *text = metrics_render(&n, &x, m->live, time_now_ms());
 
 		if (metrics_write(m->metrics_file, text, &e) < 0) {
 			if (!m->metrics_failed)
@@ -415,6 +423,7 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 		watch_free(wk.w);
 		return EX_SOFTWARE;
 	}
+	m->live = sync_live(sk.s);
 	if (pthread_create(&wk.tid, NULL, watch_body, &wk) != 0 ||
 	    pthread_create(&sk.tid, NULL, sync_body, &sk) != 0) {
 		log_err("cannot start threads");
@@ -474,9 +483,10 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	pthread_join(sk.tid, NULL);
 	if (rc == 0 && (wk.rc < 0 || sk.rc < 0))
 		rc = EX_IOERR;
+	report(m);	/* the final counts */
+	m->live = NULL;
 	watch_free(wk.w);
 	sync_free(sk.s);
-	report(m);	/* the final counts */
 	close(wake);
 	close(sfd);
 	log_info("stopped");
@@ -612,7 +622,7 @@ main(int argc, char **argv)
 	m.env_file = env_file;
 	m.metrics_file = c.metrics_file ? xstrdup(c.metrics_file) : NULL;
 	m.start_time_s = time_now_ms() / 1000;
-	rc = once ? run_once(&c, ob) : run_daemon(&c, ob, &m);
+	rc = once ? run_once(&c, ob, &m) : run_daemon(&c, ob, &m);
 	free(m.metrics_file);
 out_outbox:
 	outbox_close(ob);

@@ -529,6 +529,7 @@ dbleg_run(struct sync *s, int stopping)
 	}
 	if (n == 0)
 		return 0;
+	metrics_claimed(&s->live, OUTBOX_DB, v, n);
 	dp = xcalloc(n, sizeof(*dp));
 	docs = xcalloc(n, sizeof(*docs));
 	for (i = 0; i < n; i++) {

@@ -22,6 +22,7 @@
 
 #include "agent/engine/io.h"
 #include "agent/engine/upload.h"
+#include "agent/metrics.h"
 #include "base/strmap.h"
 #include "config/cfg.h"
 #include "store/outbox.h"
@@ -86,6 +87,7 @@ struct sync {
 	int fatal;			/* the outbox failed: stop */
 	long long turns;		/* loop turns so far */
 	struct poison *poison;		/* marks the entry being inspected */
+	struct metrics_live live;	/* counters for the metrics */
 };
 
 /* Queues a leg's outcome (copied) for the end of the turn. */

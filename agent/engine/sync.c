@@ -92,6 +92,7 @@ engine_outcome(struct sync *s, enum outbox_leg leg, int64_t id,
 	r->oc.error = dup_or_null(oc->error);
 	r->oc.etag = dup_or_null(oc->etag);
 	r->oc.sha256 = dup_or_null(oc->sha256);
+	metrics_outcome(&s->live, leg, oc->event);
 	enqueue(s, r);
 }
 
@@ -204,6 +205,7 @@ engine_leg_ok(struct sync *s, enum outbox_leg leg)
 		    "database");
 	s->legs[leg].failures = 0;
 	s->legs[leg].paused_until = 0;
+	metrics_set(&s->live, M_LEG_PAUSED, leg, 0);
 }
 
 void
@@ -215,6 +217,7 @@ engine_leg_failed(struct sync *s, enum outbox_leg leg)
 	l->paused_until = time_mono_ms() + backoff_delay(l->failures,
 	    s->cfg->retry_base_ms, (int64_t)s->cfg->retry_max_s * 1000,
 	    rand_below(UINT64_MAX));
+	metrics_set(&s->live, M_LEG_PAUSED, leg, 1);
 }
 
 int
@@ -346,6 +349,7 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 		oc.sha256 = o->sha256;
 		engine_outcome(s, OUTBOX_S3, en->id, &oc);
 		engine_leg_ok(s, OUTBOX_S3);
+		metrics_add(&s->live, M_UPLOADED_BYTES, OUTBOX_S3, en->size);
 		log_stored(s, en, o);
 		break;
 	case UPLOAD_RETRY:
@@ -423,6 +427,7 @@ claim_uploads(struct sync *s)
 			s->fatal = 1;
 		return 0;
 	}
+	metrics_claimed(&s->live, OUTBOX_S3, v, n);
 	for (i = 0; i < n; i++) {
 		struct outbox_part *parts = NULL;
 		size_t np = 0;
@@ -751,6 +756,12 @@ sync_stop(struct sync *s)
 {
 	atomic_store(&s->stop, 1);
 	eventfd_poke(s->wake_fd);
+}
+
+const struct metrics_live *
+sync_live(const struct sync *s)
+{
+	return &s->live;
 }
 
 long long

@@ -55,5 +55,8 @@ void sync_set_min_part(struct sync *s, uint64_t bytes);
 /* From any thread. */
 void sync_stop(struct sync *s);
 long long sync_heartbeat(struct sync *s);
+/* The counters for the metrics; valid until sync_free. */
+struct metrics_live;
+const struct metrics_live *sync_live(const struct sync *s);
 
 #endif
