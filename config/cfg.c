@@ -131,6 +131,31 @@ cfg_parse_size(const char *s, uint64_t *out)
 	return -1;
 }
 
+int
+cfg_parse_duration(const char *s, int64_t *seconds)
+{
+	static const struct { const char *unit; int64_t s; } units[] = {
+		{ "", 1 }, { "s", 1 }, { "m", 60 }, { "min", 60 }, { "h", 3600 },
+		{ "d", 86400 }, { "w", 7 * 86400 },
+	};
+	char *end;
+	long long n;
+	size_t i;
+
+	errno = 0;
+	n = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || n < 0 || !isdigit((unsigned char)*s))
+		return -1;
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(end, units[i].unit) == 0) {
+			if (n > INT64_MAX / units[i].s)
+				return -1;
+			*seconds = (int64_t)n * units[i].s;
+			return 0;
+		}
+	return -1;
+}
+
 /* An integer variable within [lo, hi], or its default when unset. */
 static int
 int_var(cfg_getenv_fn get, void *arg, const char *name, int def, long lo,
@@ -582,6 +607,21 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 	    p);
 	c->poison_attempts = int_var(get, arg, "OUTBOXD_POISON_ATTEMPTS", 3, 1,
 	    1000, p);
+	c->scrub_interval_s = 7 * 86400;
+	v = get(arg, "OUTBOXD_SCRUB_INTERVAL");
+	if (v != NULL && *v != '\0') {
+		int64_t secs;
+
+		if (cfg_parse_duration(v, &secs) < 0)
+			problem(p, "OUTBOXD_SCRUB_INTERVAL=%s: not a duration "
+			    "(like 7d, 12h, 30m, 90s; 0 turns the scrub off)", v);
+		else if (secs > 366 * 86400)
+			problem(p, "OUTBOXD_SCRUB_INTERVAL=%s: must be at most a "
+			    "year (366d)", v);
+		else
+			c->scrub_interval_s = secs;
+	}
+	c->scrub_rate = int_var(get, arg, "OUTBOXD_SCRUB_RATE", 5, 1, 1000, p);
 
 	cfg_vcap_free(&vcap);
 	return p->n;

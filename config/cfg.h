@@ -53,6 +53,9 @@ struct cfg {
 	int s3_timeout_s;		/* OUTBOXD_S3_TIMEOUT_S: stall limit */
 	int poison_attempts;		/* OUTBOXD_POISON_ATTEMPTS: deaths in
 					   one file's inspection, then failed */
+	int64_t scrub_interval_s;	/* OUTBOXD_SCRUB_INTERVAL: between the
+					   starts of two scrub passes, 0 off */
+	int scrub_rate;			/* OUTBOXD_SCRUB_RATE: HEADs per second */
 
 	/* Where the S3 and database settings came from, for doctor. */
 	const char *s3_source;		/* "environment" or "VCAP_SERVICES" */
@@ -81,6 +84,9 @@ void cfg_problems_free(struct cfg_problems *p);
 
 /* Parses "64MiB", "5 GB", "1048576" into bytes; -1 when it is not one. */
 int cfg_parse_size(const char *s, uint64_t *out);
+/* Parses "7d", "12h", "30m", "90s", "2w" or plain seconds; -1 when it
+ * is not one. */
+int cfg_parse_duration(const char *s, int64_t *seconds);
 /* Parses true/false/1/0/yes/no/on/off; -1 when it is none of them. */
 int cfg_parse_bool(const char *s);
 

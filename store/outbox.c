@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +62,7 @@ enum stmt_id {
 #define ENTRY_COLUMNS \
 	"id, event_id, job_id, path, s3_key, kind, version, size, mtime_ns, " \
 	"inode, coalesce(sha256, ''), s3_etag, s3_state, db_state, " \
-	"s3_attempts, db_attempts, s3_upload_id"
+	"s3_attempts, db_attempts, s3_upload_id, repair IS NOT NULL"
 
 static int run(struct outbox *o, const char *sql, const char *fmt,
     struct err *e, ...);
@@ -280,6 +281,32 @@ upgrade(struct outbox *o, struct err *e)
 	    "UPDATE meta SET value = '2' WHERE key = 'schema_version'", e);
 }
 
+/*
+ * Schema 3: entries.repair, the reason an entry was journaled by a repair
+ * (outboxctl verify --repair, the scrub) rather than by the watcher; NULL
+ * for the user's own versions.
+ */
+static int
+upgrade_repair(struct outbox *o, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	int has = 0;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT count(*) FROM pragma_table_info("
+	    "'entries') WHERE name = 'repair'", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "reading the schema");
+		return -1;
+	}
+	if (sqlite3_step(s) == SQLITE_ROW)
+		has = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	if (has)
+		return 0;
+	return exec(o, "ALTER TABLE entries ADD COLUMN repair TEXT; "
+	    "UPDATE meta SET value = '3' WHERE key = 'schema_version' "
+	    "AND CAST(value AS INTEGER) < 3", e);
+}
+
 struct outbox *
 outbox_open(const char *path, int readonly, struct err *e)
 {
@@ -317,7 +344,8 @@ outbox_open(const char *path, int readonly, struct err *e)
 			goto fail;
 		}
 	}
-	if (upgrade(o, e) < 0 || exec(o, "COMMIT", e) < 0) {
+	if (upgrade(o, e) < 0 || upgrade_repair(o, e) < 0 ||
+	    exec(o, "COMMIT", e) < 0) {
 		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 		goto fail;
 	}
@@ -730,6 +758,7 @@ read_entry(sqlite3_stmt *s, struct outbox_entry *en)
 	en->s3_attempts = sqlite3_column_int(s, 14);
 	en->db_attempts = sqlite3_column_int(s, 15);
 	en->upload_id = col_dup(s, 16);
+	en->repair = sqlite3_column_int(s, 17);
 }
 
 void
@@ -1521,4 +1550,227 @@ outbox_abort_later(struct outbox *o, const char *upload_id, int64_t next_at_ms,
 	return run(o, "UPDATE aborts SET attempts = attempts + 1, next_at = ?2, "
 	    "last_error = ?3 WHERE upload_id = ?1", "ttt", e, upload_id, next,
 	    error);
+}
+
+/* ---- repairs and the scrub ------------------------------------------------ */
+
+int
+outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
+    int64_t *id, struct err *e)
+{
+	char event[37], now[32];
+	char *path = NULL;
+	int64_t new_id;
+	int rc = -1;
+
+	uuid_v4(event);
+	now_iso(now);
+	/* A copy of entry `of` as a new entry, only while it is its path's
+	 * newest: a version the watcher journaled meanwhile wins. The S3
+	 * leg starts skipped when S3 holds the version already. */
+	if (run(o, "INSERT INTO entries (event_id, job_id, path, kind, version, "
+	    "  size, mtime, mtime_ns, inode, s3_key, sha256, journaled_at, "
+	    "  updated_at, s3_state, s3_next_at, s3_etag, s3_error, db_state, "
+	    "  db_next_at, repair) "
+	    "SELECT ?1, job_id, path, kind, version, size, mtime, mtime_ns, "
+	    "  inode, s3_key, coalesce(?3, sha256), ?2, ?2, "
+	    "  CASE WHEN ?4 IS NULL THEN 'pending' ELSE 'skipped' END, ?2, ?4, "
+	    "  CASE WHEN ?4 IS NULL THEN NULL ELSE 'a repair: S3 holds this "
+	    "    version already' END, 'pending', ?2, ?5 "
+	    "FROM entries WHERE id = ?6 AND id = " NEWEST_OF_PATH,
+	    "ttttti", e, event, now, r->sha256, r->s3_etag, r->why, r->of) < 0)
+		return -1;
+	if (sqlite3_changes(o->db) == 0)
+		return 0;
+	new_id = sqlite3_last_insert_rowid(o->db);
+	{
+		sqlite3_stmt *s = NULL;
+
+		if (sqlite3_prepare_v2(o->db, "SELECT path FROM entries WHERE "
+		    "id = ?1", -1, &s, NULL) != SQLITE_OK) {
+			db_err(o, e, "journaling a repair");
+			return -1;
+		}
+		sqlite3_bind_int64(s, 1, new_id);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			path = col_dup(s, 0);
+		sqlite3_finalize(s);
+	}
+	if (path == NULL) {
+		db_err(o, e, "journaling a repair");
+		return -1;
+	}
+	/* The repair is now the path's newest; versions stays (it is the
+	 * same version), and the stat is the one journaled. */
+	if (run(o, "UPDATE files SET entry_id = ?2 WHERE path = ?1", "ti", e,
+	    path, new_id) < 0 ||
+	    supersede_older(o, path, new_id, now, e) < 0)
+		goto out;
+	if (id != NULL)
+		*id = new_id;
+	rc = 1;
+out:
+	free(path);
+	return rc;
+}
+
+/* Reads the entries a query with ENTRY_COLUMNS returns into *out. */
+static int
+read_entries(struct outbox *o, sqlite3_stmt *s, struct outbox_entry **out,
+    size_t *nout, struct err *e)
+{
+	struct outbox_entry *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		read_entry(s, &v[n++]);
+	}
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, "reading entries");
+		outbox_entries_free(v, n);
+		return -1;
+	}
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+int
+outbox_newest(struct outbox *o, const char *path, struct outbox_entry *en,
+    struct err *e)
+{
+	struct outbox_entry *v = NULL;
+	sqlite3_stmt *s = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT " ENTRY_COLUMNS " FROM entries "
+	    "WHERE id = (SELECT entry_id FROM files WHERE path = ?1)", -1, &s,
+	    NULL) != SQLITE_OK) {
+		db_err(o, e, "reading an entry");
+		return -1;
+	}
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	rc = read_entries(o, s, &v, &n, e);
+	sqlite3_finalize(s);
+	if (rc < 0)
+		return -1;
+	if (n == 0) {
+		free(v);
+		return 0;
+	}
+	*en = v[0];
+	free(v);
+	return 1;
+}
+
+int
+outbox_scrub_batch(struct outbox *o, int64_t after, int max,
+    struct outbox_entry **v, size_t *n, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+
+	*v = NULL;
+	*n = 0;
+	/* By primary key from the cursor: bounded, no scan. */
+	if (sqlite3_prepare_v2(o->db, "SELECT " ENTRY_COLUMNS " FROM entries "
+	    "WHERE id > ?1 AND kind = 'document' AND id = " NEWEST_OF_PATH
+	    "  AND s3_state NOT IN ('in_flight', 'failed') "
+	    "  AND db_state NOT IN ('in_flight', 'failed') "
+	    "ORDER BY id LIMIT ?2", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "reading entries to scrub");
+		return -1;
+	}
+	sqlite3_bind_int64(s, 1, after);
+	sqlite3_bind_int(s, 2, max);
+	rc = read_entries(o, s, v, n, e);
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int64_t
+outbox_max_id(struct outbox *o)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t id = 0;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT coalesce(max(id), 0) FROM entries",
+	    -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		id = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return id;
+}
+
+/* The scrub's meta keys and where each lives in struct outbox_scrub. */
+#define SCRUB_FIELD(name, field) { "scrub." name, offsetof(struct outbox_scrub, \
+	field) }
+static const struct { const char *key; size_t off; } scrub_ints[] = {
+	SCRUB_FIELD("pass", pass), SCRUB_FIELD("cursor", cursor),
+	SCRUB_FIELD("end_id", end_id), SCRUB_FIELD("checked", checked),
+	SCRUB_FIELD("found", found), SCRUB_FIELD("repaired", repaired),
+	SCRUB_FIELD("total_checked", total_checked),
+	SCRUB_FIELD("total_found", total_found),
+	SCRUB_FIELD("total_repaired", total_repaired),
+};
+
+int
+outbox_scrub_get(struct outbox *o, struct outbox_scrub *st, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	size_t i;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	if (sqlite3_prepare_v2(o->db, "SELECT key, value FROM meta WHERE key "
+	    "BETWEEN 'scrub.' AND 'scrub.~'", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "reading the scrub's state");
+		return -1;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *k = (const char *)sqlite3_column_text(s, 0);
+
+		for (i = 0; i < sizeof(scrub_ints) / sizeof(scrub_ints[0]); i++)
+			if (strcmp(k, scrub_ints[i].key) == 0)
+				*(int64_t *)((char *)st + scrub_ints[i].off) =
+				    sqlite3_column_int64(s, 1);
+		if (strcmp(k, "scrub.running") == 0)
+			st->running = sqlite3_column_int(s, 1);
+		else if (strcmp(k, "scrub.started_at") == 0)
+			copy_fixed(st->started_at, sizeof(st->started_at), s, 1);
+		else if (strcmp(k, "scrub.finished_at") == 0)
+			copy_fixed(st->finished_at, sizeof(st->finished_at), s, 1);
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, "reading the scrub's state");
+		return -1;
+	}
+	return 0;
+}
+
+int
+outbox_scrub_put(struct outbox *o, const struct outbox_scrub *st,
+    struct err *e)
+{
+	char num[32];
+	size_t i;
+
+	for (i = 0; i < sizeof(scrub_ints) / sizeof(scrub_ints[0]); i++) {
+		snprintf(num, sizeof(num), "%lld", (long long)*(const int64_t *)
+		    ((const char *)st + scrub_ints[i].off));
+		if (outbox_meta_set(o, scrub_ints[i].key, num, e) < 0)
+			return -1;
+	}
+	snprintf(num, sizeof(num), "%d", st->running);
+	if (outbox_meta_set(o, "scrub.running", num, e) < 0 ||
+	    outbox_meta_set(o, "scrub.started_at", st->started_at, e) < 0 ||
+	    outbox_meta_set(o, "scrub.finished_at", st->finished_at, e) < 0)
+		return -1;
+	return 0;
 }

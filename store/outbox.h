@@ -89,6 +89,9 @@ struct outbox_entry {
 	int s3_state, db_state;
 	int s3_attempts, db_attempts;	/* including the claim */
 	char *upload_id;	/* an unfinished multipart upload, or NULL */
+	int repair;		/* journaled by verify --repair or the scrub,
+				   not by the user: the database leg adds no
+				   activity */
 };
 
 void outbox_entry_free(struct outbox_entry *en);
@@ -213,6 +216,59 @@ int outbox_counts(struct outbox *o, int s3_on, int db_on,
  * pending and due now, or skipped for an older version (legstate.h).
  * Returns the number of legs that went back to pending, or -1. */
 int outbox_retry(struct outbox *o, int64_t id, struct err *e);
+
+/*
+ * A repair: the newest entry of a path is settled, the file is still that
+ * version, but a store lost or altered its copy (found by outboxctl verify
+ * --repair or the scrub). outbox_journal_repair journals a new entry for
+ * the same version (same stat and version number, a new event id, column
+ * repair = why) that becomes the path's newest and goes through both legs
+ * like any entry, except that its database leg adds no user activity.
+ * When s3_etag is given, S3 was found to hold this version already: the
+ * S3 leg starts skipped with that ETag, and only the database leg runs.
+ * Returns 1 (*id set), 0 when entry `of` is no longer its path's newest
+ * (the watcher journaled a newer version meanwhile: nothing to repair),
+ * or -1 with e. Call inside a transaction.
+ */
+struct outbox_repair {
+	int64_t of;		/* the entry whose version is repaired */
+	const char *sha256;	/* of the file now, or NULL: of's */
+	const char *s3_etag;	/* S3 holds the version already, or NULL */
+	const char *why;	/* what was found, for people */
+};
+int outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
+    int64_t *id, struct err *e);
+
+/* The newest entry journaled for path: 1 (en filled; free it with
+ * outbox_entry_free), 0 when there is none, -1 with e. */
+int outbox_newest(struct outbox *o, const char *path, struct outbox_entry *en,
+    struct err *e);
+
+/* Up to max document entries with id > after that are their path's newest
+ * and have no leg in flight or failed, by id: what the scrub checks next.
+ * The caller frees *v with outbox_entries_free. */
+int outbox_scrub_batch(struct outbox *o, int64_t after, int max,
+    struct outbox_entry **v, size_t *n, struct err *e);
+/* The largest entry id so far (0 when none). */
+int64_t outbox_max_id(struct outbox *o);
+
+/* Where the scrub stands, kept in the meta table (keys scrub.*) so a
+ * restart continues the pass and outboxctl status can show it. */
+struct outbox_scrub {
+	int64_t pass;		/* passes started so far */
+	int running;		/* a pass is under way */
+	int64_t cursor;		/* entries up to this id are checked */
+	int64_t end_id;		/* the largest id when the pass started */
+	int64_t checked, found, repaired;	/* in this (or the last) pass */
+	int64_t total_checked, total_found, total_repaired;	/* ever */
+	char started_at[32];	/* ISO-8601, "" never */
+	char finished_at[32];	/* of the last finished pass, "" none */
+};
+/* Reads the state (zeros when the scrub never ran); 0 or -1 with e. */
+int outbox_scrub_get(struct outbox *o, struct outbox_scrub *st, struct err *e);
+/* Writes the state (call inside a transaction to keep it with repairs). */
+int outbox_scrub_put(struct outbox *o, const struct outbox_scrub *st,
+    struct err *e);
 
 /* Sets a meta key (e.g. which legs the daemon runs); 0 or -1 with e. */
 int outbox_meta_set(struct outbox *o, const char *key, const char *value,

@@ -41,8 +41,10 @@ ctl_usage(FILE *f)
 	    "                               outboxd, or does it itself)\n"
 	    "  migrate                      apply the PostgreSQL schema\n"
 	    "  presign KEY [--expires S]    print a presigned GET URL (default 3600 s)\n"
-	    "  verify [--job ID]            compare local files with S3 and the\n"
-	    "                               database; exit 1 on any difference\n"
+	    "  verify [--repair] [--job ID] compare local files with S3 and the\n"
+	    "                               database; exit 1 on any difference;\n"
+	    "                               --repair journals a repair for each\n"
+	    "                               file a store lost or altered\n"
 	    "  doctor                       check configuration, stores, limits; one\n"
 	    "                               line per check, exit 0 when all pass\n");
 }

@@ -1,9 +1,17 @@
 /*
- * verify.c - outboxctl verify: walks the uploads tree, hashes each document
- * and compares it with S3 (HEAD, 16 at a time) and the database's documents
- * table (size, SHA-256, and the ETag the row records against the one S3
- * answers); exit 1 on any difference, saying when the outbox simply has
- * not got to a file yet.
+ * verify.c - outboxctl verify [--repair] [--job ID]: walks the uploads
+ * tree, hashes each document and compares it with S3 (HEAD, 16 at a time:
+ * size, x-amz-meta-sha256, or the ETag outboxd recorded where the object
+ * has no SHA-256) and the database's documents table (size, SHA-256, and
+ * the ETag the row records against the one S3 answers); exit 1 on any
+ * difference, saying when the outbox simply has not got to a file yet.
+ *
+ * With --repair, each file whose copies differ while its newest outbox
+ * entry is settled and still this version gets a repair entry
+ * (outbox_journal_repair): it goes through the normal legs, so it is
+ * retried, recorded and counted like any other, and its database leg adds
+ * no user activity. The local disk is the truth: remote copies without a
+ * local file are listed, never deleted.
  */
 #include "config.h"
 
@@ -34,14 +42,20 @@
 #include "agent/s3/s3.h"
 #include "agent/ctl/ctl.h"
 
+/* What a check of one store found for a file. */
+enum vstate { V_UNCHECKED, V_OK, V_BAD, V_UNKNOWN };
+
 /* A local file to compare. */
 struct vfile {
 	char *path;		/* relative to the uploads root */
 	char *job, *rest, *key;
-	int64_t size;
+	int64_t size, mtime_ns, inode;	/* as the walk saw it */
 	char sha256[65];
 	char s3_etag[128];	/* what S3's HEAD answered, "" unknown */
+	char known_etag[128];	/* the ETag the outbox recorded, "" none */
 	int checked;		/* the database row was found */
+	enum vstate s3, db;	/* what each store's check found */
+	char why[256];		/* the differences, short, for the repair */
 };
 
 struct vwalk {
@@ -86,6 +100,9 @@ verify_visit(void *arg, enum tree_what what, const char *rel,
 	w->v[w->n].rest = xstrdup(rest);
 	w->v[w->n].key = keymap_s3_key(w->v[w->n].job, rest);
 	w->v[w->n].size = (int64_t)st->st_size;
+	w->v[w->n].mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 +
+	    st->st_mtim.tv_nsec;
+	w->v[w->n].inode = (int64_t)st->st_ino;
 	w->n++;
 	return 0;
 }
@@ -117,6 +134,42 @@ sha256_of(int rootfd, const char *rel, char *hex)
 
 static int differences, only_remote;
 
+/* A name from the uploads tree as it may be printed: control characters
+ * and backslashes as \xNN, so a hostile name cannot forge output lines.
+ * Returns a static buffer (outboxctl is single-threaded); one per call
+ * slot, so two may be used in one printf. */
+static const char *
+shown(const char *s, int slot)
+{
+	static char out[2][4 * 1100 + 1];
+	char *o = out[slot & 1];
+	size_t n = 0;
+
+	for (; *s != '\0' && n + 5 < sizeof(out[0]); s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c < 0x20 || c == 0x7f || c == '\\')
+			n += (size_t)snprintf(o + n, 5, "\\x%02x", c);
+		else
+			o[n++] = (char)c;
+	}
+	o[n] = '\0';
+	return o;
+}
+
+/* Notes what a store's check found, for --repair's reason. */
+static void
+mark(struct vfile *f, enum vstate *leg, enum vstate st, const char *what)
+{
+	size_t n = strlen(f->why);
+
+	if (st == V_BAD || *leg == V_UNCHECKED || *leg == V_OK)
+		*leg = st;
+	if (st == V_BAD)
+		snprintf(f->why + n, sizeof(f->why) - n, "%s%s", n ? "; " : "",
+		    what);
+}
+
 static void
 difference(struct outbox *ob, const struct vfile *f, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -146,6 +199,35 @@ difference(struct outbox *ob, const struct vfile *f, const char *fmt, ...)
 	differences++;
 }
 
+/* Judges a HEAD's answer for f: S3 holds the file's version when the size
+ * matches and so does x-amz-meta-sha256 (outboxd always sends it) or,
+ * for an object without it, the ETag outboxd recorded for it. */
+static void
+judge_s3(struct outbox *ob, struct vfile *f, const struct s3_req *r)
+{
+	const char *k = shown(f->key, 0);
+
+	if (r->status == 404) {
+		mark(f, &f->s3, V_BAD, "missing in S3");
+		difference(ob, f, "missing in S3: %s", k);
+	} else if (r->err.cls != ERR_NONE) {
+		mark(f, &f->s3, V_UNKNOWN, NULL);
+		difference(ob, f, "cannot check %s in S3: %s", k, r->err.msg);
+	} else if (r->content_length != f->size || (r->meta_sha256[0] ?
+	    strcmp(r->meta_sha256, f->sha256) != 0 : f->known_etag[0] != '\0'
+	    && strcmp(r->etag, f->known_etag) != 0)) {
+		mark(f, &f->s3, V_BAD, "differs in S3");
+		difference(ob, f, "differs in S3: %s (S3 has %lld bytes, sha256 "
+		    "%.12s, ETag %s; the file has %lld, %.12s)", k,
+		    (long long)r->content_length, r->meta_sha256[0] ?
+		    r->meta_sha256 : "unknown", r->etag, (long long)f->size,
+		    f->sha256);
+	} else {
+		mark(f, &f->s3, V_OK, NULL);
+		snprintf(f->s3_etag, sizeof(f->s3_etag), "%s", r->etag);
+	}
+}
+
 static void
 verify_s3(const struct cfg *c, struct vfile *v, size_t n, struct outbox *ob)
 {
@@ -158,6 +240,8 @@ verify_s3(const struct cfg *c, struct vfile *v, size_t n, struct outbox *ob)
 	if (s == NULL) {
 		printf("cannot check S3: %s\n", e.msg);
 		differences++;
+		for (next = 0; next < n; next++)
+			mark(&v[next], &v[next].s3, V_UNKNOWN, NULL);
 		return;
 	}
 	reqs = xcalloc(n ? n : 1, sizeof(*reqs));
@@ -170,39 +254,49 @@ verify_s3(const struct cfg *c, struct vfile *v, size_t n, struct outbox *ob)
 			reqs[next].fd = -1;
 			reqs[next].user = &v[next];
 			if (s3_start(s, &reqs[next]) < 0) {
-				difference(ob, &v[next], "cannot check %s in S3: %s",
-				    v[next].key, reqs[next].err.msg);
+				mark(&v[next], &v[next].s3, V_UNKNOWN, NULL);
+				difference(ob, &v[next], "cannot check %s in S3: "
+				    "%s", shown(v[next].key, 0),
+				    reqs[next].err.msg);
 				done++;
 			}
 			next++;
 		}
 		s3_wait(s, 1000, -1);
 		while ((r = s3_done(s)) != NULL) {
-			struct vfile *f = r->user;
-
 			s3_req_clear(r);
 			done++;
-			if (r->status == 404)
-				difference(ob, f, "missing in S3: %s", f->key);
-			else if (r->err.cls != ERR_NONE)
-				difference(ob, f, "cannot check %s in S3: %s",
-				    f->key, r->err.msg);
-			else if (r->content_length != f->size ||
-			    (r->meta_sha256[0] && strcmp(r->meta_sha256,
-			    f->sha256) != 0))
-				difference(ob, f, "differs in S3: %s (S3 has %lld "
-				    "bytes, sha256 %.12s; the file has %lld, %.12s)",
-				    f->key, (long long)r->content_length,
-				    r->meta_sha256[0] ? r->meta_sha256 : "unknown",
-				    (long long)f->size, f->sha256);
-			else
-				snprintf(f->s3_etag, sizeof(f->s3_etag), "%s",
-				    r->etag);
+			judge_s3(ob, r->user, r);
 			buf_free(&r->body);
 		}
 	}
 	free(reqs);
 	s3_free(s);
+}
+
+/* Compares one documents row (columns: path, size, sha256, etag, s3_key)
+ * with f. */
+static void
+judge_row(struct outbox *ob, struct vfile *f, PGresult *r, int k)
+{
+	const char *etag = PQgetvalue(r, k, 3);
+
+	f->checked = 1;
+	if (strtoll(PQgetvalue(r, k, 1), NULL, 10) != f->size ||
+	    strcmp(PQgetvalue(r, k, 2), f->sha256) != 0) {
+		mark(f, &f->db, V_BAD, "differs in the database");
+		difference(ob, f, "differs in the database: %s (%s bytes, "
+		    "sha256 %.12s; the file has %lld, %.12s)", shown(f->path, 0),
+		    PQgetvalue(r, k, 1), PQgetvalue(r, k, 2),
+		    (long long)f->size, f->sha256);
+	} else if (f->s3_etag[0] != '\0' && (strcmp(etag, f->s3_etag) != 0 ||
+	    strcmp(PQgetvalue(r, k, 4), f->key) != 0)) {
+		mark(f, &f->db, V_BAD, "the database's ETag or key differs");
+		difference(ob, f, "the database's ETag for %s is %s; S3 has %s",
+		    shown(f->path, 0), etag[0] ? etag : "missing", f->s3_etag);
+	} else {
+		mark(f, &f->db, V_OK, NULL);
+	}
 }
 
 static void
@@ -222,6 +316,8 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 	if (pg_ensure(p, &e) < 0) {
 		printf("cannot check the database: %s\n", e.msg);
 		differences++;
+		for (i = 0; i < n; i++)
+			mark(&v[i], &v[i].db, V_UNKNOWN, NULL);
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
@@ -234,8 +330,8 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 		free(key);
 	}
 	sql = xasprintf("SELECT job_id::text || '/' || file_path, file_size, "
-	    "coalesce(sha256, ''), coalesce(etag, '') FROM \"%s\".documents "
-	    "WHERE $1::uuid IS NULL "
+	    "coalesce(sha256, ''), coalesce(etag, ''), coalesce(s3_key, '') "
+	    "FROM \"%s\".documents WHERE $1::uuid IS NULL "
 	    "OR job_id = $1::uuid", c->db_schema);
 	{
 		const char *params[1] = { job };
@@ -249,6 +345,8 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 		    PQresultErrorMessage(r));
 		differences++;
 		PQclear(r);
+		for (i = 0; i < n; i++)
+			mark(&v[i], &v[i].db, V_UNKNOWN, NULL);
 		goto out;
 	}
 	for (k = 0; k < PQntuples(r); k++) {
@@ -256,52 +354,197 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 
 		if (f == NULL) {
 			printf("only in the database: %s (deleted locally? "
-			    "deletions are not propagated)\n", PQgetvalue(r, k, 0));
+			    "deletions are not propagated)\n",
+			    shown(PQgetvalue(r, k, 0), 0));
 			only_remote++;
 			continue;
 		}
-		f->checked = 1;
-		if (strtoll(PQgetvalue(r, k, 1), NULL, 10) != f->size ||
-		    strcmp(PQgetvalue(r, k, 2), f->sha256) != 0)
-			difference(ob, f, "differs in the database: %s (%s bytes, "
-			    "sha256 %.12s; the file has %lld, %.12s)", f->path,
-			    PQgetvalue(r, k, 1), PQgetvalue(r, k, 2),
-			    (long long)f->size, f->sha256);
-		else if (f->s3_etag[0] != '\0' && strcmp(PQgetvalue(r, k, 3),
-		    f->s3_etag) != 0)
-			difference(ob, f, "the database's ETag for %s is %s; S3 "
-			    "has %s", f->path, PQgetvalue(r, k, 3)[0] ?
-			    PQgetvalue(r, k, 3) : "missing", f->s3_etag);
+		judge_row(ob, f, r, k);
 	}
 	PQclear(r);
 	for (i = 0; i < n; i++)
-		if (!v[i].checked)
+		if (!v[i].checked) {
+			mark(&v[i], &v[i].db, V_BAD, "missing in the database");
 			difference(ob, &v[i], "missing in the database: %s",
-			    v[i].path);
+			    shown(v[i].path, 0));
+		}
 out:
 	strmap_free(idx);
 	pg_free(p);
+}
+
+/* The ETag the outbox recorded for each file's newest version, so an
+ * object without x-amz-meta-sha256 can still be judged. */
+static void
+known_etags(struct outbox *ob, struct vfile *v, size_t n)
+{
+	struct outbox_entry en;
+	struct err e = {0};
+	size_t i;
+
+	for (i = 0; ob != NULL && i < n; i++)
+		if (outbox_newest(ob, v[i].path, &en, &e) > 0) {
+			if (en.s3_etag != NULL)
+				snprintf(v[i].known_etag, sizeof(v[i].known_etag),
+				    "%s", en.s3_etag);
+			outbox_entry_free(&en);
+		}
+}
+
+/* Counts of --repair's outcome. */
+struct vrepair {
+	int journaled;		/* repair entries made */
+	int left;		/* differences that got none */
+};
+
+/* Why f cannot be repaired now (NULL: it can), given its newest entry. */
+static const char *
+not_repairable(const struct cfg *c, const struct vfile *f,
+    const struct outbox_entry *en)
+{
+	int s3_open = c->bucket != NULL && (en->s3_state == OUTBOX_PENDING ||
+	    en->s3_state == OUTBOX_IN_FLIGHT);
+	int db_open = c->db_on && (en->db_state == OUTBOX_PENDING ||
+	    en->db_state == OUTBOX_IN_FLIGHT);
+
+	if (f->s3 == V_UNKNOWN || f->db == V_UNKNOWN)
+		return "a store could not be checked; run verify again";
+	if (f->sha256[0] == '\0')
+		return "the file could not be read";
+	if (en->s3_state == OUTBOX_FAILED || en->db_state == OUTBOX_FAILED)
+		return "its entry failed: see outboxctl list --state failed, "
+		    "then outboxctl retry";
+	if (s3_open || db_open)
+		return "the outbox is still working on it";
+	if (en->size != f->size || en->mtime_ns != f->mtime_ns ||
+	    en->inode != f->inode)
+		return "it changed since it was journaled: outboxd journals it "
+		    "(outboxctl rescan)";
+	return NULL;
+}
+
+/* Journals a repair for f, or says why not. */
+static void
+repair_one(const struct cfg *c, struct outbox *ob, struct vfile *f,
+    struct vrepair *out)
+{
+	struct outbox_entry en;
+	struct outbox_repair rp;
+	struct err e = {0};
+	const char *why;
+	int64_t id = 0;
+	int rc;
+
+	rc = outbox_newest(ob, f->path, &en, &e);
+	if (rc <= 0) {
+		printf("not repaired: %s: %s\n", shown(f->path, 0), rc < 0 ?
+		    e.msg : "never journaled: outboxd journals it (outboxctl "
+		    "rescan)");
+		out->left++;
+		return;
+	}
+	if ((why = not_repairable(c, f, &en)) != NULL) {
+		printf("not repaired: %s: %s\n", shown(f->path, 0), why);
+		out->left++;
+		outbox_entry_free(&en);
+		return;
+	}
+	rp = (struct outbox_repair){ en.id, f->sha256,
+	    f->s3 == V_OK ? f->s3_etag : NULL, f->why };
+	rc = outbox_begin(ob, &e);
+	if (rc == 0 && (rc = outbox_journal_repair(ob, &rp, &id, &e)) >= 0 &&
+	    outbox_commit(ob, &e) < 0)
+		rc = -1;
+	if (rc < 0)
+		outbox_rollback(ob);
+	if (rc == 1) {
+		printf("repair journaled: %s (entry %lld, of entry %lld): %s\n",
+		    shown(f->path, 0), (long long)id, (long long)en.id, f->why);
+		out->journaled++;
+	} else {
+		printf("not repaired: %s: %s\n", shown(f->path, 0), rc < 0 ?
+		    e.msg : "a newer version was journaled meanwhile");
+		out->left++;
+	}
+	outbox_entry_free(&en);
+}
+
+/* --repair: a repair entry for every file a store lost or altered. */
+static void
+verify_repair(const struct cfg *c, struct vfile *v, size_t n,
+    struct vrepair *out)
+{
+	struct outbox *ob = ctl_open_outbox(c, 0);
+	size_t i;
+
+	if (ob == NULL) {
+		for (i = 0; i < n; i++)
+			out->left += v[i].s3 >= V_BAD || v[i].db >= V_BAD;
+		return;
+	}
+	for (i = 0; i < n; i++)
+		if (v[i].s3 == V_BAD || v[i].db == V_BAD)
+			repair_one(c, ob, &v[i], out);
+		else if (v[i].s3 == V_UNKNOWN || v[i].db == V_UNKNOWN)
+			out->left++;	/* said above: cannot check */
+	outbox_close(ob);
+}
+
+/* Parses verify's arguments; 0, or -1 after the usage text. */
+static int
+verify_args(int argc, char **argv, const char **job, int *repair)
+{
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--repair") == 0)
+			*repair = 1;
+		else if (strcmp(argv[i], "--job") == 0 && i + 1 < argc &&
+		    uuid_valid(argv[i + 1]))
+			*job = argv[++i];
+		else {
+			ctl_usage(stderr);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void
+vfiles_free(struct vwalk *w)
+{
+	size_t i;
+
+	for (i = 0; i < w->n; i++) {
+		free(w->v[i].path);
+		free(w->v[i].job);
+		free(w->v[i].rest);
+		free(w->v[i].key);
+	}
+	free(w->v);
 }
 
 int
 ctl_cmd_verify(struct cfg *c, int argc, char **argv)
 {
 	struct vwalk w = { c, NULL, NULL, 0, 0 };
+	struct vrepair rep = { 0, 0 };
 	struct outbox *ob = NULL;
 	struct err e = {0};
 	size_t i;
-	int fd;
+	int fd, repair = 0;
 
-	if (argc == 3 && strcmp(argv[1], "--job") == 0 && uuid_valid(argv[2]))
-		w.job = argv[2];
-	else if (argc != 1) {
-		ctl_usage(stderr);
+	if (verify_args(argc, argv, &w.job, &repair) < 0)
 		return EX_USAGE;
-	}
 	if (c->bucket == NULL && !c->db_on) {
 		fprintf(stderr, "outboxctl: configuration: neither S3_BUCKET nor "
 		    "DATABASE_URL is set: nothing to verify against\n");
 		return EX_CONFIG;
+	}
+	if (repair && access(c->state_db, F_OK) < 0) {
+		fprintf(stderr, "outboxctl: no outbox at %s (OUTBOXD_STATE_DB): "
+		    "repairs are journaled there\n", c->state_db);
+		return EX_NOINPUT;
 	}
 	fd = open(c->watch_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || tree_walk(fd, "", verify_ignore, verify_visit, &w, &e) < 0) {
@@ -309,6 +552,7 @@ ctl_cmd_verify(struct cfg *c, int argc, char **argv)
 		    strerror(errno) : e.msg);
 		if (fd >= 0)
 			close(fd);
+		vfiles_free(&w);
 		return EX_NOINPUT;
 	}
 	for (i = 0; i < w.n; i++)
@@ -317,22 +561,30 @@ ctl_cmd_verify(struct cfg *c, int argc, char **argv)
 	close(fd);
 	if (access(c->state_db, F_OK) == 0)
 		ob = outbox_open(c->state_db, 1, &e);
+	known_etags(ob, w.v, w.n);
 	if (c->bucket != NULL)
 		verify_s3(c, w.v, w.n, ob);
 	if (c->db_on)
 		verify_db(c, w.v, w.n, w.job, ob);
+	outbox_close(ob);
 	printf("verified %zu file%s against %s%s%s: %d difference%s%s\n", w.n,
 	    w.n == 1 ? "" : "s", c->bucket ? "S3" : "",
 	    c->bucket && c->db_on ? " and " : "", c->db_on ? "the database" : "",
 	    differences, differences == 1 ? "" : "s",
 	    only_remote ? " (and rows only in the database, see above)" : "");
-	outbox_close(ob);
-	for (i = 0; i < w.n; i++) {
-		free(w.v[i].path);
-		free(w.v[i].job);
-		free(w.v[i].rest);
-		free(w.v[i].key);
+	if (repair) {
+		verify_repair(c, w.v, w.n, &rep);
+		printf("journaled %d repair%s%s", rep.journaled, rep.journaled == 1
+		    ? "" : "s", rep.journaled ? " (outboxd sends them: see "
+		    "outboxctl status)" : "");
+		if (rep.left)
+			printf("; %d file%s not repaired (see above)", rep.left,
+			    rep.left == 1 ? "" : "s");
+		printf("\n");
 	}
-	free(w.v);
+	vfiles_free(&w);
+	/* With --repair, 0 means every difference has its repair. */
+	if (repair)
+		return rep.left > 0 || (differences > 0 && rep.journaled == 0);
 	return differences ? 1 : 0;
 }

@@ -38,6 +38,8 @@ struct pg {
 	char timeout[16];	/* statement_timeout, e.g. "30s" */
 	int migrated;		/* tried once since start */
 	char *sql_record;	/* SELECT schema.outboxd_record_document(...) */
+	char *sql_repair;	/* SELECT schema.outboxd_repair_document(...) */
+	char *sql_rows;		/* the rows of (job, path) pairs, as JSON */
 	char *sql_etag;
 	char *sql_job_get;
 	char *sql_job_insert;
@@ -57,6 +59,12 @@ pg_new(const struct cfg *cfg)
 	snprintf(p->timeout, sizeof(p->timeout), "%ds", cfg->db_timeout_s);
 	p->sql_record = xasprintf("SELECT %s.outboxd_record_document($1, $2, "
 	    "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", p->schema);
+	p->sql_repair = xasprintf("SELECT %s.outboxd_repair_document($1, $2, "
+	    "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", p->schema);
+	p->sql_rows = xasprintf("SELECT x.i, d.file_size, coalesce(d.sha256, ''), "
+	    "coalesce(d.etag, ''), d.s3_key FROM jsonb_to_recordset($1::jsonb) "
+	    "AS x(i int, j uuid, p text) JOIN %s.documents d ON d.job_id = x.j "
+	    "AND d.file_path = x.p", p->schema);
 	p->sql_etag = xasprintf("UPDATE %s.documents SET etag = $4, "
 	    "s3_key = $5 WHERE job_id = $1 AND file_path = $2 AND sha256 = $3 "
 	    "AND (etag IS DISTINCT FROM $4 OR s3_key IS DISTINCT FROM $5)",
@@ -99,6 +107,8 @@ pg_free(struct pg *p)
 	free(p->schema);
 	free(p->schema_raw);
 	free(p->sql_record);
+	free(p->sql_repair);
+	free(p->sql_rows);
 	free(p->sql_etag);
 	free(p->sql_job_get);
 	free(p->sql_job_insert);
@@ -412,8 +422,8 @@ send_call(struct pg *p, const struct pg_doc *d)
 	v[10] = d->platform;
 	v[11] = d->file_info;
 	v[12] = d->user_id;
-	return PQsendQueryParams(p->conn, p->sql_record, 13, NULL, v, NULL,
-	    NULL, 0);
+	return PQsendQueryParams(p->conn, d->repair ? p->sql_repair :
+	    p->sql_record, 13, NULL, v, NULL, NULL, 0);
 }
 
 static int
@@ -620,6 +630,60 @@ pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
 		rc = simple(p, "COMMIT", e);
 	if (rc < 0 && p->conn != NULL)
 		PQclear(PQexec(p->conn, "ROLLBACK"));
+	return rc;
+}
+
+int
+pg_read_documents(struct pg *p, const char *const *job_ids,
+    const char *const *file_paths, size_t n, struct pg_row *rows,
+    struct err *e)
+{
+	cJSON *arr = cJSON_CreateArray();
+	const char *v[1];
+	char *json;
+	PGresult *r;
+	size_t i;
+	int k, rc;
+
+	memset(rows, 0, n * sizeof(*rows));
+	/* The pairs travel as one JSON parameter: names are hostile, and
+	 * cJSON escapes them. */
+	for (i = 0; i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		cJSON_AddNumberToObject(o, "i", (double)i);
+		cJSON_AddStringToObject(o, "j", job_ids[i]);
+		cJSON_AddStringToObject(o, "p", file_paths[i]);
+		cJSON_AddItemToArray(arr, o);
+	}
+	json = cJSON_PrintUnformatted(arr);
+	cJSON_Delete(arr);
+	if (json == NULL)
+		abort();
+	if (pg_ensure(p, e) < 0) {
+		free(json);
+		return -1;
+	}
+	v[0] = json;
+	r = PQexecParams(p->conn, p->sql_rows, 1, NULL, v, NULL, NULL, 0);
+	free(json);
+	rc = exec_ok(p, r, PGRES_TUPLES_OK, e, "reading documents");
+	for (k = 0; rc == 0 && k < PQntuples(r); k++) {
+		long idx = strtol(PQgetvalue(r, k, 0), NULL, 10);
+		struct pg_row *w;
+
+		if (idx < 0 || (size_t)idx >= n)
+			continue;
+		w = &rows[idx];
+		w->found = 1;
+		w->file_size = strtoll(PQgetvalue(r, k, 1), NULL, 10);
+		snprintf(w->sha256, sizeof(w->sha256), "%s", PQgetvalue(r, k, 2));
+		snprintf(w->etag, sizeof(w->etag), "%s", PQgetvalue(r, k, 3));
+		free(w->s3_key);
+		w->s3_key = PQgetisnull(r, k, 4) ? NULL :
+		    xstrdup(PQgetvalue(r, k, 4));
+	}
+	PQclear(r);
 	return rc;
 }
 

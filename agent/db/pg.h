@@ -45,6 +45,8 @@ struct pg_doc {
 	const char *file_info;	/* JSON text, or NULL */
 	const char *user_id;	/* NULL when unknown */
 	long long file_size;
+	int repair;		/* a repair (outboxd_repair_document): the
+				   row is put back without a user activity */
 
 	char outcome[16];	/* job_created, inserted, updated, unchanged,
 				   duplicate; "" on error */
@@ -73,6 +75,23 @@ int pg_apply_job_meta(struct pg *p, const char *event_id, const char *job_id,
  * row was written (the row then had neither: S3 did not have it yet). */
 int pg_set_etag(struct pg *p, const char *job_id, const char *file_path,
     const char *sha256, const char *etag, const char *s3_key, struct err *e);
+
+/* A documents row as the scrub compares it. */
+struct pg_row {
+	int found;		/* the row exists */
+	long long file_size;
+	char sha256[65];	/* "" for NULL */
+	char etag[128];		/* "" for NULL */
+	char *s3_key;		/* NULL for NULL; owned */
+};
+
+/*
+ * Reads the documents rows of n (job id, file path) pairs in one query
+ * into rows[0..n-1] (the caller frees each s3_key). 0, or -1 with e.
+ */
+int pg_read_documents(struct pg *p, const char *const *job_ids,
+    const char *const *file_paths, size_t n, struct pg_row *rows,
+    struct err *e);
 
 /* Checks the privileges outboxd needs; appends what is missing, comma
  * separated, to problems. Returns how many are missing, or -1 with e. */

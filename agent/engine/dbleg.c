@@ -467,7 +467,7 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 		.s3_key = en->s3_etag ? en->s3_key : NULL,
 		.etag = en->s3_etag, .sha256 = dp->sha256,
 		.platform = dp->platform, .file_info = dp->file_info,
-		.file_size = en->size,
+		.file_size = en->size, .repair = en->repair,
 	};
 	if ((user = job_user(s, en->job_id)) != NULL)
 		dp->user_id = xstrdup(user);
@@ -498,6 +498,9 @@ conclude_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 	if (strcmp(d->outcome, "job_created") == 0)
 		log_msg(LOG_INFO, &ctx, "%s and job created: %s", d->etag ?
 		    "File uploaded to S3" : "File recorded", en->job_id);
+	else if (en->repair)
+		log_msg(LOG_INFO, &ctx, "repair recorded in documents (%s)",
+		    d->outcome);
 	else
 		log_msg(LOG_INFO, &ctx, "recorded in documents (%s)",
 		    d->outcome);

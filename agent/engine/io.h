@@ -43,6 +43,10 @@ struct engine_db {
 	int (*set_etag)(void *h, const char *job_id, const char *file_path,
 	    const char *sha256, const char *etag, const char *s3_key,
 	    struct err *e);
+	/* The scrub's batched row reads; NULL where the store cannot. */
+	int (*read_documents)(void *h, const char *const *job_ids,
+	    const char *const *file_paths, size_t n, struct pg_row *rows,
+	    struct err *e);
 	void (*free)(void *h);
 };
 

@@ -640,6 +640,14 @@ real_set_etag(void *h, const char *job_id, const char *file_path,
 	return pg_set_etag(h, job_id, file_path, sha256, etag, s3_key, e);
 }
 
+static int
+real_read_documents(void *h, const char *const *job_ids,
+    const char *const *file_paths, size_t n, struct pg_row *rows,
+    struct err *e)
+{
+	return pg_read_documents(h, job_ids, file_paths, n, rows, e);
+}
+
 static void
 real_pg_free(void *h)
 {
@@ -653,7 +661,7 @@ engine_io_real(struct engine_io *io, const struct cfg *cfg, struct err *e)
 	io->s3 = (struct engine_s3){ NULL, real_s3_start, real_s3_running,
 	    real_s3_wait, real_s3_done, real_s3_cancel, real_s3_free };
 	io->db = (struct engine_db){ NULL, real_record, real_apply_meta,
-	    real_set_etag, real_pg_free };
+	    real_set_etag, real_read_documents, real_pg_free };
 	io->idle = real_idle;
 	if (cfg->bucket != NULL && (io->s3.h = s3_new(cfg, e)) == NULL)
 		return -1;
