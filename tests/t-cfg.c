@@ -61,6 +61,8 @@ test_defaults(void)
 	tap_int(c.settle_ms, 20, "default settle window");
 	tap_int(c.poll_ms, 1000, "default poll interval");
 	tap_int(c.rescan_s, 3600, "default rescan period");
+	tap_int(c.scrub_interval_s, 7 * 86400, "default scrub interval: 7 days");
+	tap_int(c.scrub_rate, 5, "default scrub rate: 5 HEADs per second");
 	tap_str(c.db_schema, "is_migration", "default schema");
 	tap_int(c.db_migrate, 1, "migrate by default");
 	cfg_free(&c);
@@ -251,10 +253,55 @@ test_vcap(void)
 	cfg_problems_free(&p);
 }
 
+/* OUTBOXD_SCRUB_INTERVAL takes durations; both scrub variables are
+ * checked like every other. */
+static void
+test_scrub(void)
+{
+	const char *good[] = { "OUTBOXD_SCRUB_INTERVAL", "12h",
+		"OUTBOXD_SCRUB_RATE", "20", NULL };
+	const char *off[] = { "OUTBOXD_SCRUB_INTERVAL", "0", NULL };
+	const char *bad[] = { "OUTBOXD_SCRUB_INTERVAL", "soon",
+		"OUTBOXD_SCRUB_RATE", "0", NULL };
+	const char *long_[] = { "OUTBOXD_SCRUB_INTERVAL", "400d", NULL };
+	struct cfg_problems p;
+	struct cfg c;
+	int64_t d = -1;
+
+	tap_int((int64_t)load(&c, good, &p), 0, "12h and 20/s are accepted");
+	tap_int(c.scrub_interval_s, 12 * 3600, "12h is 43200 s");
+	tap_int(c.scrub_rate, 20, "the rate as given");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	load(&c, off, &p);
+	tap_int(c.scrub_interval_s, 0, "0 turns the scrub off");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	tap_int((int64_t)load(&c, bad, &p), 2, "a bad interval and rate: two "
+	    "problems");
+	tap_ok(has_line(&p, "OUTBOXD_SCRUB_INTERVAL=soon: not a duration"),
+	    "a bad interval is named");
+	tap_ok(has_line(&p, "OUTBOXD_SCRUB_RATE=0: must be between 1"),
+	    "a zero rate is named");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	load(&c, long_, &p);
+	tap_ok(has_line(&p, "OUTBOXD_SCRUB_INTERVAL=400d: must be at most"),
+	    "an interval over a year is named");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	tap_ok(cfg_parse_duration("2w", &d) == 0 && d == 14 * 86400, "2w");
+	tap_ok(cfg_parse_duration("90", &d) == 0 && d == 90, "plain seconds");
+	tap_ok(cfg_parse_duration("-1d", &d) < 0 && cfg_parse_duration("5x",
+	    &d) < 0 && cfg_parse_duration("", &d) < 0, "-1d, 5x and \"\" are "
+	    "not durations");
+}
+
 int
 main(void)
 {
 	test_defaults();
+	test_scrub();
 	test_s3();
 	test_bad_values();
 	test_sizes();
