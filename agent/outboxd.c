@@ -35,6 +35,7 @@
 #include "config/cfg.h"
 #include "config/dotenv.h"
 #include "base/log.h"
+#include "agent/http.h"
 #include "agent/metrics.h"
 #include "base/strmap.h"
 #include "agent/engine/sync.h"
@@ -138,9 +139,16 @@ struct mainloop {
 	struct strmap *env_names;	/* variables set before --env-file */
 	char *metrics_file;		/* may change on SIGHUP */
 	long long start_time_s;
-	int ready;
+	atomic_int ready;		/* the start-up rescan is journaled */
 	int metrics_failed;		/* said so once */
 	const struct metrics_live *live;	/* the engine's counters */
+	/* For the HTTP thread (http.h): the last count, copied under mu. */
+	pthread_mutex_t mu;
+	struct outbox_counts counts;
+	int have_counts;
+	struct watch *w;		/* heartbeats, for /healthz */
+	struct sync *s;
+	long long stale_ms;		/* a thread silent this long is unwell */
 };
 
 static void report(struct mainloop *m);
@@ -221,6 +229,10 @@ report(struct mainloop *m)
 
 	if (outbox_counts(m->ob, c->bucket != NULL, c->db_on, &n, &e) < 0)
 		return;
+	pthread_mutex_lock(&m->mu);
+	m->counts = n;
+	m->have_counts = 1;
+	pthread_mutex_unlock(&m->mu);
 	sd_notifyf(0, "STATUS=%lld done, %lld pending, %lld failed%s%s",
 	    (long long)n.done, (long long)n.pending, (long long)n.failed,
 	    n.last_error[0] && n.pending + n.failed > 0 ? "; last error: " : "",
@@ -304,6 +316,7 @@ needs_restart(const struct cfg *o, const struct cfg *n)
 	CHANGED_S(endpoint, "AWS_ENDPOINT_URL_S3");
 	CHANGED(path_style, "S3_FORCE_PATH_STYLE");
 	CHANGED_S(database_url, "DATABASE_URL");
+	CHANGED_S(http_listen, "OUTBOXD_HTTP_LISTEN");
 	CHANGED_S(db_schema, "OUTBOXD_DB_SCHEMA");
 	CHANGED_S(default_user, "OUTBOXD_DEFAULT_USER");
 	CHANGED(concurrency, "OUTBOXD_CONCURRENCY");
@@ -384,10 +397,82 @@ out:
 	strmap_free(r.file);
 }
 
+/* ---- the HTTP endpoint's answers (its own thread; nothing blocks) ---- */
+
+static char *
+http_metrics(void *arg)
+{
+	struct mainloop *m = arg;
+	const struct cfg *c = m->cfg;
+	struct outbox_counts n;
+	int have;
+
+	pthread_mutex_lock(&m->mu);
+	n = m->counts;
+	have = m->have_counts;
+	pthread_mutex_unlock(&m->mu);
+	if (!have)
+		return NULL;
+	return metrics_render(&n, &(struct metrics_extra){ c->bucket != NULL,
+	    c->db_on, m->start_time_s, m->ready, PACKAGE_VERSION }, m->live,
+	    time_now_ms());
+}
+
+/* Healthy while both threads turn, as the watchdog is fed. */
+static int
+http_healthy(void *arg, char *why, size_t n)
+{
+	struct mainloop *m = arg;
+	long long now = time_mono_ms();
+	long long w = now - watch_heartbeat(m->w), s = now - sync_heartbeat(m->s);
+
+	if (w < m->stale_ms && s < m->stale_ms)
+		return 1;
+	snprintf(why, n, "unhealthy: the %s thread has not turned for %lld ms",
+	    w >= m->stale_ms ? "watcher" : "sync", w >= m->stale_ms ? w : s);
+	return 0;
+}
+
+static int
+http_ready(void *arg)
+{
+	struct mainloop *m = arg;
+
+	return watch_ready(m->w);
+}
+
+/* Serves OUTBOXD_HTTP_LISTEN, if set, for the threads of w and s. */
+static int
+http_begin(struct mainloop *m, struct http **hp, struct watch *w,
+    struct sync *s, uint64_t watchdog_us)
+{
+	struct http_source src = { http_metrics, http_healthy, http_ready, m };
+	struct err e = {0};
+
+	*hp = NULL;
+	if (m->cfg->http_listen == NULL)
+		return 0;
+	m->w = w;
+	m->s = s;
+	/* Half the watchdog's period, as the watchdog is fed; 30 s without. */
+	m->stale_ms = watchdog_us > 0 ? (long long)(watchdog_us / 2000) : 30000;
+	*hp = http_open(m->cfg->http_listen, &e);
+	if (*hp == NULL || http_start(*hp, &src, &e) < 0) {
+		log_err("%s", e.msg);
+		http_free(*hp);
+		*hp = NULL;
+		return -1;
+	}
+	log_info("HTTP: serving /metrics, /healthz and /readyz on %s",
+	    m->cfg->http_listen);
+	return 0;
+}
+
 static int
 run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 {
 	struct worker wk = {0}, sk = {0};
+	struct http *http;
 	struct err e = {0};
 	sigset_t set;
 	int sfd, wake, rc = 0, ready = 0;
@@ -424,13 +509,18 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 		return EX_SOFTWARE;
 	}
 	m->live = sync_live(sk.s);
+	if (sd_watchdog_enabled(0, &watchdog_us) <= 0)
+		watchdog_us = 0;
+	if (http_begin(m, &http, wk.w, sk.s, watchdog_us) < 0) {
+		sync_free(sk.s);
+		watch_free(wk.w);
+		return EX_UNAVAILABLE;
+	}
 	if (pthread_create(&wk.tid, NULL, watch_body, &wk) != 0 ||
 	    pthread_create(&sk.tid, NULL, sync_body, &sk) != 0) {
 		log_err("cannot start threads");
 		return EX_OSERR;
 	}
-	if (sd_watchdog_enabled(0, &watchdog_us) <= 0)
-		watchdog_us = 0;
 
 	for (;;) {
 		struct pollfd p = { sfd, POLLIN, 0 };
@@ -462,7 +552,7 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 		now = time_mono_ms();
 		if (!ready && watch_ready(wk.w)) {
 			ready = 1;
-			m->ready = 1;
+			atomic_store(&m->ready, 1);
 			sd_notify(0, "READY=1");
 			last_status = 0;
 		}
@@ -481,6 +571,7 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	sync_stop(sk.s);
 	pthread_join(wk.tid, NULL);
 	pthread_join(sk.tid, NULL);
+	http_free(http);
 	if (rc == 0 && (wk.rc < 0 || sk.rc < 0))
 		rc = EX_IOERR;
 	report(m);	/* the final counts */
@@ -622,6 +713,7 @@ main(int argc, char **argv)
 	m.env_file = env_file;
 	m.metrics_file = c.metrics_file ? xstrdup(c.metrics_file) : NULL;
 	m.start_time_s = time_now_ms() / 1000;
+	pthread_mutex_init(&m.mu, NULL);
 	rc = once ? run_once(&c, ob, &m) : run_daemon(&c, ob, &m);
 	free(m.metrics_file);
 out_outbox:

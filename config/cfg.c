@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 #include <libpq-fe.h>
 
+#include "base/listen.h"
 #include "config/cfg.h"
 #include "base/util.h"
 
@@ -592,6 +593,16 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 		if (check_paths)
 			check_writable_parent("OUTBOXD_METRICS_FILE", v, p);
 	}
+	v = get(arg, "OUTBOXD_HTTP_LISTEN");
+	if (v != NULL && *v != '\0') {
+		struct listen_addr la;
+		const char *why;
+
+		if (listen_parse(v, &la, &why) < 0)
+			problem(p, "OUTBOXD_HTTP_LISTEN=%s: %s", v, why);
+		else
+			c->http_listen = xstrdup(v);
+	}
 	v = get(arg, "OUTBOXD_LOG_FORMAT");
 	if (v == NULL || *v == '\0' || strcmp(v, "text") == 0)
 		c->log_json = 0;
@@ -650,6 +661,7 @@ cfg_free(struct cfg *c)
 		free(*g);
 	free(c->ignore);
 	free(c->metrics_file);
+	free(c->http_listen);
 	memset(c, 0, sizeof(*c));
 }
 

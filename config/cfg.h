@@ -47,6 +47,7 @@ struct cfg {
 	int poll_ms;			/* OUTBOXD_POLL_MS */
 	int rescan_s;			/* OUTBOXD_RESCAN_S, 0 = never */
 	char *metrics_file;		/* OUTBOXD_METRICS_FILE or NULL */
+	char *http_listen;		/* OUTBOXD_HTTP_LISTEN or NULL (off) */
 	int log_json;			/* OUTBOXD_LOG_FORMAT=json */
 	int retry_base_ms;		/* OUTBOXD_RETRY_BASE_MS: first backoff */
 	int retry_max_s;		/* OUTBOXD_RETRY_MAX_S: backoff cap */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/util.h"
 #include "config/cfg.h"
 #include "tap.h"
 
@@ -297,11 +298,50 @@ test_scrub(void)
 	    "not durations");
 }
 
+/* OUTBOXD_HTTP_LISTEN: off unless set; a port alone, an address, [v6] or
+ * a Unix socket are taken; a name (DNS), a bad port or a relative socket
+ * path is one problem naming the variable. */
+static void
+test_http_listen(void)
+{
+	static const char *const good[] = { "9187", "127.0.0.1:9187",
+	    "0.0.0.0:80", "[::1]:9187", "localhost:9187",
+	    "unix:/run/outboxd/http.sock", "/run/outboxd/http.sock" };
+	static const char *const bad[] = { "example.com:80", "0", "65536",
+	    "127.0.0.1:", "127.0.0.1:x", "unix:rel.sock", "[::1]9187" };
+	struct cfg_problems p;
+	struct cfg c;
+	size_t i;
+
+	load(&c, (const char *[]){ NULL }, &p);
+	tap_ok(c.http_listen == NULL, "the HTTP endpoint is off by default");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	for (i = 0; i < ARRAY_SIZE(good); i++) {
+		const char *env[] = { "OUTBOXD_HTTP_LISTEN", good[i], NULL };
+
+		tap_int((int64_t)load(&c, env, &p), 0, "OUTBOXD_HTTP_LISTEN=%s "
+		    "is taken", good[i]);
+		cfg_free(&c);
+		cfg_problems_free(&p);
+	}
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		const char *env[] = { "OUTBOXD_HTTP_LISTEN", bad[i], NULL };
+
+		load(&c, env, &p);
+		tap_ok(p.n == 1 && has_line(&p, "OUTBOXD_HTTP_LISTEN="),
+		    "OUTBOXD_HTTP_LISTEN=%s is one problem naming it", bad[i]);
+		cfg_free(&c);
+		cfg_problems_free(&p);
+	}
+}
+
 int
 main(void)
 {
 	test_defaults();
 	test_scrub();
+	test_http_listen();
 	test_s3();
 	test_bad_values();
 	test_sizes();
