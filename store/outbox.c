@@ -1419,14 +1419,14 @@ run(struct outbox *o, const char *sql, const char *fmt, struct err *e, ...)
 
 int
 outbox_part_done(struct outbox *o, int64_t id, int number, int64_t size,
-    const char *etag, const char *md5_hex, struct err *e)
+    const char *etag, const char *digest_hex, struct err *e)
 {
 	char now[32];
 
 	now_iso(now);
 	return run(o, "INSERT OR REPLACE INTO parts (entry_id, part_number, "
 	    "size, etag, done_at, md5) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-	    "iiittt", e, id, (int64_t)number, size, etag, now, md5_hex);
+	    "iiittt", e, id, (int64_t)number, size, etag, now, digest_hex);
 }
 
 int
@@ -1455,7 +1455,7 @@ outbox_parts(struct outbox *o, int64_t id, struct outbox_part **v, size_t *n,
 		(*v)[*n].number = sqlite3_column_int(s, 0);
 		(*v)[*n].size = sqlite3_column_int64(s, 1);
 		copy_fixed((*v)[*n].etag, sizeof((*v)[*n].etag), s, 2);
-		copy_fixed((*v)[*n].md5, sizeof((*v)[*n].md5), s, 3);
+		copy_fixed((*v)[*n].digest, sizeof((*v)[*n].digest), s, 3);
 		(*n)++;
 	}
 	sqlite3_finalize(s);

@@ -137,13 +137,14 @@ struct outbox_part {
 	int number;
 	int64_t size;
 	char etag[128];		/* as S3 returned it */
-	char md5[33];		/* hex MD5 of the bytes sent ("" in outboxes
+	char digest[65];	/* hex SHA-256 of the bytes sent (column md5:
+				   an MD5 before issue 15, "" in outboxes
 				   older than schema 2) */
 };
 
 /* Records part number of entry id as stored (replacing an older record). */
 int outbox_part_done(struct outbox *o, int64_t id, int number, int64_t size,
-    const char *etag, const char *md5_hex, struct err *e);
+    const char *etag, const char *digest_hex, struct err *e);
 /* The recorded parts of entry id, by number; the caller frees *v. */
 int outbox_parts(struct outbox *o, int64_t id, struct outbox_part **v,
     size_t *n, struct err *e);

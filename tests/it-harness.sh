@@ -89,8 +89,17 @@ rej=$((rej + 1))
 t_is "$(head -1 <<<"$out") $(code)" "400 XAmzContentSHA256Mismatch" \
 	"a PUT whose x-amz-content-sha256 does not match the body is refused"
 out=$(put "$url" -H "x-amz-content-sha256: $sha")
+t_is "$(head -1 <<<"$out")" 200 \
+	"a PUT signed with its body's SHA-256 needs no Content-MD5 (the signed digest covers the body)"
+pu=$(OUTBOXD_NODE_MODULES=$NODE_MODULES node "$IT_SRCDIR/s3proxy.js" --presign "$url" \
+	--access-key S3RVER --secret-key S3RVER --region us-east-1 --expires 60 --method PUT)
+out=$(curl -sS --noproxy '*' -o "$W/answer" -w '%{http_code}' -X PUT --data-binary "@$W/body" "$pu" || true)
 rej=$((rej + 1))
-t_is "$(head -1 <<<"$out") $(code)" "400 InvalidRequest" "a PUT without Content-MD5 is refused"
+t_is "$out $(code)" "400 InvalidRequest" \
+	"a presigned PUT (UNSIGNED-PAYLOAD) without Content-MD5 is refused: no digest covers its body"
+out=$(curl -sS --noproxy '*' -o "$W/answer" -w '%{http_code}' -X PUT --data-binary "@$W/body" \
+	-H "Content-MD5: $md5" "$pu" || true)
+t_is "$out" 200 "... and accepted with a Content-MD5 that matches"
 out=$(_it_s3_curl -o "$W/answer" -w '%{http_code}' --user OTHERKEY:S3RVER \
 	-H "x-amz-content-sha256: $IT_EMPTY_SHA256" "$url")
 rej=$((rej + 1))

@@ -84,7 +84,8 @@
  * x-amz-content-sha256), a missing or non-hex x-amz-content-sha256 on a
  * header-signed request (UNSIGNED-PAYLOAD only on presigned URLs, no
  * aws-chunked), a wrong signature, an x-amz-content-sha256 or Content-MD5
- * that does not match the body, a PUT with a body but no Content-MD5, and
+ * that does not match the body, a PUT with a body covered by no digest
+ * (UNSIGNED-PAYLOAD, so a presigned PUT, without Content-MD5), and
  * with --data-dir the multipart errors S3 reports (see Proxy.multipart).
  *
  * Modules are resolved from $OUTBOXD_NODE_MODULES when set, else normally
@@ -840,9 +841,12 @@ class Proxy {
           'The Content-MD5 you specified did not match what we received.',
           { ExpectedDigest: cmd5, CalculatedDigest: bodyMd5 }), dpath);
       }
-    } else if (req.method === 'PUT' && length > 0) {
+    } else if (req.method === 'PUT' && length > 0 && auth.payloadHash === 'UNSIGNED-PAYLOAD') {
+      /* A body must be covered by a digest S3 checks: the signed
+       * x-amz-content-sha256 (checked above) or Content-MD5. */
       return this.reject(req, res, s3err(400, 'InvalidRequest',
-        'Missing required header for this request: Content-MD5 (this test proxy requires it on every PUT with a body)'),
+        'Missing required header for this request: Content-MD5 (this test proxy requires a digest ' +
+        'of every PUT body: a signed x-amz-content-sha256 or Content-MD5)'),
       dpath);
     }
 

@@ -38,7 +38,7 @@ struct leg {
 enum rec_kind {
 	R_LEG,			/* a leg's outcome: outbox_apply */
 	R_UPLOAD_ID,		/* a multipart upload's id (s1, or NULL) */
-	R_PART,			/* part n1 (n2 bytes), ETag s1, MD5 s2 */
+	R_PART,			/* part n1 (n2 bytes), ETag s1, SHA-256 s2 */
 	R_UPLOAD_CLEAR,		/* forget the entry's upload and parts */
 	R_ABORT_ADD,		/* queue upload s1 of key s2 for abort (s3) */
 	R_ABORT_DONE,		/* upload s1 aborted, or unknown to S3 */

@@ -33,12 +33,14 @@
 #include <unistd.h>
 
 #include "agent/engine/engine.h"
+#include "agent/engine/hasher.h"
 #include "agent/engine/sync.h"
 #include "base/backoff.h"
 #include "base/log.h"
 #include "watchers/tree.h"
 
 #define HASH_BUDGET	(4 * 1024 * 1024)	/* bytes hashed per loop turn */
+#define HASH_WORKERS	2		/* the hasher's threads */
 #define ABORT_BATCH	4		/* multipart aborts started per turn */
 #define DB_BATCH	64		/* database legs per round trip */
 #define ETAG_BATCH	32		/* ETags back-filled per turn */
@@ -694,7 +696,8 @@ sync_new_io(const struct cfg *cfg, int wake_fd, const struct engine_io *io,
 	 * margin for a slow clock) the clock must have been set back. */
 	outbox_set_horizon(s->ob, (int64_t)cfg->retry_max_s * 1000 + 60000);
 	s->poison = poison_open(cfg->state_db);
-	s->env = (struct upload_env){ cfg, &s->io.s3, s, s->rootfd, MIN_PART };
+	s->env = (struct upload_env){ cfg, &s->io.s3, s, s->rootfd, MIN_PART,
+	    NULL };
 	atomic_store(&s->heartbeat, time_mono_ms());
 	return s;
 fail:
@@ -707,9 +710,16 @@ sync_new(const struct cfg *cfg, int wake_fd, struct err *e)
 {
 	struct engine_io io;
 
+	struct sync *s;
+
 	if (engine_io_real(&io, cfg, e) < 0)
 		return NULL;
-	return sync_new_io(cfg, wake_fd, &io, e);
+	s = sync_new_io(cfg, wake_fd, &io, e);
+	/* Two workers: a large file's SHA-256 on one while the other hashes
+	 * its parts (the simulator, with no hasher, hashes inline). */
+	if (s != NULL && s3_on(s))
+		s->env.hasher = hasher_new(HASH_WORKERS, wake_fd);
+	return s;
 }
 
 void
@@ -734,6 +744,9 @@ sync_free(struct sync *s)
 		s->io.s3.free(s->io.s3.h);
 		s->io.s3.h = NULL;
 	}
+	/* Jobs still queued point into the uploads: stop the workers first. */
+	hasher_free(s->env.hasher);
+	s->env.hasher = NULL;
 	for (i = 0; i < s->nups; i++)
 		upload_free(s->ups[i]);
 	free(s->ups);

@@ -3,7 +3,17 @@
  *
  *   hash ──┬─> PUT ───────────────────────────────────────────> done
  *          └─> CreateMultipartUpload ─> UploadPart × n ─> Complete ─> done
- *                                                     lost reply? ─> HEAD
+ *   hash parts ─────────────────────────┘             lost reply? ─> HEAD
+ *
+ * Each body is covered by one digest: the SHA-256 it is signed with
+ * (x-amz-content-sha256), which S3 checks against the bytes it receives.
+ * A single PUT's is the file's SHA-256, which is also the document's and
+ * x-amz-meta-sha256; a part's is its own. With a hasher (hasher.h) a large
+ * file is hashed on worker threads: the file's SHA-256 on one while the
+ * parts' are hashed on another, a few parts ahead of the sends; without one
+ * (the simulator, and files small enough to keep in memory) upload_work
+ * reads the file once in bounded steps on the sync thread, feeding the
+ * file's digest and the current part's.
  *
  * Every request an upload makes is a struct ureq; the upload counts them
  * and is finished only when it has decided its outcome and none is left
@@ -23,6 +33,7 @@
 
 #include "base/keymap.h"
 #include "agent/engine/engine.h"
+#include "agent/engine/hasher.h"
 #include "agent/engine/upload.h"
 #include "watchers/tree.h"
 
@@ -30,6 +41,7 @@
 #define MAX_PARTS	10000
 #define MAX_RESTARTS	2		/* fresh multipart uploads per attempt */
 #define READ_CHUNK	(256 * 1024)
+#define HASH_AHEAD	4		/* part jobs queued per upload */
 
 enum phase { P_HASH, P_PUT, P_CREATE, P_PARTS, P_COMPLETE, P_HEAD, P_END };
 enum kind { K_PUT, K_CREATE, K_PART, K_COMPLETE, K_HEAD };
@@ -38,11 +50,16 @@ enum part_state { PART_TODO, PART_SENDING, PART_DONE };
 struct part {
 	uint64_t offset, length;
 	char sha256[65];	/* of the part's bytes, signed */
-	char md5_b64[25];	/* Content-MD5 */
-	unsigned char md5[16];
+	int hashed;		/* sha256 is set */
 	char etag[128];		/* recorded or returned */
-	char done_md5[33];	/* hex MD5 recorded with a resumed part */
+	char done_digest[65];	/* digest recorded with a resumed part */
 	enum part_state state;
+};
+
+/* A part being hashed by the hasher. */
+struct part_job {
+	struct hash_job job;
+	int part;		/* index into parts, -1 when free */
 };
 
 /* A request in flight. */
@@ -66,12 +83,15 @@ struct upload {
 	int inflight;		/* requests in flight */
 	int put_sent;		/* P_PUT: the PUT was started */
 	int stopping;		/* shutdown: start nothing new */
-	uint64_t hashed;	/* bytes hashed so far */
-	EVP_MD_CTX *sha_file, *md5_file, *sha_part, *md5_part;	/* running digests */
+	uint64_t hashed;	/* inline: bytes hashed so far */
+	EVP_MD_CTX *sha_file, *sha_part;	/* inline: running digests */
+	struct hasher *hasher;	/* threaded: hashes for us, or NULL */
+	struct hash_job file_job;	/* threaded: the whole file */
+	int file_submitted;	/* threaded: file_job was queued */
+	struct part_job pjobs[HASH_AHEAD];	/* threaded: parts */
+	int next_part_job;	/* threaded: first part not yet queued */
 	unsigned char *mem;	/* small single-PUT body */
 	char sha256[65];	/* of the whole file */
-	char md5_b64[25];		/* of the whole file (single PUT) */
-	unsigned char md5[16];	/* of the whole file (single PUT) */
 	int multipart;		/* above OUTBOXD_MULTIPART_THRESHOLD */
 	uint64_t part_size;	/* bytes per part but the last */
 	int nparts;		/* parts planned */
@@ -113,6 +133,32 @@ settle(struct upload *u)
 	}
 }
 
+/* Stops the hasher's work for u; upload_finished waits for it. */
+static void
+cancel_hashing(struct upload *u)
+{
+	int i;
+
+	if (hash_job_pending(&u->file_job))
+		hash_job_cancel(&u->file_job);
+	for (i = 0; i < HASH_AHEAD; i++)
+		if (hash_job_pending(&u->pjobs[i].job))
+			hash_job_cancel(&u->pjobs[i].job);
+}
+
+static int
+hashing_pending(const struct upload *u)
+{
+	int i;
+
+	if (hash_job_pending(&u->file_job))
+		return 1;
+	for (i = 0; i < HASH_AHEAD; i++)
+		if (hash_job_pending(&u->pjobs[i].job))
+			return 1;
+	return 0;
+}
+
 /* Settles the outcome; the first decision stands. */
 static void
 decide(struct upload *u, enum upload_result r, const struct err *e,
@@ -122,6 +168,7 @@ decide(struct upload *u, enum upload_result r, const struct err *e,
 		return;
 	u->decided = 1;
 	u->phase = P_END;
+	cancel_hashing(u);
 	u->out.result = r;
 	if (e != NULL)
 		u->out.err = *e;
@@ -201,7 +248,7 @@ plan_parts(struct upload *u)
 }
 
 /* Takes over parts recorded by an earlier attempt, if they still fit;
- * each is kept once hashing shows it holds the same bytes (finish_part). */
+ * each is kept once hashing shows it holds the same bytes (part_hashed). */
 static void
 resume(struct upload *u, const struct outbox_part *v, size_t n)
 {
@@ -218,8 +265,8 @@ resume(struct upload *u, const struct outbox_part *v, size_t n)
 		}
 		snprintf(u->parts[k].etag, sizeof(u->parts[k].etag), "%s",
 		    v[i].etag);
-		snprintf(u->parts[k].done_md5, sizeof(u->parts[k].done_md5),
-		    "%s", v[i].md5);
+		snprintf(u->parts[k].done_digest,
+		    sizeof(u->parts[k].done_digest), "%s", v[i].digest);
 		u->parts[k].state = PART_DONE;
 	}
 }
@@ -230,8 +277,11 @@ upload_new(const struct upload_env *env, struct outbox_entry *en,
 {
 	struct upload *u = xcalloc(1, sizeof(*u));
 	struct err e = {0};
+	int i;
 
 	u->env = env;
+	for (i = 0; i < HASH_AHEAD; i++)
+		u->pjobs[i].part = -1;
 	u->en = *en;
 	memset(en, 0, sizeof(*en));
 	u->phase = P_HASH;
@@ -251,31 +301,29 @@ upload_new(const struct upload_env *env, struct outbox_entry *en,
 	}
 	u->size = (uint64_t)u->st.st_size;
 	u->multipart = u->size > env->cfg->multipart_threshold;
-	u->sha_file = EVP_MD_CTX_new();
-	if (u->sha_file == NULL)
-		abort();
-	EVP_DigestInit_ex(u->sha_file, EVP_sha256(), NULL);
 	if (u->multipart) {
 		plan_parts(u);
-		u->sha_part = EVP_MD_CTX_new();
-		u->md5_part = EVP_MD_CTX_new();
-		if (u->sha_part == NULL || u->md5_part == NULL)
-			abort();
-		EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
-		EVP_DigestInit_ex(u->md5_part, EVP_md5(), NULL);
 		if (u->upload_id != NULL)
 			resume(u, parts, nparts);
 	} else {
-		u->md5_file = EVP_MD_CTX_new();
-		if (u->md5_file == NULL)
-			abort();
-		EVP_DigestInit_ex(u->md5_file, EVP_md5(), NULL);
 		if (u->upload_id != NULL) {
 			/* Planned as multipart before (threshold changed). */
 			abandon(u, "sent as a single PUT instead");
 		}
 		if (u->size <= SMALL_FILE)
 			u->mem = xmalloc(u->size ? u->size : 1);
+	}
+	/* A body kept in memory is read here anyway; the rest is hashed on
+	 * the hasher's threads when there is one. */
+	u->hasher = u->mem == NULL ? env->hasher : NULL;
+	if (u->hasher == NULL) {
+		u->sha_file = EVP_MD_CTX_new();
+		u->sha_part = u->multipart ? EVP_MD_CTX_new() : NULL;
+		if (u->sha_file == NULL || (u->multipart && u->sha_part == NULL))
+			abort();
+		EVP_DigestInit_ex(u->sha_file, EVP_sha256(), NULL);
+		if (u->multipart)
+			EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
 	}
 	return u;
 }
@@ -288,9 +336,7 @@ upload_free(struct upload *u)
 	if (u->fd >= 0)
 		close(u->fd);
 	EVP_MD_CTX_free(u->sha_file);
-	EVP_MD_CTX_free(u->md5_file);
 	EVP_MD_CTX_free(u->sha_part);
-	EVP_MD_CTX_free(u->md5_part);
 	free(u->mem);
 	free(u->parts);
 	free(u->upload_id);
@@ -306,37 +352,28 @@ upload_entry(const struct upload *u)
 
 /* ---- hashing ------------------------------------------------------------- */
 
+/*
+ * Part k's SHA-256 is known. A part recorded by an earlier attempt is
+ * kept only if it holds these bytes, as its recorded SHA-256 says; one
+ * recorded with another digest (an MD5, before issue 15) or none cannot
+ * be compared, so it is sent again.
+ */
 static void
-finish_part(struct upload *u, int k)
+part_hashed(struct upload *u, int k, const char *sha256)
 {
 	struct part *p = &u->parts[k];
-	unsigned char sha[32];
 
-	EVP_DigestFinal_ex(u->sha_part, sha, NULL);
-	EVP_DigestFinal_ex(u->md5_part, p->md5, NULL);
-	hex_encode(sha, sizeof(sha), p->sha256);
-	EVP_EncodeBlock((unsigned char *)p->md5_b64, p->md5, sizeof(p->md5));
-	EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
-	EVP_DigestInit_ex(u->md5_part, EVP_md5(), NULL);
-	/* A part recorded before is kept only if it holds these bytes: its
-	 * recorded MD5 says so (an ETag need not be an MD5: SSE-KMS);
-	 * outboxes older than schema 2 have only the ETag to go by. */
-	if (p->state == PART_DONE) {
-		char want[36], hex[33];
-
-		hex_encode(p->md5, sizeof(p->md5), hex);
-		snprintf(want, sizeof(want), "\"%s\"", hex);
-		if (p->done_md5[0] != '\0' ? strcasecmp(p->done_md5, hex) != 0 :
-		    strcasecmp(p->etag, want) != 0)
-			p->state = PART_TODO;
-	}
+	snprintf(p->sha256, sizeof(p->sha256), "%s", sha256);
+	p->hashed = 1;
+	if (p->state == PART_DONE && strcmp(p->done_digest, p->sha256) != 0)
+		p->state = PART_TODO;
 }
 
 /* All bytes hashed: the file must not have grown or changed meanwhile. */
 static void
-finish_hashing(struct upload *u)
+file_hashed(struct upload *u, const char *sha256)
 {
-	unsigned char sha[32], extra;
+	unsigned char extra;
 	struct stat now;
 	ssize_t n;
 
@@ -347,24 +384,130 @@ finish_hashing(struct upload *u)
 		changed(u, "while it was read");
 		return;
 	}
-	EVP_DigestFinal_ex(u->sha_file, sha, NULL);
-	hex_encode(sha, sizeof(sha), u->sha256);
-	if (!u->multipart) {
-		EVP_DigestFinal_ex(u->md5_file, u->md5, NULL);
-		EVP_EncodeBlock((unsigned char *)u->md5_b64, u->md5,
-		    sizeof(u->md5));
+	snprintf(u->sha256, sizeof(u->sha256), "%s", sha256);
+	if (!u->multipart)
 		u->phase = P_PUT;
-	} else {
+	else
 		u->phase = u->upload_id ? P_PARTS : P_CREATE;
+}
+
+static void
+read_failed(struct upload *u, int errnum)
+{
+	struct err e;
+
+	errno = errnum;
+	err_sys(&e, ERR_TRANSIENT, "reading %s", u->en.path);
+	decide(u, UPLOAD_RETRY, &e, NULL);
+}
+
+/* A job of the hasher ended with r; 0 when its digest is good. */
+static int
+job_ended(struct upload *u, const struct hash_job *j)
+{
+	switch (j->result) {
+	case HASH_OK:
+		return 0;
+	case HASH_SHORT:
+		changed(u, "while it was read");	/* it shrank */
+		break;
+	case HASH_IOERR:
+		read_failed(u, j->errnum);
+		break;
+	case HASH_CANCELLED:
+		break;	/* decided already */
 	}
+	return -1;
+}
+
+/* Collects the hasher's finished part jobs and queues the next parts. */
+static void
+pump_parts(struct upload *u)
+{
+	int i;
+
+	for (i = 0; i < HASH_AHEAD && !u->decided; i++) {
+		struct part_job *pj = &u->pjobs[i];
+
+		if (pj->part >= 0) {
+			if (!hash_job_done(&pj->job))
+				continue;
+			if (job_ended(u, &pj->job) < 0)
+				return;
+			part_hashed(u, pj->part, pj->job.sha256);
+			pj->part = -1;
+		}
+		if (u->next_part_job < u->nparts) {
+			struct part *p = &u->parts[u->next_part_job];
+
+			pj->part = u->next_part_job++;
+			pj->job.fd = u->fd;
+			pj->job.offset = p->offset;
+			pj->job.length = p->length;
+			hasher_submit(u->hasher, &pj->job);
+		}
+	}
+}
+
+/* The threaded form of upload_work: nothing is read on this thread. */
+static void
+work_threaded(struct upload *u)
+{
+	if (!u->file_submitted) {
+		u->file_job.fd = u->fd;
+		u->file_job.offset = 0;
+		u->file_job.length = u->size;
+		hasher_submit(u->hasher, &u->file_job);
+		u->file_submitted = 1;
+	}
+	if (u->multipart)
+		pump_parts(u);
+	if (!u->decided && u->phase == P_HASH && hash_job_done(&u->file_job) &&
+	    job_ended(u, &u->file_job) == 0)
+		file_hashed(u, u->file_job.sha256);
+}
+
+/* Inline: the current part's bytes are all in sha_part. */
+static void
+finish_part(struct upload *u, int k)
+{
+	unsigned char sha[32];
+	char hex[65];
+
+	EVP_DigestFinal_ex(u->sha_part, sha, NULL);
+	EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
+	hex_encode(sha, sizeof(sha), hex);
+	part_hashed(u, k, hex);
+}
+
+/* Inline: the bytes of the part (or the whole file) at u->hashed. */
+static size_t
+next_read(const struct upload *u, size_t want)
+{
+	if (u->multipart) {
+		/* hashed < size here, so k names an existing part. */
+		int k = (int)(u->hashed / u->part_size);
+		uint64_t part_left = u->parts[k].offset + u->parts[k].length -
+		    u->hashed;
+
+		if (want > part_left)
+			want = (size_t)part_left;
+	}
+	return want;
 }
 
 size_t
 upload_work(struct upload *u, size_t budget)
 {
-	unsigned char chunk[READ_CHUNK];
+	unsigned char chunk[READ_CHUNK], sha[32];
+	char hex[65];
 	size_t used = 0;
 
+	if (u->hasher != NULL) {
+		if (!u->decided)
+			work_threaded(u);
+		return 0;	/* the workers poke the loop when done */
+	}
 	while (!u->decided && u->phase == P_HASH && used < budget) {
 		uint64_t left = u->size - u->hashed;
 		size_t want = left < sizeof(chunk) ? (size_t)left : sizeof(chunk);
@@ -372,26 +515,16 @@ upload_work(struct upload *u, size_t budget)
 		ssize_t n;
 
 		if (want == 0) {
-			finish_hashing(u);
+			EVP_DigestFinal_ex(u->sha_file, sha, NULL);
+			hex_encode(sha, sizeof(sha), hex);
+			file_hashed(u, hex);
 			break;
 		}
-		if (u->multipart) {
-			/* hashed < size here, so k names an existing part. */
-			int k = (int)(u->hashed / u->part_size);
-			uint64_t part_left = u->parts[k].offset +
-			    u->parts[k].length - u->hashed;
-
-			if (want > part_left)
-				want = (size_t)part_left;
-		}
-		n = pread(u->fd, dst, want, (off_t)u->hashed);
+		n = pread(u->fd, dst, next_read(u, want), (off_t)u->hashed);
 		if (n < 0) {
-			struct err e;
-
 			if (errno == EINTR)
 				continue;
-			err_sys(&e, ERR_TRANSIENT, "reading %s", u->en.path);
-			decide(u, UPLOAD_RETRY, &e, NULL);
+			read_failed(u, errno);
 			break;
 		}
 		if (n == 0) {
@@ -403,12 +536,10 @@ upload_work(struct upload *u, size_t budget)
 			int k = (int)(u->hashed / u->part_size);
 
 			EVP_DigestUpdate(u->sha_part, dst, (size_t)n);
-			EVP_DigestUpdate(u->md5_part, dst, (size_t)n);
 			u->hashed += (uint64_t)n;
 			if (u->hashed == u->parts[k].offset + u->parts[k].length)
 				finish_part(u, k);
 		} else {
-			EVP_DigestUpdate(u->md5_file, dst, (size_t)n);
 			u->hashed += (uint64_t)n;
 		}
 		used += (size_t)n;
@@ -466,7 +597,6 @@ send_put(struct upload *u, int *slots)
 	q->req.mem = u->mem;
 	q->req.length = u->size;
 	memcpy(q->req.sha256, u->sha256, sizeof(q->req.sha256));
-	memcpy(q->req.md5, u->md5_b64, sizeof(q->req.md5));
 	q->req.content_type = keymap_content_type(u->en.path);
 	q->req.job_id = u->en.job_id;
 	q->req.file_sha256 = u->sha256;
@@ -503,7 +633,6 @@ send_part(struct upload *u, int k, int *slots)
 	q->req.offset = p->offset;
 	q->req.length = p->length;
 	memcpy(q->req.sha256, p->sha256, sizeof(q->req.sha256));
-	memcpy(q->req.md5, p->md5_b64, sizeof(q->req.md5));
 	p->state = PART_SENDING;
 	if (start(u, q, slots) < 0)
 		p->state = PART_TODO;
@@ -513,7 +642,7 @@ static void
 send_complete(struct upload *u, int *slots)
 {
 	struct ureq *q = new_req(u, K_COMPLETE, "POST");
-	unsigned char sha[32], md5[16];
+	unsigned char sha[32];
 	int i;
 
 	buf_puts(&q->xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws"
@@ -523,9 +652,7 @@ send_complete(struct upload *u, int *slots)
 		    "</ETag></Part>", i + 1, u->parts[i].etag);
 	buf_puts(&q->xml, "</CompleteMultipartUpload>");
 	EVP_Digest(q->xml.data, q->xml.len, sha, NULL, EVP_sha256(), NULL);
-	EVP_Digest(q->xml.data, q->xml.len, md5, NULL, EVP_md5(), NULL);
 	hex_encode(sha, sizeof(sha), q->req.sha256);
-	EVP_EncodeBlock((unsigned char *)q->req.md5, md5, sizeof(md5));
 	q->req.query[0] = (struct sigv4_pair){ "uploadId", u->upload_id };
 	q->req.n_query = 1;
 	q->req.mem = (const unsigned char *)q->xml.data;
@@ -560,10 +687,10 @@ upload_send(struct upload *u, int *slots, int stopping)
 		break;
 	case P_PARTS:
 		for (i = 0; i < u->nparts && *slots > 0 && !u->decided; i++)
-			if (u->parts[i].state == PART_TODO)
+			if (u->parts[i].state == PART_TODO && u->parts[i].hashed)
 				send_part(u, i, slots);
 		for (i = 0; i < u->nparts; i++)
-			if (u->parts[i].state != PART_DONE)
+			if (u->parts[i].state != PART_DONE || !u->parts[i].hashed)
 				break;
 		if (i == u->nparts && u->inflight == 0) {
 			u->phase = P_COMPLETE;
@@ -653,46 +780,6 @@ still_same(struct upload *u)
 	return 0;
 }
 
-/* An MD5 ETag ("<32 hex>") that differs from md5? Others are not MD5s. */
-static int
-md5_etag_differs(const char *etag, const unsigned char *md5)
-{
-	char hex[33];
-
-	if (strlen(etag) != 34 || etag[0] != '"' || etag[33] != '"')
-		return 0;
-	hex_encode(md5, 16, hex);
-	return strncasecmp(etag + 1, hex, 32) != 0;
-}
-
-/* A multipart ETag "<hex>-N" must be the MD5 of the parts' MD5s. */
-static int
-multipart_etag_differs(const struct upload *u, const char *etag)
-{
-	EVP_MD_CTX *c;
-	unsigned char md5[16];
-	char want[48], hex[33];
-	int i;
-
-	size_t n = strlen(etag);
-
-	/* Only AWS's form, "<32 hex>-<parts>", can be checked; s3rver and
-	 * some compatibles return other things. */
-	if (n < 36 || etag[0] != '"' || etag[n - 1] != '"' || etag[33] != '-' ||
-	    strspn(etag + 1, "0123456789abcdefABCDEF") != 32 ||
-	    strspn(etag + 34, "0123456789") != n - 35)
-		return 0;
-	c = EVP_MD_CTX_new();
-	EVP_DigestInit_ex(c, EVP_md5(), NULL);
-	for (i = 0; i < u->nparts; i++)
-		EVP_DigestUpdate(c, u->parts[i].md5, 16);
-	EVP_DigestFinal_ex(c, md5, NULL);
-	EVP_MD_CTX_free(c);
-	hex_encode(md5, sizeof(md5), hex);
-	snprintf(want, sizeof(want), "\"%s-%d\"", hex, u->nparts);
-	return strcasecmp(etag, want) != 0;
-}
-
 static void
 done(struct upload *u, const char *etag)
 {
@@ -724,21 +811,14 @@ restart(struct upload *u, const char *why)
 static void
 reply_put(struct upload *u, struct s3_req *r)
 {
-	struct err e;
-
 	if (r->err.cls != ERR_NONE) {
 		request_failed(u, r);
 		return;
 	}
-	/* A 2xx under Content-MD5 means S3 holds exactly the bytes hashed,
+	/* A 2xx for a body signed with its SHA-256 means S3 holds exactly
+	 * the bytes hashed (it refuses others: XAmzContentSHA256Mismatch),
 	 * the version journaled: stored, even if the file has changed since
 	 * (its next version is journaled and sent after this one). */
-	if (!r->kms && md5_etag_differs(r->etag, u->md5)) {
-		err_set(&e, ERR_TRANSIENT, "S3 returned ETag %s, not the MD5 of "
-		    "what was sent", r->etag);
-		decide(u, UPLOAD_RETRY, &e, NULL);
-		return;
-	}
 	done(u, r->etag);
 }
 
@@ -764,14 +844,13 @@ reply_create(struct upload *u, struct s3_req *r)
 	u->phase = P_PARTS;
 }
 
-/* Part k is in S3 with etag: recorded with the MD5 of what was sent. */
+/* Part k is in S3 with etag: recorded with the SHA-256 it was signed
+ * with, which a resumed upload compares before keeping the part. */
 static void
 note_part(struct upload *u, int k, const char *etag)
 {
-	char md5[33];
-
-	hex_encode(u->parts[k].md5, sizeof(u->parts[k].md5), md5);
-	engine_note(u->env->sync, R_PART, u->en.id, etag, md5, NULL, k + 1,
+	engine_note(u->env->sync, R_PART, u->en.id, etag, u->parts[k].sha256,
+	    NULL, k + 1,
 	    (int64_t)u->parts[k].length);
 }
 
@@ -780,7 +859,6 @@ reply_part(struct upload *u, struct ureq *q)
 {
 	struct s3_req *r = &q->req;
 	struct part *p = &u->parts[q->part];
-	struct err e = {0};
 
 	/* A reply for an upload given up since (restart) is no part of
 	 * the current one: its ETag must not be listed in Complete. */
@@ -793,13 +871,6 @@ reply_part(struct upload *u, struct ureq *q)
 			return;
 		}
 		request_failed(u, r);
-		return;
-	}
-	if (md5_etag_differs(r->etag, p->md5) && !r->kms) {
-		p->state = PART_TODO;
-		err_set(&e, ERR_TRANSIENT, "part %d: S3 returned ETag %s, not "
-		    "the MD5 of what was sent", q->part + 1, r->etag);
-		decide(u, UPLOAD_RETRY, &e, NULL);
 		return;
 	}
 	snprintf(p->etag, sizeof(p->etag), "%s", r->etag);
@@ -836,15 +907,9 @@ reply_complete(struct upload *u, struct s3_req *r)
 	if (!xml_find(&r->body, "CompleteMultipartUploadResult", "ETag", etag,
 	    sizeof(etag)))
 		snprintf(etag, sizeof(etag), "%s", r->etag);
-	/* Under SSE-KMS no ETag is an MD5, the multipart one included. */
-	if (!r->kms && multipart_etag_differs(u, etag)) {
-		err_set(&e, ERR_TRANSIENT, "S3 returned ETag %s, not the MD5 of "
-		    "the parts' MD5s", etag);
-		restart(u, "the stored object's ETag did not match");
-		if (!u->decided)
-			decide(u, UPLOAD_RETRY, &e, NULL);
-		return;
-	}
+	/* Every part was refused unless it matched its signed SHA-256,
+	 * and the signed body of Complete named their ETags: the object
+	 * holds the file's bytes (an ETag need not be an MD5: SSE-KMS). */
 	done(u, etag);
 }
 
@@ -913,7 +978,7 @@ upload_inflight(const struct upload *u)
 int
 upload_finished(const struct upload *u, struct upload_outcome *out)
 {
-	if (!u->decided || u->inflight > 0)
+	if (!u->decided || u->inflight > 0 || hashing_pending(u))
 		return 0;
 	*out = u->out;
 	return 1;

@@ -3,15 +3,19 @@
  * stored: a single PUT up to OUTBOXD_MULTIPART_THRESHOLD, a multipart
  * upload above it. Used by the sync thread only.
  *
- * An upload first hashes its file in bounded steps (upload_work), so the
- * sync thread keeps driving every other transfer while a large file is
- * read: SHA-256 of the whole file (x-amz-meta-sha256), and for each body
- * sent the SHA-256 it is signed with and the MD5 of Content-MD5. Then it
- * sends what it is ready to send as the sync thread gives it request
- * slots (upload_send), and advances on each reply (upload_reply).
+ * An upload first hashes its file: the SHA-256 of the whole file (the
+ * document's sha256, x-amz-meta-sha256, and a single PUT's signed payload
+ * hash) and, for a multipart upload, each part's SHA-256 (its signed
+ * payload hash). Large files are hashed on the hasher's worker threads,
+ * the file's and the parts' at once; small ones, and every file in the
+ * simulator, in bounded steps on the sync thread (upload_work), so it
+ * keeps driving every other transfer. Then the upload sends what it is
+ * ready to send as the sync thread gives it request slots (upload_send):
+ * parts as soon as they are hashed and the multipart upload exists; and
+ * advances on each reply (upload_reply).
  *
  * Multipart uploads are resumable: the upload id and each acknowledged
- * part (with the MD5 of what was sent) go to the outbox as progress notes
+ * part (with the SHA-256 of what was sent) go to the outbox as progress notes
  * (engine.h; an upload never writes the outbox itself), so after a crash the
  * next attempt sends only the missing parts. An upload given up on is
  * queued for AbortMultipartUpload, never left dangling. Bodies are read
@@ -29,6 +33,7 @@
 #include "store/outbox.h"
 
 struct sync;
+struct hasher;
 
 /* What uploads need from the sync thread. */
 struct upload_env {
@@ -38,6 +43,8 @@ struct upload_env {
 	int rootfd;			/* the uploads root */
 	uint64_t min_part;		/* smallest part size (8 MiB; the
 					   simulator uses less) */
+	struct hasher *hasher;		/* hashes large files on worker
+					   threads; NULL: inline (simulator) */
 };
 
 enum upload_result {
@@ -72,8 +79,9 @@ void upload_free(struct upload *u);
 
 const struct outbox_entry *upload_entry(const struct upload *u);
 
-/* Hashes up to budget bytes; returns the bytes consumed from the budget
- * (0 when u has no local work left). */
+/* Hashes up to budget bytes on this thread, or collects and queues the
+ * hasher's jobs; returns the bytes consumed from the budget (0 when u has
+ * no local work left: the hasher pokes the sync thread's eventfd). */
 size_t upload_work(struct upload *u, size_t budget);
 
 /* Starts the requests u is ready for while *slots > 0, decrementing it.
