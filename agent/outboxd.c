@@ -159,7 +159,7 @@ run_once(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	struct watch *w;
 	struct sync *s;
 	struct err e = {0};
-	int n, rc;
+	int n, rc, wake;
 
 	w = watch_create(c, 0, -1, &e);
 	if (w == NULL) {
@@ -174,9 +174,14 @@ run_once(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	}
 	log_info("journaled %d new or changed files", n);
 	m->ready = 1;
-	s = sync_new(c, -1, &e);
+	/* No watcher to wake the sync thread, but the hasher's workers do
+	 * when a file is hashed. */
+	wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s = sync_new(c, wake, &e);
 	if (s == NULL) {
 		log_err("%s", e.msg);
+		if (wake >= 0)
+			close(wake);
 		return EX_SOFTWARE;
 	}
 	rc = sync_once(s);
@@ -184,6 +189,8 @@ run_once(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	report(m);	/* the metrics file, once, at the end */
 	m->live = NULL;
 	sync_free(s);
+	if (wake >= 0)
+		close(wake);
 	if (rc < 0)
 		return EX_IOERR;
 	return exit_status(ob, c);

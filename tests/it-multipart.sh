@@ -38,6 +38,21 @@ fi
 t_ok "the 80 MiB object has the file's bytes" cmp "$UPLOADS/$j/big80" "$(s3_object_file "jobs/$j/uploads/big80")"
 t_ok "the 300 MiB object has the file's bytes" cmp "$UPLOADS/$j/big300" "$(s3_object_file "jobs/$j/uploads/big300")"
 t_is "$(s3_stats | json_get by_method POST)" 4 "two Create and two Complete requests"
+# Each body is covered by one digest, the SHA-256 it is signed with (which
+# S3 checks); outboxd computes no MD5 and sends no Content-MD5 (issue 15).
+_puts_covered() {
+	curl -sS --noproxy '*' -f "$S3_PROXY_URL/__proxy/puts" | node -e '
+		let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
+			const v = JSON.parse(s);
+			const signed = v.filter(p => p.content_sha256 === p.sha256).length;
+			const md5 = v.filter(p => p.content_md5).length;
+			console.log(`${v.length} ${signed} ${md5}`);
+		});'
+}
+read -r nput nsigned nmd5 <<<"$(_puts_covered)"
+t_ok "all $nput part PUTs (>= 10 + 38) are signed with their body's own SHA-256" \
+	test "$nput" -ge 48 -a "$nsigned" = "$nput"
+t_is "$nmd5" 0 "no PUT carries Content-MD5: the signed SHA-256 already covers the body"
 t_is "$(grep -c 'parts)' "$IT_DIR/outboxd.log")" 2 "both logged as multipart uploads"
 
 # kill -9 in the middle of a multipart upload.

@@ -57,9 +57,11 @@
  *   GET  /__proxy/puts   the PUT log: a JSON array, one element per PUT whose
  *                        body the proxy read whole (before any fault that
  *                        answers it and before verification), with time,
- *                        path, query, length, sha256 (of the body) and fault
- *                        (the type injected, or null); lets a test prove that
- *                        a body was, or was never, sent
+ *                        path, query, length, sha256 (of the body), fault
+ *                        (the type injected, or null), content_sha256 (the
+ *                        x-amz-content-sha256 header) and content_md5 (whether
+ *                        a Content-MD5 header came); lets a test prove that
+ *                        a body was, or was never, sent, and what covered it
  *   POST /__proxy/kms    {"on": true, "match": "sub"} emulates an SSE-KMS
  *                        bucket for paths containing "sub" (all without it):
  *                        successful replies carry x-amz-server-side-encryption:
@@ -785,7 +787,9 @@ class Proxy {
     const bodyMd5 = md5.digest('base64');
     if (req.method === 'PUT') {
       this.puts.push({ time: new Date().toISOString(), path: dpath, query: dquery, length,
-        sha256: bodySha, fault: fault ? fault.type : null });
+        sha256: bodySha, fault: fault ? fault.type : null,
+        content_sha256: req.headers['x-amz-content-sha256'] || null,
+        content_md5: req.headers['content-md5'] !== undefined });
     }
 
     if (fault) {

@@ -887,9 +887,9 @@ wait_turn(struct sync *s, int timeout)
  * due right away.
  */
 static int
-step(struct sync *s, int stopping)
+step_work(struct sync *s, int stopping)
 {
-	int hashing, recorded = 0, etags = 0, busy;
+	int hashing, recorded = 0, etags = 0;
 
 	s->turns++;
 	atomic_store(&s->heartbeat, time_mono_ms());
@@ -908,7 +908,14 @@ step(struct sync *s, int stopping)
 	}
 	engine_flush(s);
 	/* Hashing left, or a full batch: more is waiting right now. */
-	busy = hashing || recorded >= DB_BATCH || etags >= ETAG_BATCH;
+	return hashing || recorded >= DB_BATCH || etags >= ETAG_BATCH;
+}
+
+static int
+step(struct sync *s, int stopping)
+{
+	int busy = step_work(s, stopping);
+
 	wait_turn(s, idle_timeout(s, busy));
 	return busy;
 }
@@ -953,15 +960,18 @@ int
 sync_once(struct sync *s)
 {
 	while (!s->fatal && !atomic_load(&s->stop)) {
-		int busy = step(s, 0);
+		int busy = step_work(s, 0);
 		int64_t due;
 
+		/* Looked at before waiting: the last turn ends the run
+		 * without a nap of up to a second after it. */
 		if (!busy && s->nups == 0 && s3_busy(s) == 0 &&
 		    s->recs == NULL) {
 			due = next_work(s);
 			if (due < 0 || due > ONCE_WAIT_MS)
 				break;
 		}
+		wait_turn(s, idle_timeout(s, busy));
 	}
 	while (s->nups > 0 && !s->fatal)
 		step(s, atomic_load(&s->stop));
