@@ -76,7 +76,7 @@ load_config(struct cfg *c)
 	if (cfg_load(c, NULL, NULL, 1, &p) == 0)
 		return 0;
 	for (i = 0; i < p.n; i++)
-		fprintf(stderr, "outboxd: configuration: %s\n", p.lines[i]);
+		log_err("configuration: %s", p.lines[i]);
 	cfg_problems_free(&p);
 	cfg_free(c);
 	return -1;
@@ -668,9 +668,12 @@ main(int argc, char **argv)
 		strmap_put(m.env_names, name, (void *)1);
 		free(name);
 	}
+	/* Until the configuration says otherwise: text, so that its own
+	 * problems reach journald at "err" like every later line. */
+	log_init("outboxd", LOG_FORMAT_TEXT, LOG_INFO);
 	rc = EX_CONFIG;
 	if (env_file != NULL && dotenv_load(env_file, &e) < 0) {
-		fprintf(stderr, "outboxd: configuration: --env-file %s\n", e.msg);
+		log_err("configuration: --env-file %s", e.msg);
 		goto out_env;
 	}
 	if (load_config(&c) < 0)

@@ -4,8 +4,12 @@
  * Text lines look like "outboxd: warning: s3 job=… path=…: message".
  * With OUTBOXD_LOG_FORMAT=json each line is one JSON object
  * {"time","level","msg", optional "job","path","leg"}. Under systemd (the
- * JOURNAL_STREAM variable names our stderr) each line starts with a
- * "<N>" priority prefix so journald files it at the right level.
+ * JOURNAL_STREAM variable names our stderr) each line goes to journald
+ * as a native entry (sd_journal_sendv) with its PRIORITY and, for a line
+ * about an entry, the fields OUTBOXD_JOB, OUTBOXD_PATH, OUTBOXD_LEG and
+ * OUTBOXD_ENTRY, so `journalctl OUTBOXD_JOB=<id>` tells one job's story;
+ * MESSAGE is the line as it would be printed. Should journald refuse
+ * it, the line goes to stderr with a "<N>" priority prefix (sd-daemon(3)).
  * Every call writes its line with one write(2), so threads do not
  * interleave. Messages never contain secrets: callers pass only what is
  * safe to show.
@@ -31,6 +35,7 @@ struct log_ctx {
 	const char *job;	/* job id */
 	const char *path;	/* path relative to the uploads root */
 	const char *leg;	/* "s3", "db" or NULL */
+	int64_t entry;		/* the outbox entry's id, or 0 */
 };
 
 void log_msg(int priority, const struct log_ctx *ctx, const char *fmt, ...)

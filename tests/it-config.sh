@@ -36,7 +36,7 @@ t_ok "the database password is not printed" bash -c "! grep -q sup3rsecret '$IT_
 
 env OUTBOXD_CONCURRENCY=0 OUTBOXD_SETTLE_MS=x OUTBOXD_WATCH_MODE=fast \
 	"$OUTBOXD" --once 2>"$IT_DIR/err" >/dev/null || true
-t_is "$(grep -c '^outboxd: configuration: ' "$IT_DIR/err")" 3 "three problems, three lines"
+t_is "$(grep -c '^outboxd: error: configuration: ' "$IT_DIR/err")" 3 "three problems, three lines"
 
 cat >"$IT_DIR/app.env" <<'ENV'
 # the app's .env

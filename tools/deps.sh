@@ -11,6 +11,8 @@ pkgs=(build-essential autoconf automake pkg-config
 	libssl-dev libsystemd-dev
 	postgresql-15 pgbouncer sqlite3 curl openssl ca-certificates faketime
 	debhelper fakeroot dpkg-dev valgrind clang libclang-rt-14-dev llvm-14)
+# issue 16: journald (it-journal), promtool, lintian, man pages, completion
+pkgs+=(systemd prometheus lintian groff man-db bash-completion)
 pkgs+=("$@")
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 

@@ -275,7 +275,7 @@ flush(struct watch *w)
 			    st->st_mtim.tv_nsec,
 			.inode = (int64_t)st->st_ino,
 		};
-		struct log_ctx ctx = { NULL, f.path, NULL };
+		struct log_ctx ctx = { NULL, f.path, NULL, 0 };
 
 		rc = outbox_journal(w->ob, &f, NULL, &e);
 		if (rc < 0)

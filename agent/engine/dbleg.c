@@ -229,7 +229,7 @@ db_failed(struct sync *s, const struct outbox_entry *en, const struct err *e)
 static void
 apply_job_meta(struct sync *s, struct outbox_entry *en)
 {
-	struct log_ctx ctx = { en->job_id, en->path, "db" };
+	struct log_ctx ctx = { en->job_id, en->path, "db", en->id };
 	struct stat st;
 	struct err e = {0};
 	const char *outcome;
@@ -439,8 +439,8 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 			/* Same size, mtime and inode but other bytes: someone
 			 * reset the mtime. The disk wins: record this. */
 			log_msg(LOG_WARNING, &(struct log_ctx){ en->job_id,
-			    en->path, "db" }, "content differs from what S3 "
-			    "received although size and mtime match");
+			    en->path, "db", en->id }, "content differs from "
+			    "what S3 received although size and mtime match");
 	}
 	if (mem != NULL) {
 		struct platform_info pi;
@@ -479,7 +479,7 @@ prepare_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 static void
 conclude_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 {
-	struct log_ctx ctx = { en->job_id, en->path, "db" };
+	struct log_ctx ctx = { en->job_id, en->path, "db", en->id };
 	const struct pg_doc *d = &dp->doc;
 	struct outbox_outcome oc = { .event = EV_STORED, .sha256 = dp->sha256 };
 

@@ -246,7 +246,7 @@ void
 engine_retry_later(struct sync *s, enum outbox_leg leg,
     const struct outbox_entry *en, const struct err *e)
 {
-	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg] };
+	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg], en->id };
 	int attempts = leg == OUTBOX_S3 ? en->s3_attempts : en->db_attempts;
 	struct outbox_outcome oc = { .event = EV_TRANSIENT, .error = e->msg,
 	    .next_at_ms = retry_at(s, attempts) };
@@ -261,7 +261,7 @@ void
 engine_fail(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
     const struct err *e)
 {
-	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg] };
+	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg], en->id };
 	struct outbox_outcome oc = { .event = EV_PERMANENT, .error = e->msg };
 
 	log_msg(LOG_ERR, &ctx, "failed (fix it, then run outboxctl retry %lld): "
@@ -273,7 +273,7 @@ void
 engine_skip(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
     enum leg_event ev, const char *why)
 {
-	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg] };
+	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg], en->id };
 	struct outbox_outcome oc = { .event = ev, .error = why };
 
 	log_msg(LOG_INFO, &ctx, "skipped: %s", why);
@@ -324,7 +324,7 @@ static void
 log_stored(struct sync *s, const struct outbox_entry *en,
     const struct upload_outcome *o)
 {
-	struct log_ctx ctx = { en->job_id, en->path, "s3" };
+	struct log_ctx ctx = { en->job_id, en->path, "s3", en->id };
 
 	if (o->parts > 0)
 		log_msg(LOG_INFO, &ctx, "stored s3://%s/%s (%lld bytes, %d "
