@@ -44,6 +44,10 @@
 #include "watchers/watch.h"
 
 #define STATUS_EVERY_MS 5000
+#define PRUNE_EVERY_MS	(10 * 60 * 1000)	/* a retention walk this often */
+#define PRUNE_BATCH	256		/* entries looked at per transaction */
+#define PRUNE_SLICE_MS	100		/* of each second, at most, while
+					   a walk has a backlog to delete */
 
 extern char **environ;
 
@@ -152,6 +156,42 @@ struct mainloop {
 };
 
 static void report(struct mainloop *m);
+/*
+ * Retention (OUTBOXD_RETENTION): batches of the walk that deletes done
+ * entries older than the retention, for at most slice_ms (-1: until the
+ * walk ends), each batch its own short transaction on the main thread's
+ * connection, so the sync thread waits at most one batch. Returns 1 when
+ * the walk ended.
+ */
+static int
+prune_slice(struct outbox *ob, const struct cfg *c, struct outbox_prune *p,
+    int64_t *total, int slice_ms)
+{
+	int64_t start = time_mono_ms();
+	struct err e = {0};
+	int n;
+
+	if (c->retention_s == 0)
+		return 1;
+	do {
+		n = outbox_prune(ob, time_now_ms() - c->retention_s * 1000,
+		    PRUNE_BATCH, p, &e);
+		if (n < 0) {
+			log_warnx("retention: %s (tried again later)", e.msg);
+			return 1;
+		}
+		*total += n;
+	} while (!p->finished &&
+	    (slice_ms < 0 || time_mono_ms() - start < slice_ms));
+	if (p->finished && *total > 0)
+		log_info("retention: pruned %lld done entries older than %lld%s",
+		    (long long)*total, (long long)(c->retention_s % 86400 ?
+		    c->retention_s / 3600 : c->retention_s / 86400),
+		    c->retention_s % 86400 ? "h" : "d");
+	if (p->finished)
+		*total = 0;
+	return p->finished;
+}
 
 static int
 run_once(const struct cfg *c, struct outbox *ob, struct mainloop *m)
@@ -193,6 +233,12 @@ run_once(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 		close(wake);
 	if (rc < 0)
 		return EX_IOERR;
+	{
+		struct outbox_prune p = {0};
+		int64_t total = 0;
+
+		prune_slice(ob, c, &p, &total, -1);
+	}
 	return exit_status(ob, c);
 }
 
@@ -484,7 +530,8 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	sigset_t set;
 	int sfd, wake, rc = 0, ready = 0;
 	uint64_t watchdog_us = 0;
-	int64_t last_status = 0;
+	int64_t last_status = 0, next_prune = 0, pruned = 0;
+	struct outbox_prune prune = {0};
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -567,6 +614,9 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 			last_status = now;
 			report(m);
 		}
+		if (ready && now >= next_prune &&
+		    prune_slice(ob, c, &prune, &pruned, PRUNE_SLICE_MS))
+			next_prune = now + PRUNE_EVERY_MS;
 		/* Pet the watchdog only while both threads are turning. */
 		if (watchdog_us > 0 &&
 		    now - watch_heartbeat(wk.w) < (long long)(watchdog_us / 2000) &&

@@ -614,6 +614,20 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 	    600000, p);
 	c->retry_max_s = int_var(get, arg, "OUTBOXD_RETRY_MAX_S", 60, 1, 86400,
 	    p);
+	c->retention_s = 30 * 86400;
+	v = get(arg, "OUTBOXD_RETENTION");
+	if (v != NULL && *v != '\0') {
+		int64_t n;
+
+		if (cfg_parse_duration(v, &n) < 0)
+			problem(p, "OUTBOXD_RETENTION=%s: not a duration (like "
+			    "30d, 12h or 0 to keep every entry)", v);
+		else if (n != 0 && (n < 3600 || n > 100LL * 365 * 86400))
+			problem(p, "OUTBOXD_RETENTION=%s: must be 0 (keep every "
+			    "entry) or between 1h and 100 years", v);
+		else
+			c->retention_s = n;
+	}
 	c->s3_timeout_s = int_var(get, arg, "OUTBOXD_S3_TIMEOUT_S", 30, 1, 3600,
 	    p);
 	c->poison_attempts = int_var(get, arg, "OUTBOXD_POISON_ATTEMPTS", 3, 1,

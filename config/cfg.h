@@ -57,6 +57,8 @@ struct cfg {
 	int64_t scrub_interval_s;	/* OUTBOXD_SCRUB_INTERVAL: between the
 					   starts of two scrub passes, 0 off */
 	int scrub_rate;			/* OUTBOXD_SCRUB_RATE: HEADs per second */
+	int64_t retention_s;		/* OUTBOXD_RETENTION: done entries older
+					   than this are pruned; 0 keeps all */
 
 	/* Where the S3 and database settings came from, for doctor. */
 	const char *s3_source;		/* "environment" or "VCAP_SERVICES" */

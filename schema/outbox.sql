@@ -6,7 +6,7 @@
 --
 -- This script is applied by outboxd at start-up inside one transaction;
 -- every statement is idempotent. Schema changes add a new numbered block
--- and bump meta.schema_version.
+-- and bump meta.schema_version; schema 4's objects are in outbox4.sql.
 
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS entries (
     db_next_at   TEXT NOT NULL,
     db_error     TEXT,
     db_done_at   TEXT,
-    db_needs_etag INTEGER NOT NULL DEFAULT 0 -- recorded before S3 answered
+    db_needs_etag INTEGER NOT NULL DEFAULT 0, -- recorded before S3 answered
+    seq          INTEGER NOT NULL DEFAULT 0 -- claim order across jobs (schema 4)
 );
 
 CREATE INDEX IF NOT EXISTS entries_path ON entries (path, id);
@@ -57,8 +58,8 @@ CREATE INDEX IF NOT EXISTS entries_s3_todo ON entries (s3_next_at)
     WHERE s3_state = 'pending';
 CREATE INDEX IF NOT EXISTS entries_db_todo ON entries (db_next_at)
     WHERE db_state = 'pending';
-CREATE INDEX IF NOT EXISTS entries_etag_todo ON entries (id)
-    WHERE db_needs_etag = 1;
+CREATE INDEX IF NOT EXISTS entries_etag_due ON entries (id)
+    WHERE db_needs_etag = 1 AND s3_state = 'done' AND db_state = 'done';
 CREATE INDEX IF NOT EXISTS entries_failed ON entries (id)
     WHERE s3_state = 'failed' OR db_state = 'failed';
 

@@ -46,6 +46,14 @@ enum stmt_id {
 	ST_NEXT_DB,
 	ST_LAST_S3,
 	ST_LAST_DB,
+	ST_NEXT_DB_ALL,
+	ST_LAST_DB_ALL,
+	ST_CLAIM_DB_ALL,
+	ST_DUE_NOW_S3,
+	ST_DUE_NOW_DB,
+	ST_CLAIMED_UPTO,
+	ST_JOB_SEQ_GET,
+	ST_JOB_SEQ_PUT,
 	ST_ABORT_SKIPPED,
 	ST_CLEAR_SKIPPED,
 	ST_LEG_NOW,
@@ -62,7 +70,14 @@ enum stmt_id {
 #define ENTRY_COLUMNS \
 	"id, event_id, job_id, path, s3_key, kind, version, size, mtime_ns, " \
 	"inode, coalesce(sha256, ''), s3_etag, s3_state, db_state, " \
-	"s3_attempts, db_attempts, s3_upload_id, repair IS NOT NULL"
+	"s3_attempts, db_attempts, s3_upload_id, repair IS NOT NULL, seq"
+
+/* The database leg's "ready" set: the S3 leg is decided, or has been
+ * tried (a database leg does not wait for a failing S3). Spelled as in
+ * the partial indexes entries_db_ready*, so SQLite can use them. */
+#define DB_READY \
+	"db_state = 'pending' AND (s3_state IN ('done', 'skipped') " \
+	"OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed')))"
 
 static int run(struct outbox *o, const char *sql, const char *fmt,
     struct err *e, ...);
@@ -73,9 +88,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_ENTRY_INSERT] =
 	    "INSERT INTO entries (event_id, job_id, path, kind, version, size, "
 	    "  mtime, mtime_ns, inode, s3_key, journaled_at, updated_at, "
-	    "  s3_state, s3_error, s3_next_at, db_state, db_error, db_next_at) "
+	    "  s3_state, s3_error, s3_next_at, db_state, db_error, db_next_at, "
+	    "  seq) "
 	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, "
-	    "  ?12, ?13, ?16, ?14, ?15, ?16)",
+	    "  ?12, ?13, ?16, ?14, ?15, ?16, ?17)",
 	[ST_FILE_PUT] =
 	    "INSERT INTO files (path, size, mtime_ns, inode, versions, entry_id) "
 	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
@@ -94,18 +110,44 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_NOT_JOB] =
 	    "INSERT INTO not_jobs (dir, first_seen, last_seen) VALUES (?1, ?2, ?2) "
 	    "ON CONFLICT (dir) DO UPDATE SET last_seen = excluded.last_seen",
+	/* Claims go in fair order (seq, id; see schema/outbox4.sql) through
+	 * the index that has it, skipping the few legs still backing off. */
 	[ST_CLAIM_S3] =
-	    "SELECT " ENTRY_COLUMNS " FROM entries "
-	    "WHERE s3_state = 'pending' AND (s3_next_at <= ?1 OR s3_next_at > ?4) "
+	    "SELECT " ENTRY_COLUMNS " FROM entries INDEXED BY entries_s3_fair "
+	    "WHERE s3_state = 'pending' AND s3_next_at <= ?1 "
 	    "  AND id = " NEWEST_OF_PATH " "
-	    "ORDER BY s3_next_at, id LIMIT ?2",
+	    "ORDER BY seq, id LIMIT ?2",
 	[ST_CLAIM_DB] =
 	    "SELECT " ENTRY_COLUMNS " FROM entries "
-	    "WHERE db_state = 'pending' AND (db_next_at <= ?1 OR db_next_at > ?4) "
+	    "  INDEXED BY entries_db_ready_fair "
+	    "WHERE " DB_READY " AND db_next_at <= ?1 "
 	    "  AND id = " NEWEST_OF_PATH " "
-	    "  AND (?3 = 0 OR s3_state IN ('done', 'skipped') "
-	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
-	    "ORDER BY db_next_at, id LIMIT ?2",
+	    "ORDER BY seq, id LIMIT ?2",
+	[ST_CLAIM_DB_ALL] =
+	    "SELECT " ENTRY_COLUMNS " FROM entries INDEXED BY entries_db_fair "
+	    "WHERE db_state = 'pending' AND db_next_at <= ?1 "
+	    "  AND id = " NEWEST_OF_PATH " "
+	    "ORDER BY seq, id LIMIT ?2",
+	/* A next attempt beyond any backoff means the wall clock was set
+	 * back: such legs are due now (a range of the next-attempt index). */
+	[ST_DUE_NOW_S3] =
+	    "UPDATE entries SET s3_next_at = ?1 "
+	    "WHERE s3_state = 'pending' AND s3_next_at > ?2",
+	[ST_DUE_NOW_DB] =
+	    "UPDATE entries SET db_next_at = ?1 "
+	    "WHERE db_state = 'pending' AND db_next_at > ?2",
+	[ST_CLAIMED_UPTO] =
+	    "INSERT INTO claim_seq (leg, seq) VALUES (?1, ?2) "
+	    "ON CONFLICT (leg) DO UPDATE SET seq = max(seq, excluded.seq)",
+	/* The new entry's seq: its job's last + 1, but not below the lowest
+	 * frontier of the live legs (a job quiet for long starts there). */
+	[ST_JOB_SEQ_GET] =
+	    "SELECT max(coalesce((SELECT last_seq FROM job_seq "
+	    "  WHERE job_id = ?1), 0) + 1, "
+	    "  coalesce((SELECT min(seq) FROM claim_seq), 0))",
+	[ST_JOB_SEQ_PUT] =
+	    "INSERT INTO job_seq (job_id, last_seq) VALUES (?1, ?2) "
+	    "ON CONFLICT (job_id) DO UPDATE SET last_seq = excluded.last_seq",
 	/* legstate.h's "claim" rule: from ?3 to ?4. */
 	[ST_MARK_S3] =
 	    "UPDATE entries SET s3_state = ?4, "
@@ -172,10 +214,14 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "SELECT s3_next_at FROM entries WHERE s3_state = 'pending' "
 	    "ORDER BY s3_next_at DESC LIMIT 1",
 	[ST_NEXT_DB] =
-	    "SELECT db_next_at FROM entries WHERE db_state = 'pending' "
-	    "  AND (?1 = 0 OR s3_state IN ('done', 'skipped') "
-	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
+	    "SELECT db_next_at FROM entries WHERE " DB_READY " "
 	    "ORDER BY db_next_at LIMIT 1",
+	[ST_NEXT_DB_ALL] =
+	    "SELECT db_next_at FROM entries WHERE db_state = 'pending' "
+	    "ORDER BY db_next_at LIMIT 1",
+	[ST_LAST_DB_ALL] =
+	    "SELECT db_next_at FROM entries WHERE db_state = 'pending' "
+	    "ORDER BY db_next_at DESC LIMIT 1",
 	/* Multipart uploads of versions no longer wanted go to the abort
 	 * queue, so their parts do not stay in S3. */
 	[ST_ABORT_SKIPPED] =
@@ -188,11 +234,43 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "UPDATE entries SET s3_upload_id = NULL WHERE path = ?1 "
 	    "  AND s3_state = 'skipped' AND s3_upload_id IS NOT NULL",
 	[ST_LAST_DB] =
-	    "SELECT db_next_at FROM entries WHERE db_state = 'pending' "
-	    "  AND (?1 = 0 OR s3_state IN ('done', 'skipped') "
-	    "       OR (s3_attempts > 0 AND s3_state IN ('pending', 'failed'))) "
+	    "SELECT db_next_at FROM entries WHERE " DB_READY " "
 	    "ORDER BY db_next_at DESC LIMIT 1",
 };
+
+/* Statements prepared where they run (rarely, or on read-only
+ * connections), named so outbox_explain can show their plans. */
+static const char sql_etag_due[] =
+    "SELECT 1 FROM entries WHERE db_needs_etag = 1 AND s3_state = 'done' "
+    "AND db_state = 'done' LIMIT 1";
+static const char sql_abort_due[] =
+    "SELECT upload_id, s3_key, attempts FROM aborts WHERE next_at <= ?1 "
+    "ORDER BY next_at LIMIT ?2";
+static const char sql_prune_walk[] =
+    "SELECT id, journaled_at, s3_state, db_state, db_needs_etag, updated_at "
+    "FROM entries WHERE id > ?1 AND id < (SELECT max(id) FROM entries) "
+    "ORDER BY id LIMIT ?2";
+/* The redundant IN term lets SQLite use the partial entries_*_open. */
+static const char *const sql_oldest[2] = {
+	"SELECT id, journaled_at FROM entries WHERE s3_state IN "
+	"('pending', 'in_flight') AND s3_state = ?1 ORDER BY id LIMIT 1",
+	"SELECT id, journaled_at FROM entries WHERE db_state IN "
+	"('pending', 'in_flight') AND db_state = ?1 ORDER BY id LIMIT 1",
+};
+static const char sql_last_error[] =
+    "SELECT CASE WHEN s3_state IN ('pending', 'failed') "
+    "  AND s3_error IS NOT NULL THEN 's3: ' || s3_error "
+    "  ELSE 'database: ' || db_error END, updated_at FROM entries "
+    "WHERE (s3_state IN ('pending', 'failed') AND s3_error IS NOT NULL) "
+    "   OR (db_state IN ('pending', 'failed') AND db_error IS NOT NULL) "
+    "ORDER BY updated_at DESC LIMIT 1";
+static const char sql_counts_kept[] =
+    "SELECT s3_state, db_state, needs_etag, n, bytes_done, s3_retries, "
+    "db_retries FROM counts";
+static const char sql_last_done[] =
+    "SELECT (SELECT count(*) FROM not_jobs), "
+    " (SELECT value FROM meta WHERE key = 'last_s3_done'), "
+    " (SELECT value FROM meta WHERE key = 'last_db_done')";
 
 struct outbox {
 	sqlite3 *db;			/* this thread's connection */
@@ -256,29 +334,80 @@ exec(struct outbox *o, const char *sql, struct err *e)
 	return 0;
 }
 
-/*
- * Schema 2: parts.md5, the MD5 of each part as sent, so a resumed upload
- * keeps a part whose ETag is no MD5 (SSE-KMS). ALTER TABLE is not
- * idempotent, so it runs only where the column is missing.
- */
+/* 1 when table has column, 0 when not, -1 with e. */
 static int
-upgrade(struct outbox *o, struct err *e)
+has_column(struct outbox *o, const char *table, const char *column,
+    struct err *e)
 {
 	sqlite3_stmt *s = NULL;
 	int has = 0;
 
 	if (sqlite3_prepare_v2(o->db, "SELECT count(*) FROM pragma_table_info("
-	    "'parts') WHERE name = 'md5'", -1, &s, NULL) != SQLITE_OK) {
+	    "?1) WHERE name = ?2", -1, &s, NULL) != SQLITE_OK) {
 		db_err(o, e, "reading the schema");
 		return -1;
 	}
+	sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, column, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		has = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
-	if (has)
+	return has;
+}
+
+/*
+ * Columns added since schema 1; ALTER TABLE is not idempotent, so each
+ * runs only where its column is missing. Schema 2: parts.md5, the MD5 of
+ * each part as sent, so a resumed upload keeps a part whose ETag is no
+ * MD5 (SSE-KMS). Schema 4: entries.seq, the fair claim order (0 for the
+ * entries journaled before: they go first).
+ */
+static int
+upgrade_columns(struct outbox *o, struct err *e)
+{
+	int has;
+
+	if ((has = has_column(o, "parts", "md5", e)) < 0)
+		return -1;
+	if (!has && exec(o, "ALTER TABLE parts ADD COLUMN md5 TEXT; "
+	    "UPDATE meta SET value = '2' WHERE key = 'schema_version'", e) < 0)
+		return -1;
+	if ((has = has_column(o, "entries", "seq", e)) < 0)
+		return -1;
+	if (!has && exec(o, "ALTER TABLE entries ADD COLUMN seq INTEGER NOT "
+	    "NULL DEFAULT 0", e) < 0)
+		return -1;
+	return 0;
+}
+
+/* What counts a full scan of entries gives, in the shape of the counts
+ * table (schema/outbox4.sql): for upgrading and for checking it. */
+#define FULL_COUNT \
+	"SELECT s3_state, db_state, db_needs_etag, count(*), " \
+	"  sum(CASE WHEN s3_state = 'done' THEN size ELSE 0 END), " \
+	"  sum(max(s3_attempts - 1, 0)), sum(max(db_attempts - 1, 0)) " \
+	"FROM entries GROUP BY s3_state, db_state, db_needs_etag"
+
+/*
+ * Schema 4: the counts the triggers keep start from one full count, and
+ * the newest done times from one scan; both once, when an outbox from
+ * an earlier release is first opened.
+ */
+static int
+upgrade_counts(struct outbox *o, struct err *e)
+{
+	char *v = outbox_meta_get(o, "schema_version");
+	int old = v == NULL || atoi(v) < 4;
+
+	free(v);
+	if (!old)
 		return 0;
-	return exec(o, "ALTER TABLE parts ADD COLUMN md5 TEXT; "
-	    "UPDATE meta SET value = '2' WHERE key = 'schema_version'", e);
+	return exec(o, "DELETE FROM counts; INSERT INTO counts " FULL_COUNT "; "
+	    "INSERT OR REPLACE INTO meta (key, value) SELECT 'last_s3_done', "
+	    "  max(s3_done_at) FROM entries HAVING max(s3_done_at) NOT NULL; "
+	    "INSERT OR REPLACE INTO meta (key, value) SELECT 'last_db_done', "
+	    "  max(db_done_at) FROM entries HAVING max(db_done_at) NOT NULL; "
+	    "UPDATE meta SET value = '4' WHERE key = 'schema_version'", e);
 }
 
 /*
@@ -328,6 +457,11 @@ outbox_open(const char *path, int readonly, struct err *e)
 	sqlite3_busy_timeout(o->db, OUTBOX_BUSY_MS);
 	if (readonly)
 		return o;
+	/* A new outbox gives the pages retention frees back to the file
+	 * system (outbox_prune); SQLite can switch this on only before the
+	 * first table exists, so older outboxes reuse freed pages instead. */
+	if (exec(o, "PRAGMA auto_vacuum = INCREMENTAL", e) < 0)
+		goto fail;
 	/* WAL lets readers (outboxctl, sqlite3) run beside the writers;
 	 * NORMAL sync is durable across a crash of the process, and after a
 	 * power loss the start-up rescan finds what the last commits lost. */
@@ -338,13 +472,16 @@ outbox_open(const char *path, int readonly, struct err *e)
 		goto fail;
 	if (exec(o, "BEGIN IMMEDIATE", e) < 0)
 		goto fail;
+	/* outbox.sql, the columns added since, then the later files, which
+	 * may index those columns. */
 	for (f = outbox_schema_sql; f->name != NULL; f++) {
-		if (exec(o, f->text, e) < 0) {
+		if (exec(o, f->text, e) < 0 || (f == outbox_schema_sql &&
+		    upgrade_columns(o, e) < 0)) {
 			sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 			goto fail;
 		}
 	}
-	if (upgrade(o, e) < 0 || upgrade_repair(o, e) < 0 ||
+	if (upgrade_repair(o, e) < 0 || upgrade_counts(o, e) < 0 ||
 	    exec(o, "COMMIT", e) < 0) {
 		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 		goto fail;
@@ -587,6 +724,36 @@ file_put(struct outbox *o, const struct outbox_file *f, int versions,
 	return step_done(o, s, e, "recording the file");
 }
 
+/* The seq a new entry of job takes (see schema/outbox4.sql), or -1. */
+static int64_t
+job_next_seq(struct outbox *o, const char *job, struct err *e)
+{
+	sqlite3_stmt *s = stmt(o, ST_JOB_SEQ_GET, e);
+	int64_t seq = -1;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		seq = sqlite3_column_int64(s, 0);
+	done_with(s);
+	if (seq < 0)
+		db_err(o, e, "reading the job's sequence");
+	return seq;
+}
+
+static int
+job_seq_put(struct outbox *o, const char *job, int64_t seq, struct err *e)
+{
+	sqlite3_stmt *s = stmt(o, ST_JOB_SEQ_PUT, e);
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, seq);
+	return step_done(o, s, e, "recording the job's sequence");
+}
+
 /* legstate.h's "superseded" rule for the legs of path's entries older
  * than new_id, and the aborts of their multipart uploads. */
 static int
@@ -630,7 +797,7 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 	char job[37], event[37], now[32], mtime[32], next[32];
 	char *key = NULL;
 	int versions = 0, rc;
-	int64_t new_id;
+	int64_t new_id, seq;
 	struct err kerr = {0};
 	const char *s3_state = "pending", *s3_error = NULL;
 	const char *db_state = "pending", *db_error = NULL;
@@ -663,7 +830,8 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 	time_iso8601(f->not_before_ms > time_now_ms() ? f->not_before_ms :
 	    time_parse_iso8601(now), next, sizeof(next));
 	time_iso8601(f->mtime_ns / 1000000, mtime, sizeof(mtime));
-	if ((s = stmt(o, ST_ENTRY_INSERT, e)) == NULL)
+	if ((seq = job_next_seq(o, job, e)) < 0 ||
+	    (s = stmt(o, ST_ENTRY_INSERT, e)) == NULL)
 		goto fail;
 	sqlite3_bind_text(s, 1, event, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, job, -1, SQLITE_STATIC);
@@ -683,7 +851,9 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 	sqlite3_bind_text(s, 14, db_state, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 15, db_error, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 16, next, -1, SQLITE_STATIC);
-	if (step_done(o, s, e, "journaling an entry") < 0)
+	sqlite3_bind_int64(s, 17, seq);
+	if (step_done(o, s, e, "journaling an entry") < 0 ||
+	    job_seq_put(o, job, seq, e) < 0)
 		goto fail;
 	new_id = sqlite3_last_insert_rowid(o->db);
 
@@ -759,6 +929,7 @@ read_entry(sqlite3_stmt *s, struct outbox_entry *en)
 	en->db_attempts = sqlite3_column_int(s, 15);
 	en->upload_id = col_dup(s, 16);
 	en->repair = sqlite3_column_int(s, 17);
+	en->seq = sqlite3_column_int64(s, 18);
 }
 
 void
@@ -781,6 +952,49 @@ outbox_entries_free(struct outbox_entry *v, size_t n)
 	free(v);
 }
 
+/* Legs whose next attempt lies beyond any backoff (the wall clock was
+ * set back) become due now, so the claim's range on the time finds them. */
+static int
+clock_went_back(struct outbox *o, enum outbox_leg leg, const char *now,
+    struct err *e)
+{
+	sqlite3_stmt *s = stmt(o, leg == OUTBOX_S3 ? ST_DUE_NOW_S3 :
+	    ST_DUE_NOW_DB, e);
+	char horizon[32];
+
+	if (s == NULL)
+		return -1;
+	time_iso8601(time_now_ms() + o->horizon_ms, horizon, sizeof(horizon));
+	sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, horizon, -1, SQLITE_TRANSIENT);
+	return step_done(o, s, e, "pulling in next attempts");
+}
+
+/* Moves leg's claim frontier (claim_seq) up to seq. */
+static int
+claimed_upto(struct outbox *o, enum outbox_leg leg, int64_t seq,
+    struct err *e)
+{
+	sqlite3_stmt *s = stmt(o, ST_CLAIMED_UPTO, e);
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, leg == OUTBOX_S3 ? "s3" : "db", -1,
+	    SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, seq);
+	return step_done(o, s, e, "recording the claim frontier");
+}
+
+int
+outbox_live_legs(struct outbox *o, int s3_on, int db_on, struct err *e)
+{
+	if (!s3_on && run(o, "DELETE FROM claim_seq WHERE leg = 's3'", "", e) < 0)
+		return -1;
+	if (!db_on && run(o, "DELETE FROM claim_seq WHERE leg = 'db'", "", e) < 0)
+		return -1;
+	return 0;
+}
+
 int
 outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
     int (*skip)(void *arg, const char *path), void *skip_arg,
@@ -789,7 +1003,8 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 	struct outbox_entry *v = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *s, *mark;
-	char now[32], horizon[32];
+	char now[32];
+	int64_t upto = 0;
 	int rc;
 
 	*out = NULL;
@@ -803,17 +1018,16 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 	now_iso(now);
 	if (outbox_begin(o, e) < 0)
 		return -1;
-	s = stmt(o, leg == OUTBOX_S3 ? ST_CLAIM_S3 : ST_CLAIM_DB, e);
+	if (clock_went_back(o, leg, now, e) < 0)
+		goto fail;
+	s = stmt(o, leg == OUTBOX_S3 ? ST_CLAIM_S3 : s3_on ? ST_CLAIM_DB :
+	    ST_CLAIM_DB_ALL, e);
 	mark = stmt(o, leg == OUTBOX_S3 ? ST_MARK_S3 : ST_MARK_DB, e);
 	if (s == NULL || mark == NULL)
 		goto fail;
 	sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
-	time_iso8601(time_now_ms() + o->horizon_ms, horizon, sizeof(horizon));
-	sqlite3_bind_text(s, 4, horizon, -1, SQLITE_STATIC);
 	/* Ask for extra rows: some may be skipped as already in flight. */
 	sqlite3_bind_int(s, 2, max * 2 + 8);
-	if (leg == OUTBOX_DB)
-		sqlite3_bind_int(s, 3, s3_on);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < (size_t)max) {
 		const char *path = (const char *)sqlite3_column_text(s, 3);
 
@@ -828,6 +1042,8 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 			v[n].s3_attempts++;
 		else
 			v[n].db_attempts++;
+		if (v[n].seq > upto)
+			upto = v[n].seq;
 		n++;
 	}
 	done_with(s);
@@ -847,6 +1063,8 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 		if (step_done(o, mark, e, "marking entries in flight") < 0)
 			goto fail;
 	}
+	if (upto > 0 && claimed_upto(o, leg, upto, e) < 0)
+		goto fail;
 	if (outbox_commit(o, e) < 0)
 		goto fail;
 	*out = v;
@@ -1026,10 +1244,8 @@ outbox_etag_due(struct outbox *o)
 	sqlite3_stmt *s = NULL;
 	int due = 0;
 
-	if (sqlite3_prepare_v2(o->db, "SELECT 1 FROM entries WHERE "
-	    "db_needs_etag = 1 AND s3_state = 'done' AND db_state = 'done' "
-	    "LIMIT 1", -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) ==
-	    SQLITE_ROW)
+	if (sqlite3_prepare_v2(o->db, sql_etag_due, -1, &s, NULL) == SQLITE_OK
+	    && sqlite3_step(s) == SQLITE_ROW)
 		due = 1;
 	sqlite3_finalize(s);
 	return due;
@@ -1046,6 +1262,30 @@ outbox_etag_done(struct outbox *o, int64_t id, struct err *e)
 	return step_done(o, s, e, "recording an ETag");
 }
 
+/* move_all's UPDATE for leg l (0 S3, 1 database) in state from, of the
+ * newest entries of their paths or of older ones; the caller frees it. */
+static char *
+move_sql(int l, enum outbox_state from, int newest, int retry)
+{
+	const char *L = l == 0 ? "s3" : "db";
+	char attempts[32] = "", hint[64] = "";
+
+	if (retry && newest)
+		snprintf(attempts, sizeof(attempts), ", %s_attempts = 0", L);
+	/* A term the partial indexes carry, so SQLite walks one of them (the
+	 * legs in that state) rather than the table. */
+	if (from == OUTBOX_PENDING || from == OUTBOX_IN_FLIGHT)
+		snprintf(hint, sizeof(hint), " AND %s_state IN "
+		    "('pending', 'in_flight')", L);
+	else if (from == OUTBOX_FAILED)
+		snprintf(hint, sizeof(hint), " AND (s3_state = 'failed' OR "
+		    "db_state = 'failed')");
+	return xasprintf("UPDATE entries SET %s_state = ?1, %s_next_at = ?2, "
+	    "updated_at = ?2, %s_error = coalesce(?3, %s_error)%s "
+	    "WHERE %s_state = ?4%s AND id %s " NEWEST_OF_PATH, L, L, L, L,
+	    attempts, L, hint, newest ? "=" : "<");
+}
+
 /*
  * Moves every leg in state from by event, per legstate.h: one UPDATE for
  * the newest entries of their paths and one for older ones. Adds the
@@ -1055,7 +1295,6 @@ static int
 move_all(struct outbox *o, enum outbox_state from, enum leg_event ev,
     const char *why, int *n, struct err *e)
 {
-	static const char *const legs[2] = { "s3", "db" };
 	sqlite3_stmt *s = NULL;
 	char now[32], *sql;
 	int l, newest;
@@ -1067,17 +1306,7 @@ move_all(struct outbox *o, enum outbox_state from, enum leg_event ev,
 
 			if (r == NULL)
 				continue;
-			const char *L = legs[l];
-			char attempts[32] = "";
-
-			if (ev == EV_RETRY && newest)
-				snprintf(attempts, sizeof(attempts),
-				    ", %s_attempts = 0", L);
-			sql = xasprintf("UPDATE entries SET %s_state = ?1, "
-			    "%s_next_at = ?2, updated_at = ?2, %s_error = "
-			    "coalesce(?3, %s_error)%s WHERE %s_state = ?4 AND "
-			    "id %s " NEWEST_OF_PATH, L, L, L, L, attempts, L,
-			    newest ? "=" : "<");
+			sql = move_sql(l, from, newest, ev == EV_RETRY);
 			if (sqlite3_prepare_v2(o->db, sql, -1, &s, NULL) !=
 			    SQLITE_OK) {
 				free(sql);
@@ -1160,8 +1389,7 @@ pending_edge(struct outbox *o, enum stmt_id id, int s3_on, struct err *e)
 
 	if (s == NULL)
 		return -1;
-	if (id == ST_NEXT_DB || id == ST_LAST_DB)
-		sqlite3_bind_int(s, 1, s3_on);
+	(void)s3_on;
 	if (sqlite3_step(s) == SQLITE_ROW &&
 	    sqlite3_column_type(s, 0) != SQLITE_NULL) {
 		t = time_parse_iso8601((const char *)sqlite3_column_text(s, 0));
@@ -1178,15 +1406,15 @@ outbox_next_due(struct outbox *o, enum outbox_leg leg, int s3_on,
 {
 	int64_t now = time_now_ms(), first, last;
 
-	first = pending_edge(o, leg == OUTBOX_S3 ? ST_NEXT_S3 : ST_NEXT_DB,
-	    s3_on, e);
+	first = pending_edge(o, leg == OUTBOX_S3 ? ST_NEXT_S3 : s3_on ?
+	    ST_NEXT_DB : ST_NEXT_DB_ALL, s3_on, e);
 	if (first < 0)
 		return -1;
 	if (first <= now)
 		return 0;
 	/* Times beyond any backoff mean the clock went back: due now. */
-	last = pending_edge(o, leg == OUTBOX_S3 ? ST_LAST_S3 : ST_LAST_DB,
-	    s3_on, e);
+	last = pending_edge(o, leg == OUTBOX_S3 ? ST_LAST_S3 : s3_on ?
+	    ST_LAST_DB : ST_LAST_DB_ALL, s3_on, e);
 	if (last > now + o->horizon_ms)
 		return 0;
 	return first - now;
@@ -1198,60 +1426,74 @@ outbox_set_horizon(struct outbox *o, int64_t ms)
 	o->horizon_ms = ms;
 }
 
-/* The per-state counts of outbox_counts. */
+/* 1 when the outbox has the counts table (schema 4); a read-only
+ * outboxctl may meet an outbox that no outboxd of this release opened. */
+static int
+has_counts(struct outbox *o)
+{
+	sqlite3_stmt *s = NULL;
+	int has = 0;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT 1 FROM sqlite_master WHERE "
+	    "type = 'table' AND name = 'counts'", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		has = 1;
+	sqlite3_finalize(s);
+	return has;
+}
+
+/*
+ * Adds one row of counts (s3 state, db state, needs_etag, n, bytes,
+ * retries) to c. Per entry: failed when a live leg failed, pending when a
+ * live leg is still to do (or its row still waits for the ETag), done
+ * otherwise. A leg that is off counts as done: there is nothing this
+ * setup can do about it.
+ */
+static void
+count_group(struct outbox_counts *c, int s3_on, int db_on, int s3, int db,
+    int etag, int64_t n)
+{
+	int open3 = s3 == OUTBOX_PENDING || s3 == OUTBOX_IN_FLIGHT;
+	int opendb = db == OUTBOX_PENDING || db == OUTBOX_IN_FLIGHT;
+
+	c->s3[s3] += n;
+	c->db[db] += n;
+	c->entries += n;
+	if ((s3_on && s3 == OUTBOX_FAILED) || (db_on && db == OUTBOX_FAILED))
+		c->failed += n;
+	else if ((s3_on && open3) || (db_on && (opendb || (s3_on && etag &&
+	    s3 != OUTBOX_SKIPPED))))
+		c->pending += n;
+}
+
+/* The per-state counts of outbox_counts: from the counts the triggers
+ * keep, or from a full count on an outbox older than schema 4. */
 static int
 count_states(struct outbox *o, int s3_on, int db_on, struct outbox_counts *c,
     struct err *e)
 {
-	/* Per entry: failed when a live leg failed, pending when a live leg
-	 * is still to do, done otherwise. A leg that is off counts as done:
-	 * there is nothing this setup can do about it. */
-	char *sql = xasprintf(
-	    "SELECT s3_state, db_state, count(*), "
-	    "  sum(CASE WHEN %d AND s3_state = 'failed' OR %d AND db_state = 'failed' "
-	    "      THEN 1 ELSE 0 END), "
-	    "  sum(CASE WHEN (%d AND s3_state = 'failed' OR %d AND db_state = 'failed') "
-	    "      THEN 0 WHEN (%d AND s3_state IN ('pending','in_flight')) "
-	    "      OR (%d AND (db_state IN ('pending','in_flight') "
-	    "                  OR (%d AND db_needs_etag = 1 "
-	    "                      AND s3_state <> 'skipped'))) "
-	    "      THEN 1 ELSE 0 END), "
-	    "  min(CASE WHEN (%d AND s3_state IN ('pending','in_flight')) "
-	    "      OR (%d AND db_state IN ('pending','in_flight')) "
-	    "      THEN journaled_at END), "
-	    "  sum(CASE WHEN s3_state = 'done' THEN size ELSE 0 END), "
-	    "  sum(max(s3_attempts - 1, 0)), sum(max(db_attempts - 1, 0)) "
-	    "FROM entries GROUP BY s3_state, db_state",
-	    s3_on, db_on, s3_on, db_on, s3_on, db_on, s3_on, s3_on, db_on);
 	sqlite3_stmt *s = NULL;
 	int rc;
-	char oldest[32] = "";
 
-	if (sqlite3_prepare_v2(o->db, sql, -1, &s, NULL) != SQLITE_OK) {
-		free(sql);
+	if (sqlite3_prepare_v2(o->db, has_counts(o) ? sql_counts_kept :
+	    FULL_COUNT, -1, &s, NULL) != SQLITE_OK) {
 		db_err(o, e, "counting entries");
 		return -1;
 	}
-	free(sql);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		int s3 = outbox_state_parse((const char *)sqlite3_column_text(s, 0));
+		const char *s3n = (const char *)sqlite3_column_text(s, 0);
+		int s3 = outbox_state_parse(s3n);
 		int db = outbox_state_parse((const char *)sqlite3_column_text(s, 1));
-		int64_t n = sqlite3_column_int64(s, 2);
-		const unsigned char *old = sqlite3_column_text(s, 5);
+		int64_t n = sqlite3_column_int64(s, 3);
 
-		if (s3 >= 0)
-			c->s3[s3] += n;
-		if (db >= 0)
-			c->db[db] += n;
-		c->entries += n;
-		c->failed += sqlite3_column_int64(s, 3);
-		c->pending += sqlite3_column_int64(s, 4);
-		c->bytes_done += sqlite3_column_int64(s, 6);
-		c->retries[OUTBOX_S3] += sqlite3_column_int64(s, 7);
-		c->retries[OUTBOX_DB] += sqlite3_column_int64(s, 8);
-		if (old != NULL && (oldest[0] == '\0' ||
-		    strcmp((const char *)old, oldest) < 0))
-			snprintf(oldest, sizeof(oldest), "%s", old);
+		if (s3 >= 0 && db >= 0)
+			count_group(c, s3_on, db_on, s3, db,
+			    sqlite3_column_int(s, 2), n);
+		else if (s3n != NULL && strcmp(s3n, "pruned") == 0)
+			c->pruned += n;
+		c->bytes_done += sqlite3_column_int64(s, 4);
+		c->retries[OUTBOX_S3] += sqlite3_column_int64(s, 5);
+		c->retries[OUTBOX_DB] += sqlite3_column_int64(s, 6);
 	}
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE) {
@@ -1259,8 +1501,89 @@ count_states(struct outbox *o, int s3_on, int db_on, struct outbox_counts *c,
 		return -1;
 	}
 	c->done = c->entries - c->failed - c->pending;
-	if (oldest[0] != '\0')
-		c->oldest_pending_ms = time_parse_iso8601(oldest);
+	return 0;
+}
+
+/*
+ * journaled_at of the oldest entry with a live leg pending or in flight:
+ * ids grow with time, so it is the lowest id of entries_s3_open and
+ * entries_db_open, one row each (the redundant IN term lets SQLite use
+ * the partial index).
+ */
+static int
+oldest_open(struct outbox *o, int s3_on, int db_on, struct outbox_counts *c,
+    struct err *e)
+{
+	const char *const *sql = sql_oldest;
+	int64_t best = -1;
+	char at[32] = "";
+	int l, st;
+
+	for (l = 0; l < 2; l++) {
+		sqlite3_stmt *s = NULL;
+
+		if ((l == 0 && !s3_on) || (l == 1 && !db_on))
+			continue;
+		if (sqlite3_prepare_v2(o->db, sql[l], -1, &s, NULL) != SQLITE_OK) {
+			db_err(o, e, "finding the oldest pending entry");
+			return -1;
+		}
+		for (st = OUTBOX_PENDING; st <= OUTBOX_IN_FLIGHT; st++) {
+			sqlite3_bind_text(s, 1, outbox_state_name(st), -1,
+			    SQLITE_STATIC);
+			if (sqlite3_step(s) == SQLITE_ROW &&
+			    (best < 0 || sqlite3_column_int64(s, 0) < best)) {
+				best = sqlite3_column_int64(s, 0);
+				copy_fixed(at, sizeof(at), s, 1);
+			}
+			sqlite3_reset(s);
+		}
+		sqlite3_finalize(s);
+	}
+	if (at[0] != '\0')
+		c->oldest_pending_ms = time_parse_iso8601(at);
+	return 0;
+}
+
+/* The newest error of a leg that is not done yet, by entries_error. */
+static int
+last_error(struct outbox *o, struct outbox_counts *c, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+
+	if (sqlite3_prepare_v2(o->db, sql_last_error, -1, &s, NULL) !=
+	    SQLITE_OK) {
+		db_err(o, e, "reading the last error");
+		return -1;
+	}
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		copy_fixed(c->last_error, sizeof(c->last_error), s, 0);
+		copy_fixed(c->last_error_at, sizeof(c->last_error_at), s, 1);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+/* The newest done times: kept in meta by triggers (schema 4). */
+static int
+last_done(struct outbox *o, struct outbox_counts *c, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	int kept = has_counts(o);
+
+	if (sqlite3_prepare_v2(o->db, kept ? sql_last_done :
+	    "SELECT (SELECT count(*) FROM not_jobs), "
+	    " (SELECT max(s3_done_at) FROM entries), "
+	    " (SELECT max(db_done_at) FROM entries)", -1, &s, NULL) != SQLITE_OK
+	    || sqlite3_step(s) != SQLITE_ROW) {
+		db_err(o, e, "counting entries");
+		sqlite3_finalize(s);
+		return -1;
+	}
+	c->not_jobs = sqlite3_column_int64(s, 0);
+	copy_fixed(c->last_s3_done, sizeof(c->last_s3_done), s, 1);
+	copy_fixed(c->last_db_done, sizeof(c->last_db_done), s, 2);
+	sqlite3_finalize(s);
 	return 0;
 }
 
@@ -1268,46 +1591,47 @@ int
 outbox_counts(struct outbox *o, int s3_on, int db_on,
     struct outbox_counts *c, struct err *e)
 {
-	sqlite3_stmt *s = NULL;
-	int ret = -1;
-
 	memset(c, 0, sizeof(*c));
 	c->oldest_pending_ms = -1;
-	if (count_states(o, s3_on, db_on, c, e) < 0)
+	if (count_states(o, s3_on, db_on, c, e) < 0 ||
+	    oldest_open(o, s3_on, db_on, c, e) < 0 || last_done(o, c, e) < 0 ||
+	    last_error(o, c, e) < 0)
 		return -1;
-	if (sqlite3_prepare_v2(o->db,
-	    "SELECT (SELECT count(*) FROM not_jobs), "
-	    " (SELECT max(s3_done_at) FROM entries), "
-	    " (SELECT max(db_done_at) FROM entries)", -1, &s, NULL) != SQLITE_OK
-	    || sqlite3_step(s) != SQLITE_ROW) {
-		db_err(o, e, "counting entries");
-		goto out;
-	}
-	c->not_jobs = sqlite3_column_int64(s, 0);
-	copy_fixed(c->last_s3_done, sizeof(c->last_s3_done), s, 1);
-	copy_fixed(c->last_db_done, sizeof(c->last_db_done), s, 2);
-	sqlite3_finalize(s);
-	s = NULL;
+	return 0;
+}
 
-	/* The newest error of a leg that is not done yet. */
+int
+outbox_counts_check(struct outbox *o, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = 0;
+
+	/* Rows of either side that the other lacks (empty groups aside). */
 	if (sqlite3_prepare_v2(o->db,
-	    "SELECT CASE WHEN s3_state IN ('pending','failed') "
-	    "  AND s3_error IS NOT NULL THEN 's3: ' || s3_error "
-	    "  ELSE 'database: ' || db_error END, updated_at FROM entries "
-	    "WHERE (s3_state IN ('pending','failed') AND s3_error IS NOT NULL) "
-	    "   OR (db_state IN ('pending','failed') AND db_error IS NOT NULL) "
-	    "ORDER BY updated_at DESC LIMIT 1", -1, &s, NULL) != SQLITE_OK) {
-		db_err(o, e, "reading the last error");
-		goto out;
+	    "WITH kept AS (SELECT s3_state, db_state, needs_etag, n, bytes_done, "
+	    "  s3_retries, db_retries FROM counts "
+	    "  WHERE s3_state <> 'pruned' AND n <> 0), full AS (" FULL_COUNT ") "
+	    "SELECT 'kept', * FROM (SELECT * FROM kept EXCEPT SELECT * FROM full) "
+	    "UNION ALL "
+	    "SELECT 'full', * FROM (SELECT * FROM full EXCEPT SELECT * FROM kept) "
+	    "LIMIT 1", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "checking the counts");
+		return -1;
 	}
 	if (sqlite3_step(s) == SQLITE_ROW) {
-		copy_fixed(c->last_error, sizeof(c->last_error), s, 0);
-		copy_fixed(c->last_error_at, sizeof(c->last_error_at), s, 1);
+		err_set(e, ERR_FATAL, "outbox %s: the %s count has (s3 %s, db %s, "
+		    "etag %d): %lld entries, %lld bytes, retries %lld/%lld, "
+		    "which the other lacks", o->path, sqlite3_column_text(s, 0),
+		    sqlite3_column_text(s, 1), sqlite3_column_text(s, 2),
+		    sqlite3_column_int(s, 3),
+		    (long long)sqlite3_column_int64(s, 4),
+		    (long long)sqlite3_column_int64(s, 5),
+		    (long long)sqlite3_column_int64(s, 6),
+		    (long long)sqlite3_column_int64(s, 7));
+		rc = -1;
 	}
-	ret = 0;
-out:
 	sqlite3_finalize(s);
-	return ret;
+	return rc;
 }
 
 int
@@ -1346,6 +1670,110 @@ outbox_retry(struct outbox *o, int64_t id, struct err *e)
 fail:
 	outbox_rollback(o);
 	return -1;
+}
+
+/* Deletes entry id and its recorded parts. */
+static int
+prune_one(struct outbox *o, int64_t id, struct err *e)
+{
+	if (run(o, "DELETE FROM parts WHERE entry_id = ?1", "i", e, id) < 0)
+		return -1;
+	return run(o, "DELETE FROM entries WHERE id = ?1", "i", e, id);
+}
+
+/* 1 when the row (s3 state, db state, needs_etag, updated_at) of the
+ * prune walk may go: both legs final, nothing waiting, old enough. */
+static int
+prunable(sqlite3_stmt *s, const char *cut)
+{
+	int s3 = outbox_state_parse((const char *)sqlite3_column_text(s, 2));
+	int db = outbox_state_parse((const char *)sqlite3_column_text(s, 3));
+	const char *upd = (const char *)sqlite3_column_text(s, 5);
+
+	return (s3 == OUTBOX_DONE || s3 == OUTBOX_SKIPPED) &&
+	    (db == OUTBOX_DONE || db == OUTBOX_SKIPPED) &&
+	    sqlite3_column_int(s, 4) == 0 && upd != NULL && strcmp(upd, cut) < 0;
+}
+
+int
+outbox_prune(struct outbox *o, int64_t cut_ms, int max, struct outbox_prune *p,
+    struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	char cut[32];
+	int rc, seen = 0, deleted = 0;
+	int64_t *ids = xcalloc((size_t)max, sizeof(*ids));
+
+	time_iso8601(cut_ms, cut, sizeof(cut));
+	p->finished = 0;
+	if (outbox_begin(o, e) < 0) {
+		free(ids);
+		return -1;
+	}
+	if (sqlite3_prepare_v2(o->db, sql_prune_walk, -1, &s, NULL) !=
+	    SQLITE_OK) {
+		db_err(o, e, "pruning");
+		goto fail;
+	}
+	sqlite3_bind_int64(s, 1, p->cursor);
+	sqlite3_bind_int(s, 2, max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *j = (const char *)sqlite3_column_text(s, 1);
+
+		if (j == NULL || strcmp(j, cut) >= 0) {
+			p->finished = 1;	/* the rest is younger */
+			break;
+		}
+		p->cursor = sqlite3_column_int64(s, 0);
+		seen++;
+		if (prunable(s, cut))
+			ids[deleted++] = p->cursor;
+	}
+	if (rc == SQLITE_DONE && seen < max)
+		p->finished = 1;
+	sqlite3_finalize(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_err(o, e, "pruning");
+		goto fail;
+	}
+	for (int i = 0; i < deleted; i++)
+		if (prune_one(o, ids[i], e) < 0)
+			goto fail;
+	if (outbox_commit(o, e) < 0)
+		goto fail_done;
+	/* Outside the transaction: hands freed pages back (auto_vacuum
+	 * INCREMENTAL), a no-op in outboxes made without it. */
+	if (deleted > 0)
+		sqlite3_exec(o->db, "PRAGMA incremental_vacuum(256)", NULL, NULL,
+		    NULL);
+	if (p->finished)
+		p->cursor = 0;
+	free(ids);
+	return deleted;
+fail:
+	outbox_rollback(o);
+fail_done:
+	free(ids);
+	return -1;
+}
+
+int
+outbox_was_pruned(struct outbox *o, int64_t id)
+{
+	sqlite3_stmt *s = NULL;
+	int pruned = 0;
+
+	/* Ids are never reused (the newest entry is never pruned), and only
+	 * retention deletes entries: a missing id below the newest was it. */
+	if (sqlite3_prepare_v2(o->db, "SELECT ?1 > 0 AND ?1 < (SELECT max(id) "
+	    "FROM entries) AND NOT EXISTS (SELECT 1 FROM entries WHERE id = ?1)",
+	    -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(s, 1, id);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			pruned = sqlite3_column_int(s, 0);
+	}
+	sqlite3_finalize(s);
+	return pruned;
 }
 
 int
@@ -1501,9 +1929,7 @@ outbox_abort_due(struct outbox *o, int max, struct outbox_abort **v,
 	*v = xcalloc((size_t)max, sizeof(**v));
 	*n = 0;
 	now_iso(now);
-	if (sqlite3_prepare_v2(o->db, "SELECT upload_id, s3_key, attempts FROM "
-	    "aborts WHERE next_at <= ?1 ORDER BY next_at LIMIT ?2", -1, &s,
-	    NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(o->db, sql_abort_due, -1, &s, NULL) != SQLITE_OK) {
 		db_err(o, e, "reading aborts");
 		return -1;
 	}
@@ -1773,4 +2199,58 @@ outbox_scrub_put(struct outbox *o, const struct outbox_scrub *st,
 	    outbox_meta_set(o, "scrub.finished_at", st->finished_at, e) < 0)
 		return -1;
 	return 0;
+}
+
+/* Calls fn with sql and its EXPLAIN QUERY PLAN, one detail a line. */
+static int
+explain_one(struct outbox *o, const char *sql,
+    void (*fn)(void *arg, const char *sql, const char *plan), void *arg)
+{
+	char *q = xasprintf("EXPLAIN QUERY PLAN %s", sql);
+	struct buf b = {0};
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(o->db, q, -1, &s, NULL);
+
+	free(q);
+	if (rc != SQLITE_OK) {
+		buf_printf(&b, "error: %s", sqlite3_errmsg(o->db));
+	} else {
+		while (sqlite3_step(s) == SQLITE_ROW)
+			buf_printf(&b, "%s\n", sqlite3_column_text(s, 3));
+	}
+	sqlite3_finalize(s);
+	fn(arg, sql, b.len ? b.data : "");
+	buf_free(&b);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+int
+outbox_explain(struct outbox *o,
+    void (*fn)(void *arg, const char *sql, const char *plan), void *arg)
+{
+	const char *const named[] = { sql_etag_due, sql_abort_due,
+	    sql_prune_walk, sql_oldest[0], sql_oldest[1], sql_last_error,
+	    sql_counts_kept, sql_last_done };
+	static const enum outbox_state froms[] = { OUTBOX_IN_FLIGHT,
+	    OUTBOX_PENDING, OUTBOX_FAILED };
+	int i, l, k, newest, n = 0;
+
+	for (i = 0; i < ST_COUNT; i++, n++)
+		if (explain_one(o, stmt_sql[i], fn, arg) < 0)
+			return -1;
+	for (i = 0; i < (int)(sizeof(named) / sizeof(named[0])); i++, n++)
+		if (explain_one(o, named[i], fn, arg) < 0)
+			return -1;
+	for (l = 0; l < 2; l++)
+		for (k = 0; k < 3; k++)
+			for (newest = 0; newest <= 1; newest++, n++) {
+				char *sql = move_sql(l, froms[k], newest,
+				    froms[k] == OUTBOX_FAILED);
+				int rc = explain_one(o, sql, fn, arg);
+
+				free(sql);
+				if (rc < 0)
+					return -1;
+			}
+	return n;
 }

@@ -9,8 +9,12 @@
  * transaction open, then records the outcome.
  *
  * Invariants:
- *  - an entry never leaves the table; its legs end in done, failed (until
- *    an admin retries) or skipped (with the reason in *_error);
+ *  - an entry leaves the table only by retention (outbox_prune), once
+ *    both its legs are done or skipped; its legs end in done, failed
+ *    (until an admin retries) or skipped (with the reason in *_error);
+ *    the files table keeps its path's row, so it is never journaled again;
+ *  - the counts table equals a full count of the entries (triggers keep
+ *    it in the transaction that changes them; outbox_counts_check);
  *  - a newer version of a path supersedes older ones not yet stored, so a
  *    stale version can never overwrite a newer one remotely;
  *  - in_flight exists only while a process works on the leg; outbox_recover
@@ -92,6 +96,7 @@ struct outbox_entry {
 	int repair;		/* journaled by verify --repair or the scrub,
 				   not by the user: the database leg adds no
 				   activity */
+	int64_t seq;		/* fair claim order (schema 4) */
 };
 
 void outbox_entry_free(struct outbox_entry *en);
@@ -183,6 +188,10 @@ int outbox_etag_due(struct outbox *o);
  * legs moved. */
 int outbox_recover(struct outbox *o, struct err *e);
 
+/* Tells the outbox which legs run (at the sync thread's start): only live
+ * legs' claim frontiers hold back the seq of new entries. 0 or -1. */
+int outbox_live_legs(struct outbox *o, int s3_on, int db_on, struct err *e);
+
 /*
  * Milliseconds until leg's next pending entry is due (0 when one is due
  * now), or -1 when none is pending. For the database leg only entries
@@ -209,9 +218,41 @@ struct outbox_counts {
 	char last_error_at[32];
 	char last_s3_done[32];		/* newest s3_done_at, or "" */
 	char last_db_done[32];
+	int64_t pruned;			/* done entries retention deleted */
 };
+/* Fills c from the counts kept beside the entries (no scan of the
+ * entries table; schema 4) and a few indexed lookups. 0 or -1 with e. */
 int outbox_counts(struct outbox *o, int s3_on, int db_on,
     struct outbox_counts *c, struct err *e);
+/* 0 when the kept counts equal a full count of the entries, else -1 with
+ * e naming a difference. For tests and the simulation. */
+int outbox_counts_check(struct outbox *o, struct err *e);
+
+/*
+ * Retention: one batch (at most max entries looked at, one short
+ * transaction) of the walk that deletes entries whose legs are both done
+ * or skipped and that nothing changed since cut_ms (wall ms). Failed,
+ * pending and in-flight entries, and the newest entry (so ids are never
+ * reused), stay. The walk goes by id from p->cursor and ends at the first
+ * entry journaled after cut_ms (ids grow with time); then p->finished is
+ * set and the cursor goes back to 0 for the next walk. Freed pages go
+ * back to the file system in an outbox made with incremental auto-vacuum
+ * (new ones), else they are reused. Returns entries deleted, or -1.
+ */
+struct outbox_prune {
+	int64_t cursor;		/* the last id looked at; 0 to start */
+	int finished;		/* set when the walk reached its end */
+};
+int outbox_prune(struct outbox *o, int64_t cut_ms, int max,
+    struct outbox_prune *p, struct err *e);
+/* 1 when entry id existed but was deleted by retention, else 0. */
+int outbox_was_pruned(struct outbox *o, int64_t id);
+
+/* For tests: calls fn with each statement the outbox runs (per turn, for
+ * status, retention and recovery) and its EXPLAIN QUERY PLAN, one detail
+ * a line. Returns how many, or -1 when one fails to prepare. */
+int outbox_explain(struct outbox *o,
+    void (*fn)(void *arg, const char *sql, const char *plan), void *arg);
 
 /* Retries failed legs of entry id (or of every entry when id < 0):
  * pending and due now, or skipped for an older version (legstate.h).

@@ -193,6 +193,47 @@ test_sizes(void)
 	tap_int(cfg_parse_bool("2"), -1, "2 is not a boolean");
 }
 
+/* OUTBOXD_RETENTION (issue 11): days by default, 0 keeps everything. */
+static void
+test_retention(void)
+{
+	const char *def[] = { NULL }, *zero[] = { "OUTBOXD_RETENTION", "0",
+	    NULL }, *hours[] = { "OUTBOXD_RETENTION", "12h", NULL },
+	    *bad[] = { "OUTBOXD_RETENTION", "soon", NULL },
+	    *tiny[] = { "OUTBOXD_RETENTION", "10m", NULL };
+	struct cfg_problems p;
+	struct cfg c;
+	int64_t n = 0;
+
+	load(&c, def, &p);
+	tap_int(c.retention_s, 30 * 86400, "retention is 30 days by default");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	load(&c, zero, &p);
+	tap_ok(p.n == 0 && c.retention_s == 0, "OUTBOXD_RETENTION=0 keeps "
+	    "every entry");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	load(&c, hours, &p);
+	tap_int(c.retention_s, 12 * 3600, "12h");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	load(&c, bad, &p);
+	tap_ok(has_line(&p, "OUTBOXD_RETENTION=soon: not a duration"),
+	    "a word is refused: %s", p.n ? p.lines[0] : "");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	load(&c, tiny, &p);
+	tap_ok(has_line(&p, "OUTBOXD_RETENTION=10m: must be 0"),
+	    "less than an hour is refused: %s", p.n ? p.lines[0] : "");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	tap_ok(cfg_parse_duration("90", &n) == 0 && n == 90,
+	    "a bare number is seconds");
+	tap_ok(cfg_parse_duration("2w", &n) == 0 && n == 14 * 86400, "2w");
+	tap_ok(cfg_parse_duration("-1d", &n) < 0, "negative refused");
+}
+
 static void
 test_vcap(void)
 {
@@ -345,6 +386,7 @@ main(void)
 	test_s3();
 	test_bad_values();
 	test_sizes();
+	test_retention();
 	test_vcap();
 	return tap_done();
 }

@@ -112,6 +112,7 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 		}
 		cJSON_AddNumberToObject(o, "bytes_uploaded", (double)n.bytes_done);
 		cJSON_AddNumberToObject(o, "not_job_dirs", (double)n.not_jobs);
+		cJSON_AddNumberToObject(o, "pruned", (double)n.pruned);
 		if (pid > 0)
 			cJSON_AddNumberToObject(o, "outboxd_pid", (double)pid);
 		else
@@ -153,9 +154,28 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 			printf("not jobs: %lld top-level director%s skipped (the "
 			    "name is not a UUID)\n", (long long)n.not_jobs,
 			    n.not_jobs == 1 ? "y" : "ies");
+		if (n.pruned > 0)
+			printf("pruned:   %lld done entr%s older than the "
+			    "retention (OUTBOXD_RETENTION)\n", (long long)n.pruned,
+			    n.pruned == 1 ? "y" : "ies");
 	}
 	outbox_close(ob);
 	return 0;
+}
+
+/* Says that retention deleted entries, so a listing is not taken for
+ * the whole history. */
+static void
+print_pruned(struct outbox *ob)
+{
+	struct outbox_counts n;
+	struct err e = {0};
+
+	if (outbox_counts(ob, 1, 1, &n, &e) == 0 && n.pruned > 0)
+		printf("(%lld done entr%s older than the retention "
+		    "(OUTBOXD_RETENTION) %s pruned: not listed)\n",
+		    (long long)n.pruned, n.pruned == 1 ? "y" : "ies",
+		    n.pruned == 1 ? "was" : "were");
 }
 
 int
@@ -215,9 +235,10 @@ ctl_cmd_list(struct cfg *c, int argc, char **argv)
 		rows++;
 	}
 	sqlite3_finalize(s);
-	outbox_close(ob);
 	if (rows == 0)
 		printf("(no entries)\n");
+	print_pruned(ob);
+	outbox_close(ob);
 	return 0;
 }
 
@@ -252,6 +273,11 @@ ctl_cmd_show(struct cfg *c, int argc, char **argv)
 		}
 	}
 	sqlite3_finalize(s);
+	if (!found && outbox_was_pruned(ob, id)) {
+		printf("entry %lld was pruned: it was done (both legs) and older "
+		    "than the retention (OUTBOXD_RETENTION)\n", id);
+		found = 1;
+	}
 	outbox_close(ob);
 	if (!found) {
 		fprintf(stderr, "outboxctl: no entry %lld\n", id);

@@ -696,6 +696,10 @@ sync_new_io(const struct cfg *cfg, int wake_fd, const struct engine_io *io,
 	 * margin for a slow clock) the clock must have been set back. */
 	outbox_set_horizon(s->ob, (int64_t)cfg->retry_max_s * 1000 + 60000);
 	s->poison = poison_open(cfg->state_db);
+	/* Only the legs that run hold new entries' claim order back. */
+	if (outbox_live_legs(s->ob, s->io.s3.h != NULL, s->io.db.h != NULL,
+	    e) < 0)
+		goto fail;
 	s->env = (struct upload_env){ cfg, &s->io.s3, s, s->rootfd, MIN_PART,
 	    NULL };
 	atomic_store(&s->heartbeat, time_mono_ms());

@@ -28,6 +28,8 @@
  *  - job.json's status reached the job's row;
  *  - nothing pending or failed once the stores are up and the retry cap
  *    has passed; --once ends; an idle engine takes few turns a second.
+ *  - the counts the outbox keeps beside its entries (schema 4, by
+ *    triggers) equal a full count, in every instance's outbox.
  *
  * The named schedules are the sequences issue 10 found broken; they must
  * pass. A failure prints the seed and the command that replays it.
@@ -899,6 +901,22 @@ check_activities(struct sim *m)
 	}
 }
 
+/* The counts the outbox keeps (triggers, schema 4) equal a full count,
+ * in every instance's outbox. */
+static void
+check_counts(struct sim *m)
+{
+	int k;
+
+	for (k = 0; k < m->nn && m->w.violation[0] == '\0'; k++) {
+		struct err e = {0};
+
+		if (wob_of(m, k) != NULL &&
+		    outbox_counts_check(wob_of(m, k), &e) < 0)
+			world_violation(&m->w, "instance %d: %s", k, e.msg);
+	}
+}
+
 static void
 check(struct sim *m)
 {
@@ -909,6 +927,7 @@ check(struct sim *m)
 	for (i = 0; i < NFILES; i++)
 		check_file(m, i);
 	check_activities(m);
+	check_counts(m);
 }
 
 /* ---- set-up --------------------------------------------------------------- */

@@ -1,0 +1,482 @@
+/*
+ * t-scale.c - proves the outbox's promises at scale (issue 11) on real
+ * SQLite files:
+ *  - an outbox of the previous release (schema 2, tests/data/outbox-v2.sql,
+ *    dumped from one that outboxd made) upgrades, and its counts then
+ *    equal what a full count says, as they do read-only before upgrading;
+ *  - the counts the triggers keep equal a full count after journals,
+ *    claims, every kind of outcome, retry, recovery and pruning, and the
+ *    check notices when they do not;
+ *  - no statement the outbox runs per turn, for status, for retention or
+ *    for recovery scans a table or sorts (EXPLAIN QUERY PLAN);
+ *  - claims rotate across jobs: another job's new file is claimed in the
+ *    next turn while one job has a backlog, on both legs;
+ *  - retention deletes done entries older than the cut, in batches, and
+ *    keeps failed, pending and the newest entries; a pruned path is never
+ *    journaled again; a pruned id is never reused and is known as pruned.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "store/outbox.h"
+#include "tap.h"
+
+#define JOB_A "6f1c2b9e-3d4a-4c5b-9e8f-0a1b2c3d4e5f"
+#define JOB_B "0b1c2b9e-3d4a-4c5b-9e8f-0a1b2c3d4e5f"
+#define DAY_MS 86400000LL
+
+static char dir[] = "tests/tmp/t-scale.XXXXXX";
+
+static int64_t
+query_int(struct outbox *o, const char *sql)
+{
+	sqlite3_stmt *s;
+	int64_t n = -1;
+
+	if (sqlite3_prepare_v2(outbox_db(o), sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+static int
+exec_sql(struct outbox *o, const char *sql)
+{
+	return sqlite3_exec(outbox_db(o), sql, NULL, NULL, NULL) == SQLITE_OK ?
+	    0 : -1;
+}
+
+static struct outbox *
+fresh(const char *name)
+{
+	char path[256];
+	struct err e = {0};
+	struct outbox *o;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	o = outbox_open(path, 0, &e);
+	if (o == NULL)
+		tap_diag("%s", e.msg);
+	return o;
+}
+
+/* Journals n files job/<prefix>NNNN.xml in one transaction. */
+static int
+journal_many(struct outbox *o, const char *job, const char *prefix, int n)
+{
+	struct err e = {0};
+	char p[128];
+	int i, made = 0;
+
+	outbox_begin(o, &e);
+	for (i = 0; i < n; i++) {
+		struct outbox_file f = { p, 100 + i, 1000 + i, 42, 0 };
+
+		snprintf(p, sizeof(p), "%s/%s%04d.xml", job, prefix, i);
+		made += outbox_journal(o, &f, NULL, &e) == 1;
+	}
+	outbox_commit(o, &e);
+	return made;
+}
+
+/* Claims up to max legs and records ev for each (or leaves them in flight
+ * when ev is EV_NEVENTS); returns how many of them are job's. */
+static int
+claim_and(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
+    enum leg_event ev, const char *job, size_t *n)
+{
+	struct outbox_entry *v = NULL;
+	struct outbox_outcome oc = { .event = ev, .etag = "\"e\"",
+	    .sha256 = "ab", .error = "HTTP 503 SlowDown",
+	    .next_at_ms = 0 };
+	struct err e = {0};
+	size_t i;
+	int mine = 0;
+
+	*n = 0;
+	if (outbox_claim(o, leg, max, s3_on, NULL, NULL, &v, n, &e) < 0) {
+		tap_diag("claim: %s", e.msg);
+		return -1;
+	}
+	outbox_begin(o, &e);
+	for (i = 0; i < *n; i++) {
+		mine += strcmp(v[i].job_id, job) == 0;
+		if (ev != EV_NEVENTS)
+			outbox_apply(o, leg, v[i].id, &oc, &e);
+	}
+	outbox_commit(o, &e);
+	outbox_entries_free(v, *n);
+	return mine;
+}
+
+static int
+counts_agree(struct outbox *o, const char *when)
+{
+	struct err e = {0};
+	int rc = outbox_counts_check(o, &e);
+
+	return tap_ok(rc == 0, "the kept counts equal a full count %s%s%s",
+	    when, rc ? ": " : "", rc ? e.msg : "");
+}
+
+/* ---- upgrading an outbox of the previous release ------------------------- */
+
+static int
+load_dump(const char *db_path)
+{
+	const char *top = getenv("abs_top_srcdir");
+	char *sql, name[1024];
+	FILE *f;
+	sqlite3 *db = NULL;
+	long len;
+	int rc = -1;
+
+	snprintf(name, sizeof(name), "%s/tests/data/outbox-v2.sql",
+	    top ? top : "..");
+	if ((f = fopen(name, "r")) == NULL)
+		return -1;
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	rewind(f);
+	sql = calloc(1, (size_t)len + 1);
+	if (fread(sql, 1, (size_t)len, f) == (size_t)len &&
+	    sqlite3_open(db_path, &db) == SQLITE_OK &&
+	    sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK)
+		rc = 0;
+	sqlite3_close(db);
+	free(sql);
+	fclose(f);
+	return rc;
+}
+
+static void
+check_v2_counts(const struct outbox_counts *n, const char *how)
+{
+	/* The dump: 3 entries done (S3 retried once each), 1 S3 failed, a
+	 * database leg in flight, a row waiting for its ETag, 2 pending. */
+	tap_int(n->entries, 8, "%s: 8 entries", how);
+	tap_int(n->done, 3, "%s: 3 done", how);
+	tap_int(n->failed, 1, "%s: 1 failed", how);
+	tap_int(n->pending, 4, "%s: 4 pending (one waits for its ETag)", how);
+	tap_int(n->s3[OUTBOX_DONE], 3, "%s: S3 done 3", how);
+	tap_int(n->db[OUTBOX_IN_FLIGHT], 1, "%s: database in flight 1", how);
+	tap_int(n->retries[OUTBOX_S3], 3, "%s: 3 S3 retries", how);
+	tap_ok(n->last_s3_done[0] != '\0', "%s: the last S3 success is known",
+	    how);
+	tap_str(n->last_error, "s3: 403 AccessDenied", "%s: the last error",
+	    how);
+	tap_ok(n->oldest_pending_ms > 0, "%s: the oldest pending is known", how);
+}
+
+static void
+test_upgrade(void)
+{
+	char path[256];
+	struct outbox_counts n;
+	struct outbox *o;
+	struct err e = {0};
+	char *v;
+
+	snprintf(path, sizeof(path), "%s/v2.db", dir);
+	if (!tap_ok(load_dump(path) == 0, "load the schema-2 outbox"))
+		return;
+	o = outbox_open(path, 1, &e);
+	tap_ok(o != NULL && outbox_counts(o, 1, 1, &n, &e) == 0,
+	    "outboxctl counts a schema-2 outbox read-only (%s)", e.msg);
+	if (o != NULL)
+		check_v2_counts(&n, "read-only, not upgraded");
+	outbox_close(o);
+
+	o = outbox_open(path, 0, &e);
+	if (!tap_ok(o != NULL, "outboxd opens (upgrades) it (%s)", e.msg))
+		return;
+	v = outbox_meta_get(o, "schema_version");
+	tap_str(v, "4", "it is schema 4 now");
+	free(v);
+	counts_agree(o, "after the upgrade");
+	tap_int(outbox_counts(o, 1, 1, &n, &e), 0, "count it");
+	check_v2_counts(&n, "upgraded");
+	tap_int(outbox_recover(o, &e), 1, "recovery moves its leg in flight");
+	counts_agree(o, "after recovery");
+	outbox_close(o);
+	o = outbox_open(path, 0, &e);
+	tap_ok(o != NULL && outbox_counts_check(o, &e) == 0, "opening it again "
+	    "upgrades nothing twice (%s)", e.msg);
+	outbox_close(o);
+}
+
+/* ---- counts through a life ------------------------------------------------ */
+
+static void
+test_counts(void)
+{
+	struct outbox *o = fresh("counts.db");
+	struct outbox_counts n;
+	struct err e = {0};
+	size_t got;
+
+	if (!tap_ok(o != NULL, "open a new outbox"))
+		return;
+	journal_many(o, JOB_A, "f", 30);
+	journal_many(o, JOB_B, "g", 10);
+	counts_agree(o, "after journaling");
+	claim_and(o, OUTBOX_S3, 8, 1, EV_STORED, JOB_A, &got);
+	claim_and(o, OUTBOX_S3, 4, 1, EV_TRANSIENT, JOB_A, &got);
+	claim_and(o, OUTBOX_S3, 3, 1, EV_PERMANENT, JOB_A, &got);
+	claim_and(o, OUTBOX_S3, 2, 1, EV_GONE, JOB_A, &got);
+	claim_and(o, OUTBOX_S3, 2, 1, EV_NEVENTS, JOB_A, &got);
+	claim_and(o, OUTBOX_DB, 5, 1, EV_STORED_NO_ETAG, JOB_A, &got);
+	claim_and(o, OUTBOX_DB, 3, 1, EV_DUPLICATE, JOB_A, &got);
+	counts_agree(o, "after claims and outcomes");
+	journal_many(o, JOB_A, "f", 0);
+	{
+		struct outbox_file f = { JOB_A "/f0003.xml", 7, 7, 7, 0 };
+
+		outbox_begin(o, &e);
+		outbox_journal(o, &f, NULL, &e);	/* supersedes */
+		outbox_commit(o, &e);
+	}
+	counts_agree(o, "after a new version superseded an old one");
+	tap_ok(outbox_retry(o, -1, &e) > 0, "retry --failed");
+	counts_agree(o, "after retry");
+	tap_ok(outbox_recover(o, &e) > 0, "recover the legs in flight");
+	counts_agree(o, "after recovery");
+	tap_int(outbox_counts(o, 1, 1, &n, &e), 0, "count");
+	tap_int(n.entries, 41, "41 entries counted");
+	tap_int(n.s3[OUTBOX_DONE], 8, "8 S3 legs done");
+	tap_int(n.db[OUTBOX_DONE], 8, "8 database legs done");
+	tap_int(n.bytes_done, query_int(o, "SELECT sum(size) FROM entries "
+	    "WHERE s3_state = 'done'"), "uploaded bytes as a sum says");
+
+	exec_sql(o, "UPDATE counts SET n = n + 1 WHERE s3_state = 'done' AND "
+	    "needs_etag = 1");
+	tap_ok(outbox_counts_check(o, &e) < 0, "a count off by one is noticed "
+	    "(%s)", e.msg);
+	outbox_close(o);
+}
+
+/* ---- query plans ---------------------------------------------------------- */
+
+struct plans {
+	struct outbox *o;
+	int n, bad;
+};
+
+/* 1 when name is a partial index (a WHERE in its definition). */
+static int
+partial_index(struct outbox *o, const char *name, size_t len)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM sqlite_master WHERE "
+	    "type = 'index' AND name = '%.*s' AND sql LIKE '%% WHERE %%'",
+	    (int)len, name);
+	return query_int(o, sql) == 1;
+}
+
+/* A plan is bounded when every SCAN of a big table walks a partial index
+ * (the legs in one state, in order, under a LIMIT) and nothing is sorted
+ * in a temporary b-tree. */
+static void
+plan_seen(void *arg, const char *sql, const char *plan)
+{
+	struct plans *p = arg;
+	static const char *const big[] = { "entries", "files", "parts",
+	    "aborts", "job_seq" };
+	size_t i;
+	int bad = strstr(plan, "TEMP B-TREE") != NULL ||
+	    strncmp(plan, "error", 5) == 0;
+
+	for (i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+		char scan[64];
+		const char *at, *idx;
+
+		snprintf(scan, sizeof(scan), "SCAN %s", big[i]);
+		for (at = plan; (at = strstr(at, scan)) != NULL; at++) {
+			const char *after = at + strlen(scan);
+
+			if (*after != ' ' && *after != '\n' && *after != '\0')
+				continue;	/* another table's name */
+			if (strncmp(after, " USING INDEX ", 13) == 0)
+				idx = after + 13;
+			else if (strncmp(after, " USING COVERING INDEX ", 22) == 0)
+				idx = after + 22;
+			else {
+				bad = 1;
+				continue;
+			}
+			if (!partial_index(p->o, idx, strcspn(idx, " \n")))
+				bad = 1;
+		}
+	}
+	p->n++;
+	if (getenv("T_SCALE_VERBOSE") != NULL)
+		tap_diag("%s\n%s", sql, plan);
+	if (bad) {
+		p->bad++;
+		tap_diag("scans or sorts: %s\n%s", sql, plan);
+	}
+}
+
+static void
+test_plans(void)
+{
+	struct outbox *o = fresh("plans.db");
+	struct plans p = { o, 0, 0 };
+	size_t got;
+
+	if (!tap_ok(o != NULL, "open a new outbox"))
+		return;
+	journal_many(o, JOB_A, "f", 300);
+	journal_many(o, JOB_B, "g", 300);
+	claim_and(o, OUTBOX_S3, 50, 1, EV_STORED, JOB_A, &got);
+	claim_and(o, OUTBOX_DB, 50, 1, EV_STORED, JOB_A, &got);
+	tap_ok(outbox_explain(o, plan_seen, &p) > 40, "explain every statement");
+	tap_diag("%d statements explained", p.n);
+	tap_int(p.bad, 0, "none scans a table or sorts in a temporary b-tree");
+	outbox_close(o);
+}
+
+/* ---- fairness ------------------------------------------------------------- */
+
+static void
+test_fair(void)
+{
+	struct outbox *o = fresh("fair.db");
+	size_t got;
+	int b, turns;
+
+	if (!tap_ok(o != NULL, "open a new outbox"))
+		return;
+	tap_int(journal_many(o, JOB_A, "burst", 2000), 2000,
+	    "job A journals a burst of 2,000 files");
+	claim_and(o, OUTBOX_S3, 8, 1, EV_STORED, JOB_A, &got);
+	claim_and(o, OUTBOX_S3, 8, 1, EV_NEVENTS, JOB_A, &got);
+	journal_many(o, JOB_B, "new", 1);
+	for (turns = 1, b = 0; turns <= 3 && b == 0; turns++)
+		b = claim_and(o, OUTBOX_S3, 8, 1, EV_STORED, JOB_B, &got);
+	tap_ok(b == 1 && turns - 1 == 1, "S3: job B's new file is claimed in "
+	    "the next turn (turn %d), not after the burst", turns - 1);
+
+	/* The database leg, S3 off: its own order. */
+	claim_and(o, OUTBOX_DB, 64, 0, EV_STORED, JOB_A, &got);
+	journal_many(o, JOB_B, "later", 1);
+	for (turns = 1, b = 0; turns <= 3 && b == 0; turns++)
+		b = claim_and(o, OUTBOX_DB, 64, 0, EV_STORED, JOB_B, &got);
+	tap_ok(b >= 1 && turns - 1 == 1, "database (S3 off): job B's files are "
+	    "claimed in the next turn (turn %d)", turns - 1);
+
+	/* The database leg behind S3: B's S3 leg stored, its row next. */
+	journal_many(o, JOB_B, "third", 1);
+	for (turns = 1, b = 0; turns <= 3 && b == 0; turns++)
+		b = claim_and(o, OUTBOX_S3, 8, 1, EV_STORED, JOB_B, &got);
+	claim_and(o, OUTBOX_S3, 200, 1, EV_STORED, JOB_A, &got);
+	b = claim_and(o, OUTBOX_DB, 8, 1, EV_STORED, JOB_B, &got);
+	tap_ok(b == 1, "database behind S3: job B's row is among the next 8 of "
+	    "200 ready");
+	counts_agree(o, "after the fair claims");
+	outbox_close(o);
+}
+
+/* ---- retention ------------------------------------------------------------ */
+
+static void
+test_prune(void)
+{
+	struct outbox *o = fresh("prune.db");
+	struct outbox_prune p = {0};
+	struct outbox_counts n;
+	struct err e = {0};
+	int64_t now = time_now_ms(), deleted = 0, bytes_before;
+	int batches = 0, rc;
+	size_t got;
+
+	if (!tap_ok(o != NULL, "open a new outbox"))
+		return;
+	journal_many(o, JOB_A, "f", 12);
+	/* 1-6 done on both legs, 7 S3 failed, 8 pending, 9 done but waiting
+	 * for its ETag, 10-12 done (12 is the newest). */
+	claim_and(o, OUTBOX_S3, 6, 1, EV_STORED, JOB_A, &got);
+	claim_and(o, OUTBOX_S3, 1, 1, EV_PERMANENT, JOB_A, &got);
+	exec_sql(o, "UPDATE entries SET s3_state = 'done', db_state = 'done', "
+	    "db_needs_etag = (id = 9) WHERE id >= 9");
+	exec_sql(o, "UPDATE entries SET db_state = 'done' WHERE id <= 6");
+	/* Done by triggers too, so the counts stay right. */
+	outbox_counts(o, 1, 1, &n, &e);
+	bytes_before = n.bytes_done;
+	/* All journaled and last changed 40 days ago, but entry 11: done a
+	 * day ago after a long outage. */
+	{
+		char sql[256], old[32], recent[32];
+
+		time_iso8601(now - 40 * DAY_MS, old, sizeof(old));
+		time_iso8601(now - DAY_MS, recent, sizeof(recent));
+		snprintf(sql, sizeof(sql), "UPDATE entries SET journaled_at = "
+		    "'%s', updated_at = CASE id WHEN 11 THEN '%s' ELSE '%s' END",
+		    old, recent, old);
+		exec_sql(o, sql);
+	}
+	do {
+		rc = outbox_prune(o, now - 30 * DAY_MS, 4, &p, &e);
+		if (rc < 0)
+			break;
+		deleted += rc;
+		batches++;
+	} while (!p.finished && batches < 20);
+	tap_int(rc < 0 ? -1 : deleted, 7, "retention deleted the 7 done "
+	    "entries older than 30 days (%s)", rc < 0 ? e.msg : "ok");
+	tap_ok(batches >= 3, "in batches of 4 (%d)", batches);
+	tap_int(p.cursor, 0, "the walk ends back at the start");
+	tap_int(query_int(o, "SELECT count(*) FROM entries WHERE id IN (7, 8, 9, "
+	    "11, 12)"), 5, "failed, pending, waiting for an ETag, recently "
+	    "done and the newest entry are kept");
+	tap_int(query_int(o, "SELECT count(*) FROM files"), 12,
+	    "the files table keeps a row per path");
+	counts_agree(o, "after pruning");
+	outbox_counts(o, 1, 1, &n, &e);
+	tap_int(n.pruned, 7, "status counts 7 pruned");
+	tap_int(n.entries, 5, "and 5 entries left");
+	tap_int(n.bytes_done, bytes_before, "uploaded bytes never go back");
+	tap_int(outbox_was_pruned(o, 1), 1, "entry 1 is known as pruned");
+	tap_int(outbox_was_pruned(o, 7), 0, "entry 7 is not");
+	tap_int(outbox_was_pruned(o, 13), 0, "entry 13 never existed");
+	tap_int(journal_many(o, JOB_A, "f", 12), 0, "a rescan of the same files "
+	    "journals none of the pruned paths again");
+	journal_many(o, JOB_B, "new", 1);
+	tap_int(query_int(o, "SELECT max(id) FROM entries"), 13,
+	    "a new entry takes a new id (13)");
+	rc = outbox_prune(o, now - 30 * DAY_MS, 100, &p, &e);
+	tap_ok(rc == 1 && p.finished, "the next walk prunes entry 12, no longer "
+	    "the newest (%d)", rc);
+	tap_int(outbox_was_pruned(o, 12), 1, "entry 12 is known as pruned");
+	rc = outbox_prune(o, now - 30 * DAY_MS, 100, &p, &e);
+	tap_ok(rc == 0 && p.finished && p.cursor == 0, "a walk with nothing to "
+	    "prune ends at the first young entry");
+	counts_agree(o, "after the last walk");
+	outbox_close(o);
+}
+
+int
+main(void)
+{
+	mkdir("tests", 0755);
+	mkdir("tests/tmp", 0755);
+	if (mkdtemp(dir) == NULL) {
+		tap_ok(0, "make a temporary directory");
+		return tap_done();
+	}
+	test_upgrade();
+	test_counts();
+	test_plans();
+	test_fair();
+	test_prune();
+	return tap_done();
+}
