@@ -196,13 +196,18 @@ log_vmsg(int priority, const struct log_ctx *ctx, const char *msg)
 				buf_printf(&b, "%s", ctx->leg);
 				sep = " ";
 			}
-			if (ctx->path != NULL)
-				buf_printf(&b, "%s%s", sep, ctx->path);
-			else if (ctx->job != NULL)
-				buf_printf(&b, "%sjob %s", sep, ctx->job);
+			/* Names and messages quote uploads' names: escaped
+			 * (buf_escape), so none can forge a line. */
+			if (ctx->path != NULL) {
+				buf_puts(&b, sep);
+				buf_escape(&b, ctx->path);
+			} else if (ctx->job != NULL) {
+				buf_printf(&b, "%sjob ", sep);
+				buf_escape(&b, ctx->job);
+			}
 			buf_puts(&b, ": ");
 		}
-		buf_puts(&b, msg);
+		buf_escape(&b, msg);
 		buf_puts(&b, "\n");
 	}
 	if (log_native) {
@@ -227,7 +232,8 @@ log_msg(int priority, const struct log_ctx *ctx, const char *fmt, ...)
 	if (priority > log_max)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) >= (int)sizeof(msg))
+		utf8_cut_tail(msg);	/* never half a character */
 	va_end(ap);
 	log_vmsg(priority, ctx, msg);
 }

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/keymap.h"
 #include "base/util.h"
 
 static void
@@ -231,6 +232,52 @@ buf_printf(struct buf *b, const char *fmt, ...)
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
 	va_end(ap);
 	b->len += (size_t)n;
+}
+
+/* Length of the UTF-8 sequence starting at s (n bytes left), or 0 when
+ * it is not a valid one. */
+static size_t
+utf8_seq_len(const char *s, size_t n)
+{
+	unsigned char c = (unsigned char)s[0];
+	size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+
+	if (len == 0 || len > n || !keymap_utf8_valid(s, len))
+		return 0;
+	return len;
+}
+
+void
+buf_escape(struct buf *b, const char *s)
+{
+	size_t n = strlen(s), i = 0;
+
+	while (i < n) {
+		unsigned char c = (unsigned char)s[i];
+		size_t len;
+
+		if (c == '\\') {
+			buf_puts(b, "\\\\");
+		} else if (c == '\n') {
+			buf_puts(b, "\\n");
+		} else if (c == '\r') {
+			buf_puts(b, "\\r");
+		} else if (c == '\t') {
+			buf_puts(b, "\\t");
+		} else if (c < 0x20 || c == 0x7f) {
+			buf_printf(b, "\\x%02x", c);
+		} else if (c < 0x80) {
+			buf_append(b, s + i, 1);
+		} else if ((len = utf8_seq_len(s + i, n - i)) > 0 &&
+		    !(c == 0xc2 && (unsigned char)s[i + 1] < 0xa0)) {
+			buf_append(b, s + i, len);	/* not C1: keep it */
+			i += len;
+			continue;
+		} else {
+			buf_printf(b, "\\x%02x", c);
+		}
+		i++;
+	}
 }
 
 void

@@ -71,6 +71,17 @@ void buf_puts(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void buf_reset(struct buf *b);
+/*
+ * Appends s in outboxd's one escape form for text meant for people (the
+ * text log, every outboxctl output): a backslash is written "\\", a
+ * newline "\n", a carriage return "\r", a tab "\t"; every other
+ * control character (C0, DEL, and the C1 range U+0080-U+009F) and every
+ * byte that is not part of valid UTF-8 is written "\xHH" (lowercase
+ * hex), each byte on its own. Everything else is copied. So a hostile
+ * name can neither start a line nor move the terminal's cursor, and the
+ * bytes can be recovered from the text.
+ */
+void buf_escape(struct buf *b, const char *s);
 void buf_free(struct buf *b);
 /* Hands the bytes (never NULL, maybe "") to the caller, who frees them. */
 char *buf_take(struct buf *b);

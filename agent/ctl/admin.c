@@ -48,7 +48,7 @@ ctl_cmd_retry(struct cfg *c, int argc, char **argv)
 	n = outbox_retry(ob, id, &e);
 	outbox_close(ob);
 	if (n < 0) {
-		fprintf(stderr, "outboxctl: %s\n", e.msg);
+		fprintf(stderr, "outboxctl: %s\n", ctl_esc(e.msg));
 		return EX_IOERR;
 	}
 	printf("%d failed leg%s back to pending\n", n, n == 1 ? "" : "s");
@@ -82,7 +82,7 @@ ctl_cmd_rescan(struct cfg *c)
 	if ((ob = ctl_open_outbox(c, 0)) == NULL)
 		return EX_CANTCREAT;
 	if (outbox_lock(ob, &e) < 0) {
-		fprintf(stderr, "outboxctl: %s\n", e.msg);
+		fprintf(stderr, "outboxctl: %s\n", ctl_esc(e.msg));
 		outbox_close(ob);
 		return EX_TEMPFAIL;
 	}
@@ -91,7 +91,7 @@ ctl_cmd_rescan(struct cfg *c)
 	watch_free(w);
 	outbox_close(ob);
 	if (n < 0) {
-		fprintf(stderr, "outboxctl: %s\n", e.msg);
+		fprintf(stderr, "outboxctl: %s\n", ctl_esc(e.msg));
 		return EX_IOERR;
 	}
 	printf("rescanned: %d new or changed file%s journaled\n", n,
@@ -116,7 +116,7 @@ ctl_cmd_migrate(struct cfg *c)
 	p = pg_new(c);
 	n = pg_migrate(p, &e);
 	if (n < 0) {
-		fprintf(stderr, "outboxctl: migrate: %s\n", e.msg);
+		fprintf(stderr, "outboxctl: migrate: %s\n", ctl_esc(e.msg));
 		pg_free(p);
 		return e.cls == ERR_TRANSIENT ? EX_UNAVAILABLE : EX_SOFTWARE;
 	}
@@ -165,7 +165,7 @@ ctl_cmd_presign(struct cfg *c, int argc, char **argv)
 	}
 	s = s3_new(c, &e);
 	if (s == NULL) {
-		fprintf(stderr, "outboxctl: %s\n", e.msg);
+		fprintf(stderr, "outboxctl: %s\n", ctl_esc(e.msg));
 		return EX_SOFTWARE;
 	}
 	url = s3_presign(s, argv[optind], expires);

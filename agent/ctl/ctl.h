@@ -15,6 +15,11 @@
 /* Prints the usage text to f. */
 void ctl_usage(FILE *f);
 
+/* s in the escape form of buf_escape (util.h): every name, path and
+ * message outboxctl prints passes through it. The text stays valid until
+ * 15 more calls; NULL gives "". */
+const char *ctl_esc(const char *s);
+
 /* Opens the outbox at c->state_db (when readonly, only if it exists);
  * NULL after saying why on stderr. The caller closes it with outbox_close(). */
 struct outbox *ctl_open_outbox(const struct cfg *c, int readonly);

@@ -36,13 +36,15 @@ check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void
 check(int ok, const char *fmt, ...)
 {
+	char line[4096];
 	va_list ap;
 
-	printf("%s ", ok ? "ok  " : "FAIL");
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	if (vsnprintf(line, sizeof(line), fmt, ap) >= (int)sizeof(line))
+		utf8_cut_tail(line);
 	va_end(ap);
-	printf("\n");
+	/* Lines quote paths and servers' messages: escaped. */
+	printf("%s %s\n", ok ? "ok  " : "FAIL", ctl_esc(line));
 	if (!ok)
 		doctor_failed++;
 }

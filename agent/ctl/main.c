@@ -58,11 +58,25 @@ config(struct cfg *c, int strict)
 
 	n = cfg_load(c, NULL, NULL, strict, &p);
 	for (i = 0; i < n; i++)
-		fprintf(stderr, "outboxctl: configuration: %s\n", p.lines[i]);
+		fprintf(stderr, "outboxctl: configuration: %s\n",
+		    ctl_esc(p.lines[i]));
 	cfg_problems_free(&p);
 	if (n > 0)
 		cfg_free(c);
 	return n == 0 ? 0 : -1;
+}
+
+const char *
+ctl_esc(const char *s)
+{
+	static struct buf ring[16];
+	static unsigned next;
+	struct buf *b = &ring[next++ % 16];
+
+	buf_reset(b);
+	buf_puts(b, "");
+	buf_escape(b, s ? s : "");
+	return b->data;
 }
 
 struct outbox *
@@ -78,7 +92,7 @@ ctl_open_outbox(const struct cfg *c, int readonly)
 	}
 	ob = outbox_open(c->state_db, readonly, &e);
 	if (ob == NULL)
-		fprintf(stderr, "outboxctl: %s\n", e.msg);
+		fprintf(stderr, "outboxctl: %s\n", ctl_esc(e.msg));
 	return ob;
 }
 
@@ -118,7 +132,7 @@ main(int argc, char **argv)
 	verb = argv[argi];
 	if (env_file != NULL && dotenv_load(env_file, &e) < 0) {
 		fprintf(stderr, "outboxctl: configuration: --env-file %s\n",
-		    e.msg);
+		    ctl_esc(e.msg));
 		return EX_CONFIG;
 	}
 	log_init("outboxctl", LOG_FORMAT_TEXT, LOG_INFO);

@@ -84,7 +84,7 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 		return EX_NOINPUT;
 	live_legs(ob, c, &s3, &db);
 	if (outbox_counts(ob, s3, db, &n, &e) < 0) {
-		fprintf(stderr, "outboxctl: %s\n", e.msg);
+		fprintf(stderr, "outboxctl: %s\n", ctl_esc(e.msg));
 		outbox_close(ob);
 		return EX_IOERR;
 	}
@@ -105,7 +105,9 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 		else
 			cJSON_AddNullToObject(o, "oldest_pending_age_s");
 		if (n.last_error[0]) {
-			cJSON_AddStringToObject(o, "last_error", n.last_error);
+			/* Valid UTF-8 JSON whatever the name: escaped. */
+			cJSON_AddStringToObject(o, "last_error",
+			    ctl_esc(n.last_error));
 			cJSON_AddStringToObject(o, "last_error_at", n.last_error_at);
 		} else {
 			cJSON_AddNullToObject(o, "last_error");
@@ -122,7 +124,7 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 		free(text);
 		cJSON_Delete(o);
 	} else {
-		printf("outbox:   %s (%s", c->state_db, pid > 0 ? "" :
+		printf("outbox:   %s (%s", ctl_esc(c->state_db), pid > 0 ? "" :
 		    "outboxd not running");
 		if (pid > 0)
 			printf("outboxd running, pid %ld", pid);
@@ -148,7 +150,7 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 			printf(" ago\n");
 		}
 		if (n.last_error[0])
-			printf("last error: %s (%s)\n", n.last_error,
+			printf("last error: %s (%s)\n", ctl_esc(n.last_error),
 			    n.last_error_at);
 		if (n.not_jobs > 0)
 			printf("not jobs: %lld top-level director%s skipped (the "
@@ -216,7 +218,8 @@ ctl_cmd_list(struct cfg *c, int argc, char **argv)
 	    "FROM entries WHERE (?1 IS NULL OR s3_state = ?1 OR db_state = ?1) "
 	    "  AND (?2 IS NULL OR job_id = ?2) ORDER BY id DESC LIMIT ?3",
 	    -1, &s, NULL) != SQLITE_OK) {
-		fprintf(stderr, "outboxctl: %s\n", sqlite3_errmsg(outbox_db(ob)));
+		fprintf(stderr, "outboxctl: %s\n",
+		    ctl_esc(sqlite3_errmsg(outbox_db(ob))));
 		outbox_close(ob);
 		return EX_IOERR;
 	}
@@ -230,8 +233,9 @@ ctl_cmd_list(struct cfg *c, int argc, char **argv)
 		printf("%-7lld %-9s %-9s %-3d %s%s%s\n",
 		    (long long)sqlite3_column_int64(s, 0),
 		    sqlite3_column_text(s, 1), sqlite3_column_text(s, 2),
-		    sqlite3_column_int(s, 3), sqlite3_column_text(s, 4),
-		    err && err[0] ? "\n        " : "", err ? err : "");
+		    sqlite3_column_int(s, 3),
+		    ctl_esc((const char *)sqlite3_column_text(s, 4)),
+		    err && err[0] ? "\n        " : "", ctl_esc(err));
 		rows++;
 	}
 	sqlite3_finalize(s);
@@ -269,7 +273,7 @@ ctl_cmd_show(struct cfg *c, int argc, char **argv)
 			const unsigned char *v = sqlite3_column_text(s, i);
 
 			printf("%-14s %s\n", sqlite3_column_name(s, i),
-			    v ? (const char *)v : "");
+			    ctl_esc((const char *)v));
 		}
 	}
 	sqlite3_finalize(s);

@@ -134,27 +134,15 @@ sha256_of(int rootfd, const char *rel, char *hex)
 
 static int differences, only_remote;
 
-/* A name from the uploads tree as it may be printed: control characters
- * and backslashes as \xNN, so a hostile name cannot forge output lines.
- * Returns a static buffer (outboxctl is single-threaded); one per call
- * slot, so two may be used in one printf. */
+/* A name from the uploads tree as it may be printed: in outboxd's one
+ * escape form (ctl_esc, buf_escape in util.h), so a hostile name cannot
+ * forge output lines. The slot is kept for the callers; ctl_esc's texts
+ * stay valid for 15 more calls. */
 static const char *
 shown(const char *s, int slot)
 {
-	static char out[2][4 * 1100 + 1];
-	char *o = out[slot & 1];
-	size_t n = 0;
-
-	for (; *s != '\0' && n + 5 < sizeof(out[0]); s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c < 0x20 || c == 0x7f || c == '\\')
-			n += (size_t)snprintf(o + n, 5, "\\x%02x", c);
-		else
-			o[n++] = (char)c;
-	}
-	o[n] = '\0';
-	return o;
+	(void)slot;
+	return ctl_esc(s);
 }
 
 /* Notes what a store's check found, for --repair's reason. */
@@ -178,12 +166,15 @@ static void
 difference(struct outbox *ob, const struct vfile *f, const char *fmt, ...)
 {
 	sqlite3_stmt *s = NULL;
+	char line[4096];
 	va_list ap;
 	int pending = 0;
 
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	if (vsnprintf(line, sizeof(line), fmt, ap) >= (int)sizeof(line))
+		utf8_cut_tail(line);
 	va_end(ap);
+	printf("%s", line);	/* callers escape what they quote (shown) */
 	/* Say so when outboxd simply has not got to it yet. */
 	if (ob != NULL && sqlite3_prepare_v2(outbox_db(ob), "SELECT count(*) "
 	    "FROM entries WHERE path = ?1 AND (s3_state IN ('pending', "
@@ -212,7 +203,8 @@ judge_s3(struct outbox *ob, struct vfile *f, const struct s3_req *r)
 		difference(ob, f, "missing in S3: %s", k);
 	} else if (r->err.cls != ERR_NONE) {
 		mark(f, &f->s3, V_UNKNOWN, NULL);
-		difference(ob, f, "cannot check %s in S3: %s", k, r->err.msg);
+		difference(ob, f, "cannot check %s in S3: %s", k,
+		    ctl_esc(r->err.msg));
 	} else if (r->content_length != f->size || (r->meta_sha256[0] ?
 	    strcmp(r->meta_sha256, f->sha256) != 0 : f->known_etag[0] != '\0'
 	    && strcmp(r->etag, f->known_etag) != 0)) {
@@ -238,7 +230,7 @@ verify_s3(const struct cfg *c, struct vfile *v, size_t n, struct outbox *ob)
 
 	s = s3_new(c, &e);
 	if (s == NULL) {
-		printf("cannot check S3: %s\n", e.msg);
+		printf("cannot check S3: %s\n", ctl_esc(e.msg));
 		differences++;
 		for (next = 0; next < n; next++)
 			mark(&v[next], &v[next].s3, V_UNKNOWN, NULL);
@@ -257,7 +249,7 @@ verify_s3(const struct cfg *c, struct vfile *v, size_t n, struct outbox *ob)
 				mark(&v[next], &v[next].s3, V_UNKNOWN, NULL);
 				difference(ob, &v[next], "cannot check %s in S3: "
 				    "%s", shown(v[next].key, 0),
-				    reqs[next].err.msg);
+				    ctl_esc(reqs[next].err.msg));
 				done++;
 			}
 			next++;
@@ -293,7 +285,8 @@ judge_row(struct outbox *ob, struct vfile *f, PGresult *r, int k)
 	    strcmp(PQgetvalue(r, k, 4), f->key) != 0)) {
 		mark(f, &f->db, V_BAD, "the database's ETag or key differs");
 		difference(ob, f, "the database's ETag for %s is %s; S3 has %s",
-		    shown(f->path, 0), etag[0] ? etag : "missing", f->s3_etag);
+		    shown(f->path, 0), etag[0] ? ctl_esc(etag) : "missing",
+		    f->s3_etag);
 	} else {
 		mark(f, &f->db, V_OK, NULL);
 	}
@@ -314,7 +307,7 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 	c->db_migrate = 0;
 	p = pg_new(c);
 	if (pg_ensure(p, &e) < 0) {
-		printf("cannot check the database: %s\n", e.msg);
+		printf("cannot check the database: %s\n", ctl_esc(e.msg));
 		differences++;
 		for (i = 0; i < n; i++)
 			mark(&v[i], &v[i].db, V_UNKNOWN, NULL);
@@ -341,8 +334,8 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 	}
 	free(sql);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		printf("cannot check the database: %s",
-		    PQresultErrorMessage(r));
+		printf("cannot check the database: %s\n",
+		    ctl_esc(PQresultErrorMessage(r)));
 		differences++;
 		PQclear(r);
 		for (i = 0; i < n; i++)
@@ -438,7 +431,7 @@ repair_one(const struct cfg *c, struct outbox *ob, struct vfile *f,
 	rc = outbox_newest(ob, f->path, &en, &e);
 	if (rc <= 0) {
 		printf("not repaired: %s: %s\n", shown(f->path, 0), rc < 0 ?
-		    e.msg : "never journaled: outboxd journals it (outboxctl "
+		    ctl_esc(e.msg) : "never journaled: outboxd journals it (outboxctl "
 		    "rescan)");
 		out->left++;
 		return;
@@ -463,7 +456,7 @@ repair_one(const struct cfg *c, struct outbox *ob, struct vfile *f,
 		out->journaled++;
 	} else {
 		printf("not repaired: %s: %s\n", shown(f->path, 0), rc < 0 ?
-		    e.msg : "a newer version was journaled meanwhile");
+		    ctl_esc(e.msg) : "a newer version was journaled meanwhile");
 		out->left++;
 	}
 	outbox_entry_free(&en);
@@ -548,8 +541,8 @@ ctl_cmd_verify(struct cfg *c, int argc, char **argv)
 	}
 	fd = open(c->watch_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || tree_walk(fd, "", verify_ignore, verify_visit, &w, &e) < 0) {
-		fprintf(stderr, "outboxctl: %s: %s\n", c->watch_dir, fd < 0 ?
-		    strerror(errno) : e.msg);
+		fprintf(stderr, "outboxctl: %s: %s\n", ctl_esc(c->watch_dir),
+		    ctl_esc(fd < 0 ? strerror(errno) : e.msg));
 		if (fd >= 0)
 			close(fd);
 		vfiles_free(&w);
