@@ -14,7 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/keymap.h"
 #include "base/util.h"
 
 static void
@@ -234,16 +233,37 @@ buf_printf(struct buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
-/* Length of the UTF-8 sequence starting at s (n bytes left), or 0 when
- * it is not a valid one. */
+/* Length of the well-formed UTF-8 sequence starting at s (n bytes
+ * left; the Unicode Standard's Table 3-7: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), or 0 when it is not one. */
 static size_t
 utf8_seq_len(const char *s, size_t n)
 {
-	unsigned char c = (unsigned char)s[0];
-	size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+	const unsigned char *p = (const unsigned char *)s;
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len, i;
 
-	if (len == 0 || len > n || !keymap_utf8_valid(s, len))
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
+	else
 		return 0;
+	if (p[0] == 0xe0)
+		lo = 0xa0;
+	else if (p[0] == 0xed)
+		hi = 0x9f;
+	else if (p[0] == 0xf0)
+		lo = 0x90;
+	else if (p[0] == 0xf4)
+		hi = 0x8f;
+	if (len > n || p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
 	return len;
 }
 

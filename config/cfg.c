@@ -21,6 +21,7 @@
 
 #include "base/listen.h"
 #include "config/cfg.h"
+#include "config/redact.h"
 #include "base/util.h"
 
 #define MIB (1024ull * 1024ull)
@@ -361,35 +362,6 @@ check_writable_parent(const char *name, const char *path,
 	free(dir);
 }
 
-/*
- * libpq quotes the offending text in its messages, which may be the whole
- * URI with its password. Keep the first line, put "(the URI)" where the
- * value appears whole, and mask any "user:password@" that remains.
- */
-static char *
-redact_conninfo(const char *msg, const char *url)
-{
-	struct buf b = {0};
-	const char *p = msg, *hit;
-	char *out, *q;
-
-	while (*url != '\0' && (hit = strstr(p, url)) != NULL) {
-		buf_append(&b, p, (size_t)(hit - p));
-		buf_puts(&b, "(the URI)");
-		p = hit + strlen(url);
-	}
-	buf_puts(&b, p);
-	out = buf_take(&b);
-	out[strcspn(out, "\n")] = '\0';
-	for (q = strstr(out, "://"); q != NULL; q = strstr(q + 3, "://")) {
-		char *at = strchr(q + 3, '@'), *colon = strchr(q + 3, ':');
-
-		if (at != NULL && colon != NULL && colon < at)
-			memset(colon + 1, '*', (size_t)(at - colon - 1));
-	}
-	return out;
-}
-
 static void
 load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
     struct cfg_problems *p)
@@ -453,7 +425,7 @@ load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
 		    c->endpoint[strlen(c->endpoint) - 1] == '/')
 			c->endpoint[strlen(c->endpoint) - 1] = '\0';
 		if (!valid_endpoint(c->endpoint, &why)) {
-			char *shown = redact_conninfo(v, "");
+			char *shown = cfg_redact(v, NULL);
 
 			problem(p, "%s=%s: %s", endpoint_var, shown, why);
 			free(shown);
@@ -500,7 +472,7 @@ load_db(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
 	if (c->db_on) {
 		opts = PQconninfoParse(c->database_url, &msg);
 		if (opts == NULL) {
-			char *clean = redact_conninfo(msg ? msg : "out of memory",
+			char *clean = cfg_redact(msg ? msg : "out of memory",
 			    c->database_url);
 
 			problem(p, "DATABASE_URL: not a libpq connection string "
@@ -647,6 +619,11 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 			c->scrub_interval_s = secs;
 	}
 	c->scrub_rate = int_var(get, arg, "OUTBOXD_SCRUB_RATE", 5, 1, 1000, p);
+	v = get(arg, "OUTBOXD_HARDLINKS");
+	if (v != NULL && *v != '\0' && strcmp(v, "allow") != 0 &&
+	    strcmp(v, "skip") != 0)
+		problem(p, "OUTBOXD_HARDLINKS=%s: must be skip or allow", v);
+	c->hardlinks_allow = v != NULL && strcmp(v, "allow") == 0;
 
 	cfg_vcap_free(&vcap);
 	return p->n;

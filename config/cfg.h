@@ -52,6 +52,8 @@ struct cfg {
 	int retry_base_ms;		/* OUTBOXD_RETRY_BASE_MS: first backoff */
 	int retry_max_s;		/* OUTBOXD_RETRY_MAX_S: backoff cap */
 	int s3_timeout_s;		/* OUTBOXD_S3_TIMEOUT_S: stall limit */
+	int hardlinks_allow;		/* OUTBOXD_HARDLINKS=allow: read files
+					   with more than one link */
 	int poison_attempts;		/* OUTBOXD_POISON_ATTEMPTS: deaths in
 					   one file's inspection, then failed */
 	int64_t scrub_interval_s;	/* OUTBOXD_SCRUB_INTERVAL: between the

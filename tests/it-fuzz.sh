@@ -1,7 +1,8 @@
 #!/bin/bash
 # it-fuzz.sh - fuzzes what outboxd reads from outside: the .env parser, the
 # path-to-key mapping, S3's XML error replies and job.json with its diff
-# (tests/fuzz/fuzz-*.c, libFuzzer with AddressSanitizer and UBSan). Each
+# (tests/fuzz/fuzz-*.c, libFuzzer with AddressSanitizer and UBSan), and
+# that no message shows a database password (fuzz-redact). Each
 # target is built into $IT_DIR and run for OUTBOXD_FUZZ_SECONDS (default
 # 20) seconds, two at a time, on a copy of its seed corpus
 # (tests/fuzz/corpus/<target>/, every seed is run first, so a crash once
@@ -15,7 +16,7 @@ fuzz_seconds=${OUTBOXD_FUZZ_SECONDS:-20}
 . "$(dirname "$0")/lib.sh"
 it_init fuzz
 
-targets=(fuzz-dotenv fuzz-keymap fuzz-s3error fuzz-jobdiff)
+targets=(fuzz-dotenv fuzz-keymap fuzz-s3error fuzz-jobdiff fuzz-redact)
 
 case $fuzz_seconds in
 '' | *[!0-9]*) t_bail "OUTBOXD_FUZZ_SECONDS=$fuzz_seconds is not a number of seconds" ;;

@@ -321,6 +321,20 @@ fail:
 static int
 batch_add(struct watch *w, const char *rel, const struct stat *st)
 {
+	/* A hard link in the tree may name a file from anywhere on its
+	 * file system (the credentials, with fs.protected_hardlinks off).
+	 * A later link to a journaled file is harmless: the legs read
+	 * only the journaled inode. */
+	if (st->st_nlink > 1 && !w->cfg->hardlinks_allow) {
+		char key[PATH_MAX + 8];
+
+		snprintf(key, sizeof(key), "hardlink:%s", rel);
+		warn_once(w, key, "%s: has %lu hard links, so it may be a "
+		    "file from outside the uploads root: skipped (set "
+		    "OUTBOXD_HARDLINKS=allow to upload such files)", rel,
+		    (unsigned long)st->st_nlink);
+		return 0;
+	}
 	if (w->nbatch == w->batch_cap) {
 		w->batch_cap = w->batch_cap ? w->batch_cap * 2 : BATCH_MAX;
 		w->batch = xrealloc(w->batch, w->batch_cap * sizeof(*w->batch));

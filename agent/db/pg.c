@@ -16,6 +16,7 @@
 
 #include "agent/db/jobmeta.h"
 #include "agent/db/pg.h"
+#include "config/redact.h"
 #include "schema/sql.h"
 
 #define MIGRATE_LOCK_KEY "7364518203"
@@ -153,12 +154,14 @@ result_error(struct pg *p, const PGresult *res, struct err *e,
 	    NULL;
 	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
 	    : NULL;
-	char line[512];
+	char line[512], *clean;
 
 	if (msg == NULL)
 		msg = p->conn ? PQerrorMessage(p->conn) : "no connection";
-	snprintf(line, sizeof(line), "%s", msg);
-	line[strcspn(line, "\n")] = '\0';
+	/* A connection's message may quote the connection string. */
+	clean = cfg_redact(msg, p->url);
+	utf8_snprintf(line, sizeof(line), "%s", clean);
+	free(clean);
 	if (state == NULL && res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR
 	    && p->conn && PQstatus(p->conn) == CONNECTION_OK)
 		state = "XX000";
@@ -196,11 +199,13 @@ pg_ensure(struct pg *p, struct err *e)
 	p->conn = PQconnectdbParams(keys, vals, 1);
 	if (p->conn == NULL || PQstatus(p->conn) != CONNECTION_OK) {
 		char line[512];
+		/* libpq quotes what it cannot parse of the string, which
+		 * may be its password (cfg_redact; it keeps one line). */
+		char *clean = cfg_redact(p->conn ? PQerrorMessage(p->conn) :
+		    "out of memory", p->url);
 
-		snprintf(line, sizeof(line), "%s", p->conn ?
-		    PQerrorMessage(p->conn) : "out of memory");
-		/* libpq's messages name host and port, never the password. */
-		line[strcspn(line, "\n")] = '\0';
+		utf8_snprintf(line, sizeof(line), "%s", clean);
+		free(clean);
 		err_set(e, ERR_TRANSIENT, "cannot connect to the database: %s",
 		    line);
 		drop(p);

@@ -57,6 +57,7 @@ curl_libs=$(pc --libs libcurl)
 crypto_cflags=$(pc --cflags libcrypto)
 crypto_libs=$(pc --libs libcrypto)
 pq_cflags=$(pc --cflags libpq)
+pq_libs=$(pc --libs libpq)
 deps_cflags="$xml_cflags $cjson_cflags $curl_cflags $crypto_cflags $pq_cflags"
 
 # obj SRC: compiles $top/SRC once (again when it changed); prints the object
@@ -86,3 +87,5 @@ target fuzz-keymap "base/util.c base/keymap.c" ""
 target fuzz-s3error "base/util.c agent/s3/sigv4.c agent/s3/s3.c" \
 	"$xml_libs $curl_libs $crypto_libs"
 target fuzz-jobdiff "base/util.c base/keymap.c agent/db/jobmeta.c" "$cjson_libs"
+target fuzz-redact "base/util.c base/keymap.c config/redact.c config/cfg.c" \
+	"$pq_libs $cjson_libs $curl_libs"

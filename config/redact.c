@@ -1,0 +1,314 @@
+/*
+ * redact.c - see redact.h.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "base/util.h"
+#include "config/redact.h"
+
+#define MASK "***"
+#define MAX_SECRETS 64
+
+struct secrets {
+	char *v[MAX_SECRETS];	/* the texts to remove, owned */
+	size_t n;
+};
+
+static void
+add(struct secrets *s, const char *p, size_t n)
+{
+	size_t i;
+
+	if (n == 0 || s->n == MAX_SECRETS)
+		return;
+	for (i = 0; i < s->n; i++)
+		if (strlen(s->v[i]) == n && memcmp(s->v[i], p, n) == 0)
+			return;
+	s->v[s->n++] = xstrndup(p, n);
+}
+
+static int
+hexval(int c)
+{
+	return isdigit(c) ? c - '0' : isxdigit(c) ? tolower(c) - 'a' + 10 : -1;
+}
+
+/* A secret and each of its space-separated words. */
+static void
+add_words(struct secrets *s, const char *p, size_t n)
+{
+	size_t i, w;
+
+	add(s, p, n);
+	for (i = 0; i < n; i = w) {
+		while (i < n && isspace((unsigned char)p[i]))
+			i++;
+		for (w = i; w < n && !isspace((unsigned char)p[w]); w++)
+			;
+		if (w > i && w - i < n)
+			add(s, p + i, w - i);
+	}
+}
+
+/* A secret as written and percent-decoded (a URI's), word by word. */
+static void
+add_value(struct secrets *s, const char *p, size_t n, int uri)
+{
+	char *dec = xmalloc(n + 1);
+	size_t i, k = 0;
+
+	add_words(s, p, n);
+	for (i = 0; i < n; i++) {
+		if (uri && p[i] == '%' && i + 2 < n &&
+		    hexval((unsigned char)p[i + 1]) >= 0 &&
+		    hexval((unsigned char)p[i + 2]) >= 0) {
+			dec[k++] = (char)(hexval((unsigned char)p[i + 1]) * 16 +
+			    hexval((unsigned char)p[i + 2]));
+			i += 2;
+		} else {
+			dec[k++] = p[i];
+		}
+	}
+	add_words(s, dec, k);
+	free(dec);
+}
+
+/* The URI's user:password@ and ?password= / &sslpassword= values. */
+static void
+from_uri(struct secrets *s, const char *ci)
+{
+	const char *start = strstr(ci, "://"), *colon, *at, *q;
+
+	if (start == NULL)
+		return;
+	start += 3;
+	colon = strchr(start, ':');
+	/* libpq takes the first '@'; a raw '@' in a password makes it the
+	 * last one: both candidates go. */
+	if (colon != NULL) {
+		at = strchr(colon, '@');
+		if (at != NULL)
+			add_value(s, colon + 1, (size_t)(at - colon - 1), 1);
+		at = strrchr(colon, '@');
+		if (at != NULL)
+			add_value(s, colon + 1, (size_t)(at - colon - 1), 1);
+	}
+	for (q = strchr(start, '?'); q != NULL; q = strchr(q + 1, '&')) {
+		const char *k = q + 1, *eq = strchr(k, '='), *end;
+
+		if (eq == NULL)
+			break;
+		if ((size_t)(eq - k) >= 8 && strncmp(eq - 8, "password", 8) == 0) {
+			end = strchr(eq + 1, '&');
+			if (end == NULL)
+				end = eq + 1 + strlen(eq + 1);
+			add_value(s, eq + 1, (size_t)(end - eq - 1), 1);
+		}
+	}
+}
+
+/* Does "keyword =" follow at p, for one of libpq's keywords (the next
+ * option of a key/value string; "x=" of another word is the password's)? */
+static int
+key_follows(const char *p)
+{
+	PQconninfoOption *defs, *o;
+	const char *k = p;
+	int found = 0;
+
+	while (isalnum((unsigned char)*k) || *k == '_')
+		k++;
+	if (k == p)
+		return 0;
+	if ((defs = PQconndefaults()) != NULL) {
+		for (o = defs; o->keyword != NULL && !found; o++)
+			found = strlen(o->keyword) == (size_t)(k - p) &&
+			    strncmp(o->keyword, p, (size_t)(k - p)) == 0;
+		PQconninfoFree(defs);
+	}
+	while (*k == ' ' || *k == '\t')
+		k++;
+	return found && *k == '=';
+}
+
+/* password= and sslpassword= of a key/value string: a quoted value, or
+ * everything up to the next "key=" (so "password=PW X" gives "PW X"). */
+static void
+from_keyvalue(struct secrets *s, const char *ci)
+{
+	const char *p;
+
+	for (p = strstr(ci, "password"); p != NULL;
+	    p = strstr(p + 1, "password")) {
+		const char *v = p + 8, *end;
+
+		while (*v == ' ' || *v == '\t')
+			v++;
+		if (*v != '=')
+			continue;
+		v++;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		/* Each reading of an ambiguous value: up to the next
+		 * "keyword=", as libpq cuts it (at a space), and quoted. */
+		for (end = v; *end; end++)
+			if (isspace((unsigned char)*end) &&
+			    key_follows(end + strspn(end, " \t\r\n")))
+				break;
+		add_value(s, v, (size_t)(end - v), 0);
+		add_value(s, v, strcspn(v, " \t\r\n"), 0);
+		if (*v == '\'') {
+			for (end = ++v; *end && *end != '\''; end++)
+				if (*end == '\\' && end[1] != '\0')
+					end++;
+			add_value(s, v, (size_t)(end - v), 0);
+		}
+	}
+}
+
+/* What libpq itself parses as a password, when it can. 1 when it could
+ * not parse the string. */
+static int
+from_libpq(struct secrets *s, const char *ci)
+{
+	PQconninfoOption *opts, *o;
+	char *err = NULL;
+
+	opts = PQconninfoParse(ci, &err);
+	PQfreemem(err);
+	if (opts == NULL)
+		return 1;
+	for (o = opts; o->keyword != NULL; o++)
+		if (o->val != NULL && (strcmp(o->keyword, "password") == 0 ||
+		    strcmp(o->keyword, "sslpassword") == 0))
+			add_value(s, o->val, strlen(o->val), 0);
+	PQconninfoFree(opts);
+	return 0;
+}
+
+static int
+is_word(int c)
+{
+	return isalnum(c) || c == '_' || c >= 0x80;
+}
+
+/* Replaces every occurrence of the secret in b (as a whole token when
+ * it is short: "a" must not eat every a of the message). */
+static void
+mask(struct buf *b, const char *secret)
+{
+	size_t n = strlen(secret);
+	int token = n < 4;
+	struct buf out = {0};
+	const char *p = b->data, *hit;
+
+	buf_puts(&out, "");
+	while ((hit = strstr(p, secret)) != NULL) {
+		int ok = !token || ((hit == b->data ||
+		    !is_word((unsigned char)hit[-1])) &&
+		    !is_word((unsigned char)hit[n]));
+
+		buf_append(&out, p, (size_t)(hit - p) + (ok ? 0 : 1));
+		if (ok) {
+			buf_puts(&out, MASK);
+			p = hit + n;
+		} else {
+			p = hit + 1;
+		}
+	}
+	buf_puts(&out, p);
+	buf_free(b);
+	*b = out;
+}
+
+/* Everything from the first quote to the last (but a leading "=")
+ * becomes "***": the quoted piece of the string may itself hold quotes,
+ * so quotes cannot be paired. */
+static void
+mask_quoted(struct buf *b)
+{
+	struct buf out = {0};
+	char *q = strchr(b->data, '"'), *last = strrchr(b->data, '"');
+
+	while (q != NULL && strncmp(q, "\"=\"", 3) == 0)
+		q = strchr(q + 3, '"');
+	if (q == NULL || last == NULL || last <= q)
+		return;
+	buf_append(&out, b->data, (size_t)(q - b->data) + 1);
+	buf_puts(&out, MASK);
+	buf_puts(&out, last);
+	buf_free(b);
+	*b = out;
+}
+
+/* Whatever still looks like scheme://user:secret@ or password=secret. */
+static void
+mask_shapes(char *s)
+{
+	char *q, *p;
+
+	for (q = strstr(s, "://"); q != NULL; q = strstr(q + 3, "://")) {
+		char *end = q + 3 + strcspn(q + 3, " \t\"'/?#");
+		char *at = memchr(q + 3, '@', (size_t)(end - q - 3));
+		char *colon = memchr(q + 3, ':', (size_t)(end - q - 3));
+
+		if (at == NULL)
+			at = strrchr(q + 3, '@');
+		if (at != NULL && colon != NULL && colon < at)
+			memset(colon + 1, '*', (size_t)(at - colon - 1));
+	}
+	for (p = strstr(s, "password"); p != NULL; p = strstr(p + 1, "password")) {
+		char *v = p + 8;
+
+		while (*v == ' ')
+			v++;
+		if (*v != '=')
+			continue;
+		for (v++; *v && !isspace((unsigned char)*v) && *v != '"' &&
+		    *v != '&'; v++)
+			*v = '*';
+	}
+}
+
+char *
+cfg_redact(const char *msg, const char *conninfo)
+{
+	struct secrets s = {0};
+	struct buf b = {0};
+	size_t i, j;
+	int unparsable = 0;
+	char *out;
+
+	buf_puts(&b, msg ? msg : "");
+	b.data[strcspn(b.data, "\n")] = '\0';
+	b.len = strlen(b.data);
+	if (conninfo != NULL && conninfo[0] != '\0') {
+		unparsable = from_libpq(&s, conninfo);
+		from_uri(&s, conninfo);
+		from_keyvalue(&s, conninfo);
+	}
+	/* Longest first, so a word never leaves the rest of its value. */
+	for (i = 0; i < s.n; i++)
+		for (j = i + 1; j < s.n; j++)
+			if (strlen(s.v[j]) > strlen(s.v[i])) {
+				char *t = s.v[i];
+
+				s.v[i] = s.v[j];
+				s.v[j] = t;
+			}
+	for (i = 0; i < s.n; i++) {
+		mask(&b, s.v[i]);
+		free(s.v[i]);
+	}
+	if (unparsable)
+		mask_quoted(&b);
+	out = buf_take(&b);
+	mask_shapes(out);
+	return out;
+}
