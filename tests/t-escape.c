@@ -41,7 +41,8 @@ logged(const char *path, const char *msg)
 	if (pipe(p) < 0)
 		abort();
 	dup2(p[1], 2);
-	log_msg(LOG_ERR, &(struct log_ctx){ NULL, path, "db" }, "%s", msg);
+	log_msg(LOG_ERR, &(struct log_ctx){ .path = path, .leg = "db" }, "%s",
+	    msg);
 	dup2(saved, 2);
 	close(saved);
 	close(p[1]);
