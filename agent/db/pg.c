@@ -27,8 +27,8 @@
  * acknowledged even where the server defaults to synchronous_commit=off,
  * because outboxd marks an entry done on that acknowledgement.
  */
-#define SQL_TXN_SETTINGS "SELECT set_config('statement_timeout', $1, true), " \
-	"set_config('synchronous_commit', 'on', true)"
+#define SQL_TXN_SETTINGS "SELECT pg_catalog.set_config('statement_timeout', " \
+	"$1, true), pg_catalog.set_config('synchronous_commit', 'on', true)"
 
 struct pg {
 	PGconn *conn;		/* NULL when not connected */
@@ -70,7 +70,10 @@ pg_new(const struct cfg *cfg)
 	    "s3_key = $5 WHERE job_id = $1 AND file_path = $2 AND sha256 = $3 "
 	    "AND (etag IS DISTINCT FROM $4 OR s3_key IS DISTINCT FROM $5)",
 	    p->schema);
-	p->sql_job_get = xasprintf("SELECT jsonb_build_object('filename', "
+	/* Qualified: outboxd's session search_path is the role's, and an
+	 * overload in public would beat pg_catalog's VARIADIC "any". */
+	p->sql_job_get = xasprintf("SELECT pg_catalog.jsonb_build_object("
+	    "'filename', "
 	    "filename, 'platform', platform, 'user_id', user_id, 'status', "
 	    "status, 'enhance_with_llm', enhance_with_llm) FROM %s.jobs "
 	    "WHERE id = $1 FOR UPDATE", p->schema);
@@ -312,6 +315,24 @@ pg_migration_status(struct pg *p, struct buf *out, int *missing,
 	return 0;
 }
 
+/*
+ * The server's notices during a migration, on stderr as libpq prints them,
+ * but for "... already exists, skipping" and "... does not exist,
+ * skipping": every statement of a migration is idempotent, so those say
+ * only that it ran before (or over an adopted table).
+ */
+static void
+migrate_notice(void *arg, const PGresult *res)
+{
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	size_t n = msg ? strlen(msg) : 0;
+
+	(void)arg;
+	if (n >= 10 && strcmp(msg + n - 10, ", skipping") == 0)
+		return;
+	fputs(PQresultErrorMessage(res), stderr);
+}
+
 int
 pg_migrate(struct pg *p, struct err *e)
 {
@@ -337,13 +358,20 @@ pg_migrate(struct pg *p, struct err *e)
 	if (todo == 0)
 		return 0;
 
+	PQsetNoticeReceiver(p->conn, migrate_notice, NULL);
 	r = PQexec(p->conn, "BEGIN");
 	if (exec_ok(p, r, PGRES_COMMAND_OK, e, "migrate: BEGIN") < 0) {
 		PQclear(r);
 		return -1;
 	}
 	PQclear(r);
-	sql = xasprintf("SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");"
+	/* search_path pinned for the migration: names the migrations leave
+	 * unqualified (types, now(), count()) resolve in pg_catalog when a
+	 * view, default or policy is made, never to an overload in public. */
+	sql = xasprintf("SELECT pg_catalog.pg_advisory_xact_lock("
+	    MIGRATE_LOCK_KEY ");"
+	    "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', "
+	    "true);"
 	    "CREATE SCHEMA IF NOT EXISTS %s;"
 	    "CREATE TABLE IF NOT EXISTS %s.schema_migrations ("
 	    " version text PRIMARY KEY,"

@@ -5,7 +5,8 @@
 -- grant it to the login role outboxd connects as (see README,
 -- "Database"). Creating a role needs CREATEROLE; where the migrating user
 -- lacks it (some managed services), the role is skipped with a notice and
--- the grants below are made only if the role exists.
+-- the grants below are made only if the role exists. Every statement is
+-- idempotent (policies are dropped and made again), so a re-run completes.
 
 DO $$
 BEGIN
@@ -29,14 +30,19 @@ BEGIN
             uuid, text, text, text, bigint, text, text, text, text, text,
             jsonb, uuid) TO outboxd_writer;
         -- Row-level security is on: the writer sees and writes every row.
+        DROP POLICY IF EXISTS jobs_outboxd_writer ON @schema@.jobs;
         CREATE POLICY jobs_outboxd_writer ON @schema@.jobs
             FOR ALL TO outboxd_writer USING (true) WITH CHECK (true);
+        DROP POLICY IF EXISTS documents_outboxd_writer ON @schema@.documents;
         CREATE POLICY documents_outboxd_writer ON @schema@.documents
             FOR ALL TO outboxd_writer USING (true) WITH CHECK (true);
+        DROP POLICY IF EXISTS job_history_outboxd_writer ON @schema@.job_history;
         CREATE POLICY job_history_outboxd_writer ON @schema@.job_history
             FOR ALL TO outboxd_writer USING (true) WITH CHECK (true);
+        DROP POLICY IF EXISTS user_activity_outboxd_writer ON @schema@.user_activity;
         CREATE POLICY user_activity_outboxd_writer ON @schema@.user_activity
             FOR ALL TO outboxd_writer USING (true) WITH CHECK (true);
+        DROP POLICY IF EXISTS applied_events_outboxd_writer ON @schema@.applied_events;
         CREATE POLICY applied_events_outboxd_writer ON @schema@.applied_events
             FOR ALL TO outboxd_writer USING (true) WITH CHECK (true);
     END IF;
@@ -44,7 +50,7 @@ END
 $$;
 
 -- File upload statistics: per day, files, bytes and jobs.
-CREATE VIEW @schema@.upload_stats WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW @schema@.upload_stats WITH (security_invoker = true) AS
     SELECT date_trunc('day', created_at)::date AS day,
            count(*) AS files,
            coalesce(sum(file_size), 0)::bigint AS bytes,
@@ -53,7 +59,7 @@ CREATE VIEW @schema@.upload_stats WITH (security_invoker = true) AS
      GROUP BY 1;
 
 -- Job completion metrics: jobs per status.
-CREATE VIEW @schema@.job_completion WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW @schema@.job_completion WITH (security_invoker = true) AS
     SELECT status, count(*) AS jobs,
            max(updated_at) AS last_change
       FROM @schema@.jobs
