@@ -488,7 +488,9 @@ _it_pg_kill() {
 }
 
 # pg_start: PostgreSQL 15 on a random loopback port, database "outboxd";
-# exports DATABASE_URL, PG_PORT, PG_DATA (and PG_USER, PG_SOCKET_DIR, PG_LOG)
+# exports DATABASE_URL, PG_PORT, PG_DATA (and PG_USER, PG_SOCKET_DIR, PG_LOG).
+# IT_PG_SUPERUSER names the bootstrap superuser (when run as root; else it
+# is the user running the test).
 pg_start() {
 	local try
 	[ -x "$IT_PG_BINDIR/initdb" ] ||
@@ -496,7 +498,8 @@ pg_start() {
 	if [ "$(id -u)" = 0 ]; then
 		_it_pg_tmp=$(mktemp -d /tmp/outboxd-pg.XXXXXX)
 		chown postgres: "$_it_pg_tmp"
-		PG_USER=postgres
+		# the bootstrap superuser's name (pg_supabase needs another)
+		PG_USER=${IT_PG_SUPERUSER:-postgres}
 	else
 		_it_pg_tmp=$(mktemp -d "${TMPDIR:-/tmp}/outboxd-pg.XXXXXX")
 		PG_USER=$(id -un)
@@ -803,3 +806,102 @@ s3_rejections() {
 # s3_expect_rejections N: the test means the proxy to refuse exactly N
 # requests in all; any other number fails the test
 s3_expect_rejections() { _it_expect_rej=$1; }
+
+# ---------------------------------------------------------------- Supabase
+
+# pg_supabase: turns the test database into one set up as Supabase's is.
+# Call pg_start with IT_PG_SUPERUSER=supabase_admin first: Supabase's
+# bootstrap superuser is supabase_admin, and PostgreSQL cannot demote its
+# bootstrap user. Then:
+#   - postgres: LOGIN NOSUPERUSER CREATEROLE CREATEDB REPLICATION BYPASSRLS,
+#     owner of the database, search_path "$user", public, extensions
+#   - anon, authenticated: NOLOGIN NOINHERIT; service_role: NOLOGIN
+#     NOINHERIT BYPASSRLS; authenticator: LOGIN NOINHERIT, granted the
+#     three (PostgREST logs in as it and switches per request)
+#   - schema auth owned by supabase_auth_admin (postgres may use it, not
+#     create in it) with Supabase's current auth.uid(), auth.role() and
+#     auth.jwt(): request.jwt.claim.* of PostgREST before 9, else
+#     request.jwt.claims (JSON)
+#   - schema extensions with pgcrypto in it
+# Exports PG_ADMIN_URL (supabase_admin), DATABASE_URL (now postgres's)
+# and SUPA_AUTHENTICATOR_URL.
+pg_supabase() {
+	[ "$PG_USER" != postgres ] ||
+		t_bail "pg_supabase: start PostgreSQL with IT_PG_SUPERUSER=supabase_admin (the bootstrap superuser cannot be demoted)"
+	PG_ADMIN_URL=$DATABASE_URL
+	pg_psql -q <<-'SQL' >"$IT_DIR/supabase-setup.log" 2>&1 || { _it_diag_file "$IT_DIR/supabase-setup.log"; t_bail "the Supabase-like set-up failed"; }
+	SET client_min_messages = warning;
+	CREATE ROLE postgres LOGIN NOSUPERUSER CREATEROLE CREATEDB REPLICATION BYPASSRLS;
+	ALTER DATABASE outboxd OWNER TO postgres;
+	CREATE ROLE anon NOLOGIN NOINHERIT;
+	CREATE ROLE authenticated NOLOGIN NOINHERIT;
+	CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+	CREATE ROLE authenticator LOGIN NOINHERIT;
+	GRANT anon, authenticated, service_role TO authenticator;
+	GRANT anon, authenticated, service_role TO postgres;
+	CREATE ROLE supabase_auth_admin NOLOGIN NOINHERIT CREATEROLE;
+	SQL
+	pg_supabase_db outboxd
+	DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/outboxd
+	SUPA_AUTHENTICATOR_URL=postgresql://authenticator@127.0.0.1:$PG_PORT/outboxd
+	export PG_ADMIN_URL DATABASE_URL SUPA_AUTHENTICATOR_URL
+}
+
+# pg_supabase_db DBNAME: a database owned by postgres, as pg_supabase
+# sets up "outboxd" (auth with Supabase's functions, extensions); made
+# when it does not exist
+pg_supabase_db() {
+	local db=$1
+	if [ "$("$IT_PG_BINDIR/psql" -X -At -d "$PG_ADMIN_URL" -c "select count(*) from pg_database where datname = '$db'")" = 0 ]; then
+		"$IT_PG_BINDIR/psql" -X -q -d "$PG_ADMIN_URL" -c "create database \"$db\" owner postgres" >/dev/null
+	fi
+	"$IT_PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "${PG_ADMIN_URL%/*}/$db" <<-'SQL' >"$IT_DIR/supabase-db.log" 2>&1 || { _it_diag_file "$IT_DIR/supabase-db.log"; t_bail "the Supabase-like set-up of database $db failed"; }
+	SET client_min_messages = warning;
+	CREATE SCHEMA auth AUTHORIZATION supabase_auth_admin;
+	GRANT USAGE ON SCHEMA auth TO postgres, anon, authenticated, service_role;
+	SET ROLE supabase_auth_admin;
+	CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
+	  select coalesce(
+	    nullif(current_setting('request.jwt.claim.sub', true), ''),
+	    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+	  )::uuid
+	$$;
+	CREATE FUNCTION auth.role() RETURNS text LANGUAGE sql STABLE AS $$
+	  select coalesce(
+	    nullif(current_setting('request.jwt.claim.role', true), ''),
+	    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
+	  )::text
+	$$;
+	CREATE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $$
+	  select coalesce(
+	    nullif(current_setting('request.jwt.claim', true), ''),
+	    nullif(current_setting('request.jwt.claims', true), '')
+	  )::jsonb
+	$$;
+	RESET ROLE;
+	CREATE SCHEMA extensions;
+	GRANT USAGE ON SCHEMA extensions TO postgres, anon, authenticated, service_role;
+	CREATE EXTENSION pgcrypto WITH SCHEMA extensions;
+	ALTER ROLE postgres SET search_path = "$user", public, extensions;
+	SQL
+}
+
+# supa_api ROLE SUB SQL: SQL as the Data API (PostgREST) runs a request:
+# logged in as authenticator, in one transaction, SET LOCAL ROLE ROLE and
+# the request's JWT claims in request.jwt.claims (sub SUB, or none when
+# SUB is empty). Prints SQL's result; fails with psql's error.
+supa_api() {
+	local role=$1 sub=$2 sql=$3 claims
+	if [ -n "$sub" ]; then
+		claims=$(printf '{"sub":"%s","role":"%s"}' "$sub" "$role")
+	else
+		claims=$(printf '{"role":"%s"}' "$role")
+	fi
+	"$IT_PG_BINDIR/psql" -X -At -q -v ON_ERROR_STOP=1 -d "$SUPA_AUTHENTICATOR_URL" <<-SQL
+	BEGIN;
+	SET LOCAL ROLE $role;
+	SELECT set_config('request.jwt.claims', '$claims', true) \g /dev/null
+	$sql;
+	COMMIT;
+	SQL
+}

@@ -217,6 +217,118 @@ doctor_s3(const struct cfg *c)
 	s3_free(s);
 }
 
+/* A line that is not a check: what the program cannot find out itself. */
+static void
+note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+note(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("note ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
+/* Is name one of the comma-separated schemas of list (pgrst.db_schemas:
+ * spaces around names, maybe double-quoted)? */
+static int
+schema_listed(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = list;
+
+	while (*p != '\0') {
+		const char *end;
+		size_t len;
+
+		while (*p == ' ' || *p == ',')
+			p++;
+		end = p + strcspn(p, ",");
+		len = (size_t)(end - p);
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		if (len >= 2 && p[0] == '"' && p[len - 1] == '"') {
+			p++;
+			len -= 2;
+		}
+		if (len == n && strncmp(p, name, n) == 0)
+			return 1;
+		p = end;
+	}
+	return 0;
+}
+
+/*
+ * Supabase's Data API: where its roles exist, their grants on outboxd's
+ * objects, and whether the schema is exposed (known only where PostgREST
+ * keeps its configuration in the database, as authenticator's settings).
+ */
+static void
+doctor_api(struct pg *p, const struct cfg *c)
+{
+	static const char step[] = "on Supabase, Dashboard: Project Settings "
+	    "> Data API (formerly API) > Exposed schemas: add";
+	struct buf probs = {0}, exposed = {0};
+	struct err e = {0};
+	int n = pg_api_roles(p, &e);
+
+	if (n <= 0) {
+		if (n < 0)
+			check(0, "database: Data API roles: %s", e.msg);
+		goto out;	/* plain PostgreSQL: no API to check */
+	}
+	n = pg_check_api_grants(p, &probs, &e);
+	if (n < 0)
+		check(0, "database: Data API grants: %s", e.msg);
+	else if (n > 0)
+		check(0, "database: Data API grants: %s: run outboxctl migrate, "
+		    "or revoke them (migration 004_supabase grants exactly "
+		    "what the app needs)", probs.data);
+	else
+		check(1, "database: Data API grants: authenticated reads its "
+		    "own rows, service_role reads and writes, anon nothing, "
+		    "schema_migrations and applied_events closed");
+	n = pg_exposed_schemas(p, &exposed, &e);
+	if (n < 0)
+		check(0, "database: %s", e.msg);
+	else if (n == 0)
+		note("database: the database does not say whether schema %s "
+		    "is exposed to the Data API (authenticator has no "
+		    "pgrst.db_schemas): %s %s, and save", c->db_schema, step,
+		    c->db_schema);
+	else if (schema_listed(exposed.data, c->db_schema))
+		check(1, "database: schema %s is exposed to the Data API "
+		    "(authenticator's pgrst.db_schemas)", c->db_schema);
+	else
+		check(0, "database: schema %s is not exposed to the Data API "
+		    "(authenticator's pgrst.db_schemas is \"%s\"): %s %s",
+		    c->db_schema, exposed.data, step, c->db_schema);
+out:
+	buf_free(&probs);
+	buf_free(&exposed);
+}
+
+/* Constraints migrate added NOT VALID because existing rows break them. */
+static void
+doctor_constraints(struct pg *p)
+{
+	struct buf list = {0};
+	struct err e = {0};
+	int n = pg_unvalidated_constraints(p, &list, &e);
+
+	if (n < 0)
+		check(0, "database: constraints: %s", e.msg);
+	else if (n > 0)
+		check(0, "database: constraints not validated (rows made before "
+		    "outboxd break them; new rows are checked): %s: fix those "
+		    "rows, then ALTER TABLE ... VALIDATE CONSTRAINT", list.data);
+	buf_free(&list);
+}
+
 static void
 doctor_db(struct cfg *c)
 {
@@ -253,6 +365,8 @@ doctor_db(struct cfg *c)
 			check(n == 0, "database: privileges %s%s", n == 0 ?
 			    "to record files" : "missing: ", n == 0 ? "" :
 			    missing_privs.data);
+		doctor_constraints(p);
+		doctor_api(p, c);
 	}
 out:
 	buf_free(&out);

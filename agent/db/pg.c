@@ -918,3 +918,112 @@ pg_check_access(struct pg *p, struct buf *problems, struct err *e)
 out:
 	return n;
 }
+
+/* ---- Supabase's Data API ------------------------------------------------ */
+
+/*
+ * What the API roles (those of anon, authenticated, service_role that
+ * exist) may do on outboxd's objects, against what 004_supabase grants:
+ * authenticated SELECT on the four tables and two views, service_role
+ * SELECT/INSERT/UPDATE/DELETE on the tables and SELECT on the views, anon
+ * nothing, none of them anything on schema_migrations, applied_events or
+ * outboxd_record_document; and row-level security on every table. $1 is
+ * the quoted schema, $2 the schema's name.
+ */
+static const char sql_api_grants[] =
+    "WITH rel(name, kind) AS (VALUES ('jobs', 't'), ('documents', 't'), "
+    "  ('job_history', 't'), ('user_activity', 't'), ('upload_stats', 'v'), "
+    "  ('job_completion', 'v'), ('schema_migrations', 'b'), "
+    "  ('applied_events', 'b')), "
+    " priv(p) AS (VALUES ('SELECT'), ('INSERT'), ('UPDATE'), ('DELETE'), "
+    "  ('TRUNCATE'), ('REFERENCES'), ('TRIGGER')), "
+    " api(r) AS (SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname "
+    "  IN ('anon', 'authenticated', 'service_role')), "
+    " want AS (SELECT r, name, p, CASE WHEN kind = 'b' OR r = 'anon' "
+    "  THEN false WHEN r = 'authenticated' THEN p = 'SELECT' "
+    "  WHEN kind = 'v' THEN p = 'SELECT' "
+    "  ELSE p IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE') END AS should "
+    "  FROM api, rel, priv "
+    "  WHERE pg_catalog.to_regclass($1 || '.' || name) IS NOT NULL) "
+    "SELECT r || CASE WHEN should THEN ' lacks ' ELSE ' has ' END || p || "
+    " ' on ' || name FROM want WHERE pg_catalog.has_table_privilege(r, "
+    " $1 || '.' || name, p) <> should "
+    "UNION ALL SELECT r || ' lacks USAGE on schema ' || $2 FROM api "
+    " WHERE r <> 'anon' AND NOT pg_catalog.has_schema_privilege(r, $2, 'USAGE') "
+    "UNION ALL SELECT r || ' may execute outboxd_record_document' FROM api "
+    " WHERE pg_catalog.has_function_privilege(r, $1 || "
+    " '.outboxd_record_document(uuid, uuid, text, text, text, bigint, text, "
+    " text, text, text, text, jsonb, uuid)', 'EXECUTE') "
+    "UNION ALL SELECT 'row-level security is off on ' || c.relname "
+    " FROM pg_catalog.pg_class c JOIN rel ON rel.name = c.relname "
+    " WHERE c.relnamespace = pg_catalog.to_regnamespace($1) "
+    " AND rel.kind <> 'v' AND NOT c.relrowsecurity "
+    "  AND EXISTS (SELECT 1 FROM api)";
+
+/* Runs a one-column query with the schema's two names as $1 and $2 and
+ * appends its rows, comma separated, to out. Returns the row count. */
+static int
+schema_rows(struct pg *p, const char *sql, struct buf *out, struct err *e,
+    const char *what)
+{
+	static const Oid text[2] = { 25, 25 };	/* TEXTOID */
+	const char *v[2] = { p->schema, p->schema_raw };
+	PGresult *r;
+	int i, n = -1;
+
+	if (pg_ensure(p, e) < 0)
+		return -1;
+	r = PQexecParams(p->conn, sql, 2, text, v, NULL, NULL, 0);
+	if (exec_ok(p, r, PGRES_TUPLES_OK, e, what) == 0) {
+		n = PQntuples(r);
+		for (i = 0; i < n; i++)
+			buf_printf(out, "%s%s", i ? ", " : "", PQgetvalue(r, i, 0));
+	}
+	PQclear(r);
+	return n;
+}
+
+int
+pg_api_roles(struct pg *p, struct err *e)
+{
+	struct buf b = {0};
+	int n = schema_rows(p, "SELECT rolname FROM pg_catalog.pg_roles WHERE "
+	    "rolname IN ('anon', 'authenticated', 'service_role') AND "
+	    "$1 IS NOT NULL AND $2 IS NOT NULL", &b, e, "reading the roles");
+
+	buf_free(&b);
+	return n;
+}
+
+int
+pg_check_api_grants(struct pg *p, struct buf *problems, struct err *e)
+{
+	return schema_rows(p, sql_api_grants, problems, e,
+	    "checking the Data API grants");
+}
+
+int
+pg_exposed_schemas(struct pg *p, struct buf *out, struct err *e)
+{
+	/* The database's own setting wins over the role-wide one, as for
+	 * PostgREST's in-database configuration. */
+	return schema_rows(p, "SELECT pg_catalog.substr(cfg, 18) FROM "
+	    "pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_roles r ON "
+	    "r.oid = s.setrole, pg_catalog.unnest(s.setconfig) AS cfg "
+	    "WHERE r.rolname = 'authenticator' AND s.setdatabase IN (0, "
+	    "(SELECT oid FROM pg_catalog.pg_database WHERE datname = "
+	    "pg_catalog.current_database())) AND cfg LIKE 'pgrst.db\\_schemas=%' "
+	    "AND $1 IS NOT NULL AND $2 IS NOT NULL "
+	    "ORDER BY s.setdatabase DESC LIMIT 1", out, e,
+	    "reading authenticator's pgrst.db_schemas");
+}
+
+int
+pg_unvalidated_constraints(struct pg *p, struct buf *out, struct err *e)
+{
+	return schema_rows(p, "SELECT c.relname || '.' || k.conname FROM "
+	    "pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = "
+	    "k.conrelid WHERE k.connamespace = pg_catalog.to_regnamespace($1) "
+	    "AND NOT k.convalidated AND $2 IS NOT NULL ORDER BY 1", out, e,
+	    "reading the constraints");
+}

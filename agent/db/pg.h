@@ -97,6 +97,25 @@ int pg_read_documents(struct pg *p, const char *const *job_ids,
  * separated, to problems. Returns how many are missing, or -1 with e. */
 int pg_check_access(struct pg *p, struct buf *problems, struct err *e);
 
+/* How many of Supabase's API roles (anon, authenticated, service_role)
+ * exist: 0 on plain PostgreSQL. -1 with e. */
+int pg_api_roles(struct pg *p, struct err *e);
+
+/* Compares the API roles' privileges on outboxd's objects with what
+ * 004_supabase grants; appends each difference ("anon has SELECT on
+ * jobs"), comma separated, to problems. Returns how many, or -1 with e. */
+int pg_check_api_grants(struct pg *p, struct buf *problems, struct err *e);
+
+/* Appends authenticator's pgrst.db_schemas (PostgREST's exposed schemas,
+ * where they are configured in the database) to out. Returns 1 when it
+ * is set, 0 when not, -1 with e. */
+int pg_exposed_schemas(struct pg *p, struct buf *out, struct err *e);
+
+/* Appends the schema's constraints that are NOT VALID (rows made before
+ * the migration violate them), "table.constraint", comma separated, to
+ * out. Returns how many, or -1 with e. */
+int pg_unvalidated_constraints(struct pg *p, struct buf *out, struct err *e);
+
 /* The class of a failed result's SQLSTATE (NULL: connection trouble). */
 enum err_class pg_classify(const char *sqlstate);
 

@@ -74,7 +74,7 @@ BEGIN
                       'enhance_with_llm']);
     ELSIF p_platform IS NOT NULL AND p_platform <> 'unknown' THEN
         SELECT * INTO v_old FROM @schema@.jobs WHERE id = p_job_id FOR UPDATE;
-        IF v_old.platform = 'unknown' THEN
+        IF coalesce(v_old.platform, 'unknown') = 'unknown' THEN  -- NULL: an app's row
             UPDATE @schema@.jobs
                SET platform = p_platform, file_info = p_file_info,
                    updated_at = now()
