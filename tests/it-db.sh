@@ -19,7 +19,7 @@ t_ok "migrate" "$OUTBOXCTL" migrate
 "$OUTBOXCTL" migrate >"$IT_DIR/m2.out"
 t_ok "migrating again applies nothing" grep -q '0 migrations applied now, up to date' "$IT_DIR/m2.out"
 t_is "$(pg_psql -c 'select string_agg(version, $$,$$ order by version) from is_migration.schema_migrations')" \
-	"001_init,002_roles_views,003_record_once,004_supabase" "every migration is recorded once"
+	"001_init,002_roles_views,003_record_once,004_repair,005_supabase" "every migration is recorded once"
 pg_psql -c "create database old_version"
 old_url=${DATABASE_URL%/*}/old_version
 sed 's/@schema@/"is_migration"/g' "$abs_top_srcdir/schema/pg/001_init.sql" >"$IT_DIR/001.sql"
@@ -28,7 +28,7 @@ sed 's/@schema@/"is_migration"/g' "$abs_top_srcdir/schema/pg/001_init.sql" >"$IT
 	-c 'create table is_migration.schema_migrations (version text primary key, applied_at timestamptz not null default now())' \
 	-f "$IT_DIR/001.sql" -c "insert into is_migration.schema_migrations values ('001_init')" >/dev/null
 DATABASE_URL=$old_url "$OUTBOXCTL" migrate >"$IT_DIR/up.out"
-t_ok "a database at version 001 is upgraded" grep -q '3 migrations applied now' "$IT_DIR/up.out"
+t_ok "a database at version 001 is upgraded" grep -q '4 migrations applied now' "$IT_DIR/up.out"
 t_ok "with the views of 002" "$IT_PG_BINDIR/psql" -X -At -d "$old_url" -c 'select * from is_migration.job_completion'
 
 # --- two outboxd instances over one shared folder (each with its own

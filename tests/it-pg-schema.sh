@@ -110,7 +110,7 @@ t_is "$(seen "select set_config('request.jwt.claim.sub', '$other', true)")" 1 \
 t_is "$(seen "select 1")" 0 "no claims: no rows"
 
 # --- an install whose stand-in is 001's first one (claim.sub only) gets
-# the new one from 004
+# the new one from 005
 admin -c "create database oldauth" >/dev/null
 old_url=${admin_url%/*}/oldauth
 "$IT_PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "$old_url" -c 'create schema auth' \

@@ -37,7 +37,7 @@ t_ok "and may not create in schema auth" test "$rc" != 0
 
 # --- 1. migrate as postgres, outboxd as its writer through pgbouncer
 "$OUTBOXCTL" migrate >"$IT_DIR/migrate.out" 2>&1
-t_ok "outboxctl migrate as postgres" grep -q '^schema is_migration: 4 migrations applied now' "$IT_DIR/migrate.out"
+t_ok "outboxctl migrate as postgres" grep -q '^schema is_migration: 5 migrations applied now' "$IT_DIR/migrate.out"
 t_is "$(pg_psql -c "select pg_get_userbyid(proowner) || ' ' || (prosrc like '%request.jwt.claims%')::text from pg_proc where oid = 'auth.uid()'::regprocedure")" \
 	"supabase_auth_admin true" "Supabase's auth.uid() is left as it is"
 pg_psql -c "create role outboxd_agent login" -c "grant outboxd_writer to outboxd_agent" >/dev/null
@@ -155,8 +155,8 @@ t_ok "and cannot insert one" test "$rc" != 0
 t_is "$(count anon "" jobs)" 0 "anon sees no job even with the grant"
 "$OUTBOXCTL" doctor >"$IT_DIR/doctor-granted.out" 2>&1 || true
 t_ok "doctor names the grants too wide" grep -q '^FAIL database: Data API grants: .*anon has .* on jobs' "$IT_DIR/doctor-granted.out"
-pg_psql -c "delete from $S.schema_migrations where version = '004_supabase'" >/dev/null
-t_ok "004 applied again (idempotent) puts the grants right" "$OUTBOXCTL" migrate
+pg_psql -c "delete from $S.schema_migrations where version = '005_supabase'" >/dev/null
+t_ok "005 applied again (idempotent) puts the grants right" "$OUTBOXCTL" migrate
 t_is "$(count anon "" jobs) $(count authenticated "$A" documents)" "denied ${want_a[documents]}" "anon denied again, A still sees A's"
 
 # --- doctor: grants, and whether the schema is exposed

@@ -286,7 +286,7 @@ doctor_api(struct pg *p, const struct cfg *c)
 		check(0, "database: Data API grants: %s", e.msg);
 	else if (n > 0)
 		check(0, "database: Data API grants: %s: run outboxctl migrate, "
-		    "or revoke them (migration 004_supabase grants exactly "
+		    "or revoke them (migration 005_supabase grants exactly "
 		    "what the app needs)", probs.data);
 	else
 		check(1, "database: Data API grants: authenticated reads its "

@@ -923,11 +923,11 @@ out:
 
 /*
  * What the API roles (those of anon, authenticated, service_role that
- * exist) may do on outboxd's objects, against what 004_supabase grants:
+ * exist) may do on outboxd's objects, against what 005_supabase grants:
  * authenticated SELECT on the four tables and two views, service_role
  * SELECT/INSERT/UPDATE/DELETE on the tables and SELECT on the views, anon
  * nothing, none of them anything on schema_migrations, applied_events or
- * outboxd_record_document; and row-level security on every table. $1 is
+ * outboxd's functions; and row-level security on every table. $1 is
  * the quoted schema, $2 the schema's name.
  */
 static const char sql_api_grants[] =
@@ -950,10 +950,13 @@ static const char sql_api_grants[] =
     " $1 || '.' || name, p) <> should "
     "UNION ALL SELECT r || ' lacks USAGE on schema ' || $2 FROM api "
     " WHERE r <> 'anon' AND NOT pg_catalog.has_schema_privilege(r, $2, 'USAGE') "
-    "UNION ALL SELECT r || ' may execute outboxd_record_document' FROM api "
-    " WHERE pg_catalog.has_function_privilege(r, $1 || "
-    " '.outboxd_record_document(uuid, uuid, text, text, text, bigint, text, "
-    " text, text, text, text, jsonb, uuid)', 'EXECUTE') "
+    "UNION ALL SELECT r || ' may execute ' || f FROM api, (VALUES "
+    " ('outboxd_record_document'), ('outboxd_repair_document')) AS fn(f) "
+    " WHERE pg_catalog.to_regprocedure($1 || '.' || f || '(uuid, uuid, text, "
+    " text, text, bigint, text, text, text, text, text, jsonb, uuid)') IS NOT "
+    " NULL AND pg_catalog.has_function_privilege(r, $1 || '.' || f || "
+    " '(uuid, uuid, text, text, text, bigint, text, text, text, text, text, "
+    " jsonb, uuid)', 'EXECUTE') "
     "UNION ALL SELECT 'row-level security is off on ' || c.relname "
     " FROM pg_catalog.pg_class c JOIN rel ON rel.name = c.relname "
     " WHERE c.relnamespace = pg_catalog.to_regnamespace($1) "

@@ -102,7 +102,7 @@ int pg_check_access(struct pg *p, struct buf *problems, struct err *e);
 int pg_api_roles(struct pg *p, struct err *e);
 
 /* Compares the API roles' privileges on outboxd's objects with what
- * 004_supabase grants; appends each difference ("anon has SELECT on
+ * 005_supabase grants; appends each difference ("anon has SELECT on
  * jobs"), comma separated, to problems. Returns how many, or -1 with e. */
 int pg_check_api_grants(struct pg *p, struct buf *problems, struct err *e);
 

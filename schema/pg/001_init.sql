@@ -365,7 +365,7 @@ CREATE POLICY user_activity_owner_read ON @schema@.user_activity
 -- version, file_update after). A replayed event returns 'duplicate' and
 -- changes nothing; a version identical to the stored one returns
 -- 'unchanged' (an outbox rebuilt from disk adds no activity).
--- (003 and 004 replace it; this first version is kept for the upgrade
+-- (003 and 005 replace it; this first version is kept for the upgrade
 -- path's sake, with its search_path pinned like every function here.)
 CREATE OR REPLACE FUNCTION @schema@.outboxd_record_document(
     p_event_id uuid, p_job_id uuid, p_file_path text, p_filename text,

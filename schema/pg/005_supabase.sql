@@ -1,4 +1,4 @@
--- 004_supabase: what the app's users and Supabase's Data API need, and
+-- 005_supabase: what the app's users and Supabase's Data API need, and
 -- nothing more.
 --
 -- - outboxd_record_document: the activity's user_id is the job owner's
@@ -18,7 +18,7 @@
 --   security policies (its own jobs and their rows); service_role (which
 --   has BYPASSRLS) reads and writes the four tables and reads the views;
 --   anon gets nothing; none of them gets anything on schema_migrations,
---   applied_events or outboxd_record_document. What they held there
+--   applied_events, outboxd_record_document or outboxd_repair_document. What they held there
 --   before (the usual "grant all on all tables in schema" of a custom
 --   schema) is revoked, on outboxd's objects only. Where the roles do not
 --   exist (plain PostgreSQL) this is skipped with a notice.
@@ -132,14 +132,20 @@ BEGIN
 END
 $$;
 
--- Only outboxd's roles may call it (EXECUTE is PUBLIC's by default, and
--- PostgREST offers every function a role may execute as an RPC).
+-- Only outboxd's roles may call outboxd's functions (EXECUTE is PUBLIC's
+-- by default, and PostgREST offers every function a role may execute as
+-- an RPC).
 REVOKE EXECUTE ON FUNCTION @schema@.outboxd_record_document(uuid, uuid, text,
+    text, text, bigint, text, text, text, text, text, jsonb, uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @schema@.outboxd_repair_document(uuid, uuid, text,
     text, text, bigint, text, text, text, text, text, jsonb, uuid) FROM PUBLIC;
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'outboxd_writer') THEN
         GRANT EXECUTE ON FUNCTION @schema@.outboxd_record_document(uuid,
+            uuid, text, text, text, bigint, text, text, text, text, text,
+            jsonb, uuid) TO outboxd_writer;
+        GRANT EXECUTE ON FUNCTION @schema@.outboxd_repair_document(uuid,
             uuid, text, text, text, bigint, text, text, text, text, text,
             jsonb, uuid) TO outboxd_writer;
     END IF;
@@ -202,6 +208,8 @@ BEGIN
             @schema@.applied_events FROM %I', v_role);
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION
             @schema@.outboxd_record_document(uuid, uuid, text, text, text,
+            bigint, text, text, text, text, text, jsonb, uuid),
+            @schema@.outboxd_repair_document(uuid, uuid, text, text, text,
             bigint, text, text, text, text, text, jsonb, uuid) FROM %I', v_role);
         IF v_role = 'authenticated' THEN
             GRANT USAGE ON SCHEMA @schema@ TO authenticated;
