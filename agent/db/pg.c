@@ -945,9 +945,14 @@ static const char sql_api_grants[] =
     "  ELSE p IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE') END AS should "
     "  FROM api, rel, priv "
     "  WHERE pg_catalog.to_regclass($1 || '.' || name) IS NOT NULL) "
-    "SELECT r || CASE WHEN should THEN ' lacks ' ELSE ' has ' END || p || "
-    " ' on ' || name FROM want WHERE pg_catalog.has_table_privilege(r, "
-    " $1 || '.' || name, p) <> should "
+    /* One item per role, direction and set of privileges: "anon has
+     * SELECT/INSERT on jobs, documents". */
+    " , wrong AS (SELECT r, should, name, pg_catalog.string_agg(p, '/' "
+    "  ORDER BY p) AS ps FROM want WHERE pg_catalog.has_table_privilege(r, "
+    "  $1 || '.' || name, p) <> should GROUP BY r, should, name) "
+    "SELECT r || CASE WHEN should THEN ' lacks ' ELSE ' has ' END || ps || "
+    " ' on ' || pg_catalog.string_agg(name, ', ' ORDER BY name) FROM wrong "
+    " GROUP BY r, should, ps "
     "UNION ALL SELECT r || ' lacks USAGE on schema ' || $2 FROM api "
     " WHERE r <> 'anon' AND NOT pg_catalog.has_schema_privilege(r, $2, 'USAGE') "
     "UNION ALL SELECT r || ' may execute ' || f FROM api, (VALUES "
