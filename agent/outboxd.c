@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -669,6 +670,27 @@ set_aside_poison(struct outbox *ob, const struct cfg *c)
 	return 0;
 }
 
+/*
+ * The process holds the S3 secret key and the database password: no core
+ * file may ever hold them, and no process of the same user may read its
+ * memory (/proc/PID/mem, ptrace) or its environment. Not under
+ * AddressSanitizer, whose leak checker ptraces its own threads and cannot
+ * once the process is not dumpable (tests only).
+ */
+static void
+not_dumpable(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+	return;
+#endif
+#endif
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		log_warn("prctl(PR_SET_DUMPABLE, 0)");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -691,6 +713,7 @@ main(int argc, char **argv)
 	 * upload open for writing, say) would keep files looking written to
 	 * (watch.c, being_written) and leak: only 0-2 are ours. */
 	close_range(3, ~0U, 0);
+	not_dumpable();
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'e': env_file = optarg; break;

@@ -105,6 +105,10 @@ keymap_content_type(const char *name)
 		{ "jpg", "image/jpeg" },
 		{ "jpeg", "image/jpeg" },
 		{ "svg", "image/svg+xml" },
+		{ "xhtml", "application/xhtml+xml" },
+		{ "xht", "application/xhtml+xml" },
+		{ "js", "text/javascript" },
+		{ "mjs", "text/javascript" },
 		{ "yaml", "application/yaml" },
 		{ "yml", "application/yaml" },
 		{ "properties", "text/plain; charset=utf-8" },
@@ -116,6 +120,24 @@ keymap_content_type(const char *name)
 		if (strcasecmp(ext, types[i].ext) == 0)
 			return types[i].type;
 	return "application/octet-stream";
+}
+
+const char *
+keymap_content_disposition(const char *content_type)
+{
+	static const char *const active[] = { "text/html",
+	    "application/xhtml+xml", "image/svg+xml", "text/javascript",
+	    "application/javascript", "application/xml", "text/xml", NULL };
+	size_t n = strcspn(content_type, ";"), i;
+
+	for (i = 0; active[i] != NULL; i++)
+		if (strlen(active[i]) == n &&
+		    strncasecmp(content_type, active[i], n) == 0)
+			return "attachment";
+	/* Any other XML (application/...+xml) is rendered as XML too. */
+	if (n > 4 && strncasecmp(content_type + n - 4, "+xml", 4) == 0)
+		return "attachment";
+	return NULL;
 }
 
 int

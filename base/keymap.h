@@ -41,6 +41,11 @@ const char *keymap_document_type(const char *rest);
 /* A MIME type by extension, "application/octet-stream" when unknown. */
 const char *keymap_content_type(const char *name);
 
+/* "attachment" for a type a browser would run in the bucket's origin
+ * (HTML, XHTML, SVG, JavaScript, and XML, which may carry XHTML
+ * script): stored so, it is downloaded, never shown. NULL otherwise. */
+const char *keymap_content_disposition(const char *content_type);
+
 /* 1 when the file name's extension says it may be XML worth parsing. */
 int keymap_is_xml(const char *name);
 

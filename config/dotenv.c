@@ -348,7 +348,7 @@ dotenv_load(const char *path, struct err *e)
 	    env_lookup, &load, e) < 0) {
 		char msg[sizeof(e->msg)];
 
-		snprintf(msg, sizeof(msg), "%s", e->msg);
+		utf8_snprintf(msg, sizeof(msg), "%s", e->msg);
 		err_set(e, ERR_PERMANENT, "%s: %s", path, msg);
 		goto out;
 	}

@@ -898,7 +898,7 @@ copy_fixed(char *dst, size_t n, sqlite3_stmt *s, int i)
 {
 	const unsigned char *t = sqlite3_column_text(s, i);
 
-	snprintf(dst, n, "%s", t ? (const char *)t : "");
+	utf8_snprintf(dst, n, "%s", t ? (const char *)t : "");
 }
 
 /* Reads a row of ENTRY_COLUMNS. */
@@ -1155,8 +1155,9 @@ outbox_apply(struct outbox *o, enum outbox_leg leg, int64_t id,
 	else
 		memcpy(next, now, sizeof(next));
 	if ((r->rec & REC_ERROR) && r->entry == LEG_OLDER) {
-		snprintf(why, sizeof(why), "superseded by a newer version%s%s",
-		    oc->error ? "; last: " : "", oc->error ? oc->error : "");
+		utf8_snprintf(why, sizeof(why), "superseded by a newer "
+		    "version%s%s", oc->error ? "; last: " : "",
+		    oc->error ? oc->error : "");
 		error = why;
 	} else if (r->rec & REC_ERROR) {
 		error = oc->error;

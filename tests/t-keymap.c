@@ -60,6 +60,26 @@ main(void)
 	tap_str(keymap_document_type(".hidden"), "other", "no extension");
 	tap_str(keymap_content_type("a/b.xml"), "application/xml", "xml type");
 	tap_str(keymap_content_type("a.pdf"), "application/pdf", "pdf type");
+	{
+		/* Active content is stored as a download (issue 12). */
+		static const char *const active[] = { "x.html", "x.HTM",
+		    "x.svg", "x.xhtml", "x.js", "x.mjs", "x.xml", "x.iflw" };
+		static const char *const passive[] = { "x.pdf", "x.txt",
+		    "x.md", "x.png", "x.json", "x.weird" };
+		size_t i;
+		int bad = 0;
+
+		for (i = 0; i < ARRAY_SIZE(active); i++)
+			bad += keymap_content_disposition(keymap_content_type(
+			    active[i])) == NULL;
+		for (i = 0; i < ARRAY_SIZE(passive); i++)
+			bad += keymap_content_disposition(keymap_content_type(
+			    passive[i])) != NULL;
+		tap_int(bad, 0, "HTML, SVG, XHTML, JavaScript and XML are "
+		    "attachments; PDF, text, images, JSON are not");
+		tap_str(keymap_content_type("x.svg"), "image/svg+xml",
+		    "the type itself stays the real one");
+	}
 	tap_str(keymap_content_type("a.weird"), "application/octet-stream",
 	    "unknown type");
 	tap_ok(keymap_is_xml("x.process") && !keymap_is_xml("x.json"),

@@ -192,7 +192,8 @@ warn_once(struct watch *w, const char *key, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) >= (int)sizeof(msg))
+		utf8_cut_tail(msg);	/* a name cut between characters */
 	va_end(ap);
 	if (strmap_get(w->warned, key) != NULL) {
 		log_debug("%s", msg);

@@ -154,8 +154,8 @@ mark(struct vfile *f, enum vstate *leg, enum vstate st, const char *what)
 	if (st == V_BAD || *leg == V_UNCHECKED || *leg == V_OK)
 		*leg = st;
 	if (st == V_BAD)
-		snprintf(f->why + n, sizeof(f->why) - n, "%s%s", n ? "; " : "",
-		    what);
+		utf8_snprintf(f->why + n, sizeof(f->why) - n, "%s%s",
+		    n ? "; " : "", what);
 }
 
 static void

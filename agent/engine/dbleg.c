@@ -254,7 +254,8 @@ apply_job_meta(struct sync *s, struct outbox_entry *en)
 	free(text);
 	if (fields == NULL) {
 		/* Not applied; the next version of the file is a new entry. */
-		snprintf(why, sizeof(why), "job.json not applied: %s", e.msg);
+		utf8_snprintf(why, sizeof(why), "job.json not applied: %s",
+		    e.msg);
 		log_msg(LOG_WARNING, &ctx, "%s", why);
 		engine_skip(s, OUTBOX_DB, en, EV_INVALID, why);
 		return;

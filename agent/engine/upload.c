@@ -598,6 +598,9 @@ send_put(struct upload *u, int *slots)
 	q->req.length = u->size;
 	memcpy(q->req.sha256, u->sha256, sizeof(q->req.sha256));
 	q->req.content_type = keymap_content_type(u->en.path);
+	/* Active content is stored as a download (stored XSS). */
+	q->req.content_disposition =
+	    keymap_content_disposition(q->req.content_type);
 	q->req.job_id = u->en.job_id;
 	q->req.file_sha256 = u->sha256;
 	u->put_sent = 1;
@@ -612,6 +615,9 @@ send_create(struct upload *u, int *slots)
 	q->req.query[0] = (struct sigv4_pair){ "uploads", "" };
 	q->req.n_query = 1;
 	q->req.content_type = keymap_content_type(u->en.path);
+	/* Active content is stored as a download (stored XSS). */
+	q->req.content_disposition =
+	    keymap_content_disposition(q->req.content_type);
 	q->req.job_id = u->en.job_id;
 	q->req.file_sha256 = u->sha256;
 	start(u, q, slots);
@@ -736,7 +742,8 @@ xml_find(const struct buf *b, const char *root, const char *name, char *out,
 			    strcmp((const char *)c->name, name) == 0) {
 				xmlChar *t = xmlNodeGetContent(c);
 
-				snprintf(out, n, "%s", t ? (const char *)t : "");
+				utf8_snprintf(out, n, "%s",
+				    t ? (const char *)t : "");
 				xmlFree(t);
 				found = 1;
 				break;

@@ -310,7 +310,7 @@ int
 s3_start(struct s3 *s, struct s3_req *r)
 {
 	struct req_priv *p = xcalloc(1, sizeof(*p));
-	struct sigv4_pair hdr[8];
+	struct sigv4_pair hdr[12];
 	size_t nh = 0, i;
 	struct buf auth = {0}, url = {0};
 	char amz_date[17], *path;
@@ -335,6 +335,9 @@ s3_start(struct s3 *s, struct s3_req *r)
 		hdr[nh++] = (struct sigv4_pair){ "Content-MD5", r->md5 };
 	if (r->content_type != NULL)
 		hdr[nh++] = (struct sigv4_pair){ "Content-Type", r->content_type };
+	if (r->content_disposition != NULL)
+		hdr[nh++] = (struct sigv4_pair){ "Content-Disposition",
+		    r->content_disposition };
 	if (r->job_id != NULL)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-meta-job-id", r->job_id };
 	if (r->file_sha256 != NULL)
@@ -552,7 +555,7 @@ node_text(const xmlNode *n, char *out, size_t len)
 		return;
 	t = xmlNodeGetContent(n);
 	if (t != NULL) {
-		snprintf(out, len, "%s", (const char *)t);
+		utf8_snprintf(out, len, "%s", (const char *)t);
 		xmlFree(t);
 	}
 }

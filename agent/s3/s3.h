@@ -38,6 +38,7 @@ struct s3_req {
 	char sha256[65];		/* hex SHA-256 of the body */
 	char md5[25];			/* base64 MD5 of the body, "" for none */
 	const char *content_type;	/* NULL for none */
+	const char *content_disposition; /* NULL for none */
 	const char *job_id;		/* x-amz-meta-job-id, or NULL */
 	const char *file_sha256;	/* x-amz-meta-sha256, or NULL */
 	void *user;			/* the caller's */
