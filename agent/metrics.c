@@ -42,6 +42,23 @@ static const struct live_def {
 	[M_LEG_PAUSED] = { "outboxd_leg_paused", "gauge", "1 while the leg "
 	    "is paused after consecutive transient failures (one probe at a "
 	    "time until one succeeds).", NULL, 1 },
+	[M_SCRUB_CHECKED] = { "outboxd_scrub_checked_total", "counter",
+	    "Entries the background scrub checked against S3 and the "
+	    "database since outboxd started.", NULL, 0 },
+	[M_SCRUB_FOUND] = { "outboxd_scrub_differences_total", "counter",
+	    "Entries whose S3 object or documents row the scrub found lost "
+	    "or altered since outboxd started.", NULL, 0 },
+	[M_SCRUB_REPAIRED] = { "outboxd_scrub_repairs_total", "counter",
+	    "Repair entries the scrub journaled since outboxd started.", NULL,
+	    0 },
+	[M_SCRUB_RUNNING] = { "outboxd_scrub_running", "gauge", "1 while a "
+	    "scrub pass is under way.", NULL, 0 },
+	[M_SCRUB_CURSOR] = { "outboxd_scrub_cursor", "gauge", "The entry id "
+	    "up to which the current (or last) scrub pass has checked.", NULL,
+	    0 },
+	[M_SCRUB_END] = { "outboxd_scrub_end_id", "gauge", "The entry id at "
+	    "which the current (or last) scrub pass ends (its progress is "
+	    "outboxd_scrub_cursor / outboxd_scrub_end_id).", NULL, 0 },
 };
 
 void

@@ -39,6 +39,12 @@ enum metrics_id {
 	M_FAIL_PERMANENT,	/* counter, per leg: failed until retried */
 	M_UPLOADED_BYTES,	/* counter: bytes of the files S3 stored */
 	M_LEG_PAUSED,		/* gauge, per leg: the breaker holds it */
+	M_SCRUB_CHECKED,	/* counter: entries the scrub checked */
+	M_SCRUB_FOUND,		/* counter: differences the scrub found */
+	M_SCRUB_REPAIRED,	/* counter: repairs the scrub journaled */
+	M_SCRUB_RUNNING,	/* gauge: 1 while a scrub pass is under way */
+	M_SCRUB_CURSOR,		/* gauge: the pass has checked up to this id */
+	M_SCRUB_END,		/* gauge: the pass ends at this entry id */
 	M_NIDS
 };
 

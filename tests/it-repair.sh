@@ -97,4 +97,62 @@ t_is "$(activities)" "$acts0" "user_activity gained no row (no file_upload, no f
 t_is "$(uploads_updates)" 50 "still 50 file_upload/file_update activities"
 
 t_ok "outboxd stops" ob_stop
+
+# ---- case 2: the background scrub alone
+damage
+acts0=$(activities)
+scrub() { "$OUTBOXCTL" status --json | json_get scrub "$1"; }
+# A pass is due an interval after the outbox was made: make sure it is.
+created=$(sqlite3 "$OUTBOXD_STATE_DB" "select value from meta where key = 'created_at'")
+_past_interval() { [ $(($(date +%s) - $(date -d "$created" +%s))) -ge 21 ]; }
+wait_for 30 _past_interval
+export OUTBOXD_SCRUB_INTERVAL=20s OUTBOXD_SCRUB_RATE=5
+export OUTBOXD_METRICS_FILE=$IT_DIR/metrics.prom
+s3_reset_stats
+t0=$(date +%s.%N)
+ob_start
+_cursor_moved() { [ "$(scrub cursor)" -gt 0 ]; }
+t_ok "the scrub starts by itself and checks a first batch" wait_for 30 _cursor_moved
+t_is "$(scrub running)" true "a pass is under way"
+cursor1=$(scrub cursor)
+t_ok "outboxd stops in the middle of the pass" ob_stop
+t1=$(date +%s.%N)
+heads1=$(s3_stats | json_get by_method HEAD)
+s3_reset_stats
+t2=$(date +%s.%N)
+ob_start
+t_ok "a restart continues the pass where it stopped" \
+	grep -q "scrub: continuing pass 1 after entry $cursor1" "$IT_DIR/outboxd.log"
+write_file "$JB/during-scrub.txt" "a file the app saves while the scrub runs"
+_new_done() {
+	[ "$(sqlite3 "$OUTBOXD_STATE_DB" "select s3_state || db_state from entries where path = '$JB/during-scrub.txt'")" = donedone ]
+}
+t_ok "a new file written during the scrub is stored" wait_for 10 _new_done
+t_is "$(scrub running)" true "while the pass is still running"
+lat=$(sqlite3 "$OUTBOXD_STATE_DB" "select cast((julianday(s3_done_at) - julianday(journaled_at)) * 86400000 as integer) from entries where path = '$JB/during-scrub.txt'")
+t_ok "without waiting for the scrub: journaled to stored in ${lat} ms (< 1000)" test "$lat" -lt 1000
+_pass_done() { [ "$(scrub running)" = false ] && [ "$(scrub pass)" = 1 ]; }
+t_ok "the pass finishes" wait_for 60 _pass_done
+t3=$(date +%s.%N)
+heads2=$(s3_stats | json_get by_method HEAD)
+t_is "$(scrub found)" 10 "the scrub found the 10 damaged files"
+t_is "$(scrub repaired)" 10 "and journaled 10 repairs"
+t_is "$(scrub checked)" 50 "it checked each of the 50 files once, across the restart"
+heads=$((heads1 + heads2))
+secs=$(echo "$t1 - $t0 + $t3 - $t2" | bc)
+t_diag "HEAD requests: $heads1 before the restart, $heads2 after, in $secs s of running at OUTBOXD_SCRUB_RATE=5"
+t_ok "one HEAD per file, not a second pass after the restart ($heads <= 50 + 32)" test "$heads" -ge 50 -a "$heads" -le 82
+t_ok "at most the configured rate ($heads HEADs <= 5/s * $secs s + 2)" \
+	test "$(echo "$heads <= 5 * $secs + 2" | bc)" = 1
+t_ok "the repairs arrive" ob_wait_idle 60 71
+t_ok "verify exits 0 after the scrub's repairs" "$OUTBOXCTL" verify
+ob_check_s3
+t_is "$(activities)" "$((acts0 + 1))" "the scrub's repairs added no user_activity row (one: the new file's file_upload)"
+t_is "$(pg_psql -c "select activity_type || ' ' || (activity_data->>'file_path') from is_migration.user_activity order by created_at desc limit 1")" \
+	"file_upload during-scrub.txt" "the one new activity is the new file's upload"
+t_ok "status shows the scrub" sh -c "'$OUTBOXCTL' status | grep -q '^scrub:    pass 1 finished .*: 50 checked, 10 differences, 10 repairs journaled'"
+_metrics_scrub() { grep -q '^outboxd_scrub_checked_total [1-9]' "$OUTBOXD_METRICS_FILE"; }
+t_ok "the metrics count the scrub's checks" wait_for 10 _metrics_scrub
+t_ok "the log names each finding" test "$(grep -c 'scrub: .*repair journaled' "$IT_DIR/outboxd.log")" -ge 1
+t_ok "outboxd stops" ob_stop
 t_done

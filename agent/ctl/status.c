@@ -66,11 +66,61 @@ leg_json(const int64_t *v, int on)
 	return o;
 }
 
+/* The scrub's state (scrub.c keeps it in the meta table). */
+static cJSON *
+scrub_json(const struct outbox_scrub *sc)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddNumberToObject(o, "pass", (double)sc->pass);
+	cJSON_AddBoolToObject(o, "running", sc->running);
+	cJSON_AddNumberToObject(o, "cursor", (double)sc->cursor);
+	cJSON_AddNumberToObject(o, "end_id", (double)sc->end_id);
+	cJSON_AddNumberToObject(o, "checked", (double)sc->checked);
+	cJSON_AddNumberToObject(o, "found", (double)sc->found);
+	cJSON_AddNumberToObject(o, "repaired", (double)sc->repaired);
+	cJSON_AddNumberToObject(o, "total_checked", (double)sc->total_checked);
+	cJSON_AddNumberToObject(o, "total_found", (double)sc->total_found);
+	cJSON_AddNumberToObject(o, "total_repaired", (double)sc->total_repaired);
+	if (sc->started_at[0])
+		cJSON_AddStringToObject(o, "started_at", sc->started_at);
+	else
+		cJSON_AddNullToObject(o, "started_at");
+	if (sc->finished_at[0])
+		cJSON_AddStringToObject(o, "finished_at", sc->finished_at);
+	else
+		cJSON_AddNullToObject(o, "finished_at");
+	return o;
+}
+
+static void
+scrub_print(const struct outbox_scrub *sc)
+{
+	if (sc->pass == 0) {
+		printf("scrub:    no pass yet (OUTBOXD_SCRUB_INTERVAL)\n");
+		return;
+	}
+	if (sc->running)
+		printf("scrub:    pass %lld since %s: %lld checked (up to entry "
+		    "%lld of %lld), %lld difference%s, %lld repair%s journaled\n",
+		    (long long)sc->pass, sc->started_at, (long long)sc->checked,
+		    (long long)sc->cursor, (long long)sc->end_id,
+		    (long long)sc->found, sc->found == 1 ? "" : "s",
+		    (long long)sc->repaired, sc->repaired == 1 ? "" : "s");
+	else
+		printf("scrub:    pass %lld finished %s: %lld checked, %lld "
+		    "difference%s, %lld repair%s journaled\n", (long long)sc->pass,
+		    sc->finished_at, (long long)sc->checked, (long long)sc->found,
+		    sc->found == 1 ? "" : "s", (long long)sc->repaired,
+		    sc->repaired == 1 ? "" : "s");
+}
+
 int
 ctl_cmd_status(struct cfg *c, int argc, char **argv)
 {
 	int json = argc > 1 && strcmp(argv[1], "--json") == 0;
 	struct outbox_counts n;
+	struct outbox_scrub sc;
 	struct outbox *ob;
 	struct err e = {0};
 	int s3, db, i;
@@ -89,6 +139,8 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 		return EX_IOERR;
 	}
 	pid = outbox_lock_owner(c->state_db);
+	if (outbox_scrub_get(ob, &sc, &e) < 0)
+		memset(&sc, 0, sizeof(sc));	/* status shows the rest */
 	if (json) {
 		cJSON *o = cJSON_CreateObject();
 		char *text;
@@ -115,6 +167,7 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 		cJSON_AddNumberToObject(o, "bytes_uploaded", (double)n.bytes_done);
 		cJSON_AddNumberToObject(o, "not_job_dirs", (double)n.not_jobs);
 		cJSON_AddNumberToObject(o, "pruned", (double)n.pruned);
+		cJSON_AddItemToObject(o, "scrub", scrub_json(&sc));
 		if (pid > 0)
 			cJSON_AddNumberToObject(o, "outboxd_pid", (double)pid);
 		else
@@ -160,6 +213,7 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 			printf("pruned:   %lld done entr%s older than the "
 			    "retention (OUTBOXD_RETENTION)\n", (long long)n.pruned,
 			    n.pruned == 1 ? "y" : "ies");
+		scrub_print(&sc);
 	}
 	outbox_close(ob);
 	return 0;

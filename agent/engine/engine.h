@@ -44,6 +44,10 @@ enum rec_kind {
 	R_ABORT_DONE,		/* upload s1 aborted, or unknown to S3 */
 	R_ABORT_LATER,		/* abort of s1 failed (s2): retry at n1 */
 	R_ETAG_DONE,		/* the document row of id has its ETag */
+	R_REPAIR,		/* the scrub found entry id's version lost or
+				   altered (s1 why; s2 S3's ETag when S3
+				   holds it): journal a repair */
+	R_SCRUB,		/* write the scrub's state (scrub.h) */
 };
 
 /* One queued record; its strings are owned by it. */
@@ -85,6 +89,9 @@ struct sync {
 	struct leg legs[2];		/* OUTBOX_S3, OUTBOX_DB */
 	int dead;			/* sync_crash: write nothing more */
 	int fatal;			/* the outbox failed: stop */
+	int once;			/* outboxd --once: no scrub */
+	struct scrub *scrub;		/* the background scrub (scrub.c), or
+					   NULL until its first turn */
 	long long turns;		/* loop turns so far */
 	struct poison *poison;		/* marks the entry being inspected */
 	struct metrics_live live;	/* counters for the metrics */

@@ -34,6 +34,7 @@
 
 #include "agent/engine/engine.h"
 #include "agent/engine/hasher.h"
+#include "agent/engine/scrub.h"
 #include "agent/engine/sync.h"
 #include "base/backoff.h"
 #include "base/log.h"
@@ -138,6 +139,11 @@ write_rec(struct sync *s, const struct rec *r, struct err *e)
 		return outbox_abort_later(s->ob, r->s1, r->n1, r->s2, e);
 	case R_ETAG_DONE:
 		return outbox_etag_done(s->ob, r->id, e);
+	case R_REPAIR:
+		return outbox_journal_repair(s->ob, &(struct outbox_repair){
+		    r->id, NULL, r->s2, r->s1 }, NULL, e) < 0 ? -1 : 0;
+	case R_SCRUB:
+		return scrub_write(s, e);
 	}
 	return 0;
 }
@@ -536,6 +542,8 @@ collect_s3(struct sync *s)
 	while ((r = s->io.s3.done(s->io.s3.h)) != NULL) {
 		if (r->user == NULL)
 			abort_reply(s, (struct abort_req *)r);
+		else if (scrub_owns(r))
+			scrub_reply(s, r);
 		else
 			upload_reply(r);
 	}
@@ -744,7 +752,10 @@ sync_free(struct sync *s)
 	if (s3_on(s)) {
 		s->io.s3.cancel_all(s->io.s3.h);
 		collect_s3(s);
-		engine_flush(s);
+	}
+	scrub_stop(s);
+	engine_flush(s);
+	if (s3_on(s)) {
 		s->io.s3.free(s->io.s3.h);
 		s->io.s3.h = NULL;
 	}
@@ -754,6 +765,7 @@ sync_free(struct sync *s)
 	for (i = 0; i < s->nups; i++)
 		upload_free(s->ups[i]);
 	free(s->ups);
+	scrub_free(s);
 	queue_free(s);
 	dbleg_free(s);
 	strmap_free(s->inflight);
@@ -868,6 +880,8 @@ idle_timeout(struct sync *s, int busy)
 	t = next_work(s);
 	if (t < 0 || t > 1000)
 		t = 1000;
+	if (scrub_wait_ms(s) >= 0 && scrub_wait_ms(s) < t)
+		t = scrub_wait_ms(s);	/* its next check, at its rate */
 	/* Due but not claimable (its path is in flight): do not spin. */
 	if (t < 20)
 		t = 20;
@@ -909,6 +923,8 @@ step_work(struct sync *s, int stopping)
 	if (!s->queue_failing) {
 		recorded = dbleg_run(s, stopping);
 		etags = dbleg_etags(s, stopping);
+		/* Last: only what slots the legs left free. */
+		scrub_turn(s, stopping);
 	}
 	engine_flush(s);
 	/* Hashing left, or a full batch: more is waiting right now. */
@@ -963,6 +979,7 @@ sync_run(struct sync *s)
 int
 sync_once(struct sync *s)
 {
+	s->once = 1;
 	while (!s->fatal && !atomic_load(&s->stop)) {
 		int busy = step_work(s, 0);
 		int64_t due;

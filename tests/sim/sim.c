@@ -952,6 +952,8 @@ sim_env(void *arg, const char *name)
 		return "postgresql://sim@localhost/sim";
 	if (strcmp(name, "OUTBOXD_CONCURRENCY") == 0)
 		return "4";
+	if (strcmp(name, "OUTBOXD_SCRUB_INTERVAL") == 0)
+		return "0";	/* the scrub's own schedules turn it on */
 	return NULL;
 }
 
