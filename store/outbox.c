@@ -377,6 +377,12 @@ upgrade_columns(struct outbox *o, struct err *e)
 	if (!has && exec(o, "ALTER TABLE entries ADD COLUMN seq INTEGER NOT "
 	    "NULL DEFAULT 0", e) < 0)
 		return -1;
+	/* entries.repair: why a repair (outboxctl verify --repair, the
+	 * scrub) journaled the entry; NULL for the user's own versions. */
+	if ((has = has_column(o, "entries", "repair", e)) < 0)
+		return -1;
+	if (!has && exec(o, "ALTER TABLE entries ADD COLUMN repair TEXT", e) < 0)
+		return -1;
 	return 0;
 }
 
@@ -408,32 +414,6 @@ upgrade_counts(struct outbox *o, struct err *e)
 	    "INSERT OR REPLACE INTO meta (key, value) SELECT 'last_db_done', "
 	    "  max(db_done_at) FROM entries HAVING max(db_done_at) NOT NULL; "
 	    "UPDATE meta SET value = '4' WHERE key = 'schema_version'", e);
-}
-
-/*
- * Schema 3: entries.repair, the reason an entry was journaled by a repair
- * (outboxctl verify --repair, the scrub) rather than by the watcher; NULL
- * for the user's own versions.
- */
-static int
-upgrade_repair(struct outbox *o, struct err *e)
-{
-	sqlite3_stmt *s = NULL;
-	int has = 0;
-
-	if (sqlite3_prepare_v2(o->db, "SELECT count(*) FROM pragma_table_info("
-	    "'entries') WHERE name = 'repair'", -1, &s, NULL) != SQLITE_OK) {
-		db_err(o, e, "reading the schema");
-		return -1;
-	}
-	if (sqlite3_step(s) == SQLITE_ROW)
-		has = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
-	if (has)
-		return 0;
-	return exec(o, "ALTER TABLE entries ADD COLUMN repair TEXT; "
-	    "UPDATE meta SET value = '3' WHERE key = 'schema_version' "
-	    "AND CAST(value AS INTEGER) < 3", e);
 }
 
 struct outbox *
@@ -481,7 +461,7 @@ outbox_open(const char *path, int readonly, struct err *e)
 			goto fail;
 		}
 	}
-	if (upgrade_repair(o, e) < 0 || upgrade_counts(o, e) < 0 ||
+	if (upgrade_counts(o, e) < 0 ||
 	    exec(o, "COMMIT", e) < 0) {
 		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 		goto fail;
@@ -1986,47 +1966,45 @@ outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
     int64_t *id, struct err *e)
 {
 	char event[37], now[32];
-	char *path = NULL;
-	int64_t new_id;
+	char *path = NULL, *job = NULL;
+	sqlite3_stmt *s = NULL;
+	int64_t new_id, seq;
 	int rc = -1;
 
+	/* Only while `of` is its path's newest: a version the watcher
+	 * journaled meanwhile wins, and needs no repair. */
+	if (sqlite3_prepare_v2(o->db, "SELECT path, job_id FROM entries WHERE "
+	    "id = ?1 AND id = " NEWEST_OF_PATH, -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "journaling a repair");
+		return -1;
+	}
+	sqlite3_bind_int64(s, 1, r->of);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		path = col_dup(s, 0);
+		job = col_dup(s, 1);
+	}
+	sqlite3_finalize(s);
+	if (path == NULL)
+		return 0;
 	uuid_v4(event);
 	now_iso(now);
-	/* A copy of entry `of` as a new entry, only while it is its path's
-	 * newest: a version the watcher journaled meanwhile wins. The S3
-	 * leg starts skipped when S3 holds the version already. */
-	if (run(o, "INSERT INTO entries (event_id, job_id, path, kind, version, "
+	/* A copy of `of` as a new entry, in its job's fair order like any
+	 * new one; the S3 leg starts skipped when S3 holds the version. */
+	if ((seq = job_next_seq(o, job, e)) < 0 ||
+	    run(o, "INSERT INTO entries (event_id, job_id, path, kind, version, "
 	    "  size, mtime, mtime_ns, inode, s3_key, sha256, journaled_at, "
 	    "  updated_at, s3_state, s3_next_at, s3_etag, s3_error, db_state, "
-	    "  db_next_at, repair) "
+	    "  db_next_at, repair, seq) "
 	    "SELECT ?1, job_id, path, kind, version, size, mtime, mtime_ns, "
 	    "  inode, s3_key, coalesce(?3, sha256), ?2, ?2, "
 	    "  CASE WHEN ?4 IS NULL THEN 'pending' ELSE 'skipped' END, ?2, ?4, "
 	    "  CASE WHEN ?4 IS NULL THEN NULL ELSE 'a repair: S3 holds this "
-	    "    version already' END, 'pending', ?2, ?5 "
-	    "FROM entries WHERE id = ?6 AND id = " NEWEST_OF_PATH,
-	    "ttttti", e, event, now, r->sha256, r->s3_etag, r->why, r->of) < 0)
-		return -1;
-	if (sqlite3_changes(o->db) == 0)
-		return 0;
+	    "    version already' END, 'pending', ?2, ?5, ?7 "
+	    "FROM entries WHERE id = ?6",
+	    "tttttii", e, event, now, r->sha256, r->s3_etag, r->why, r->of,
+	    seq) < 0 || job_seq_put(o, job, seq, e) < 0)
+		goto out;
 	new_id = sqlite3_last_insert_rowid(o->db);
-	{
-		sqlite3_stmt *s = NULL;
-
-		if (sqlite3_prepare_v2(o->db, "SELECT path FROM entries WHERE "
-		    "id = ?1", -1, &s, NULL) != SQLITE_OK) {
-			db_err(o, e, "journaling a repair");
-			return -1;
-		}
-		sqlite3_bind_int64(s, 1, new_id);
-		if (sqlite3_step(s) == SQLITE_ROW)
-			path = col_dup(s, 0);
-		sqlite3_finalize(s);
-	}
-	if (path == NULL) {
-		db_err(o, e, "journaling a repair");
-		return -1;
-	}
 	/* The repair is now the path's newest; versions stays (it is the
 	 * same version), and the stat is the one journaled. */
 	if (run(o, "UPDATE files SET entry_id = ?2 WHERE path = ?1", "ti", e,
@@ -2038,6 +2016,7 @@ outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
 	rc = 1;
 out:
 	free(path);
+	free(job);
 	return rc;
 }
 
