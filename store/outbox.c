@@ -1961,6 +1961,64 @@ outbox_abort_later(struct outbox *o, const char *upload_id, int64_t next_at_ms,
 
 /* ---- repairs and the scrub ------------------------------------------------ */
 
+/* A repair of a path whose entries retention pruned: a new entry made
+ * from its files row (outbox_journal_repair with of = 0). */
+static int
+repair_pruned(struct outbox *o, const struct outbox_repair *r, int64_t *id,
+    struct err *e)
+{
+	const char *rest = NULL;
+	size_t jl = 0;
+	char job[37], event[37], now[32], mtime[32];
+	char *key;
+	int64_t seq, new_id;
+	int rc = -1;
+
+	if (keymap_classify(r->path, &jl, &rest) != KEYMAP_DOCUMENT ||
+	    jl >= sizeof(job))
+		return 0;
+	memcpy(job, r->path, jl);
+	job[jl] = '\0';
+	key = keymap_s3_key(job, rest);
+	uuid_v4(event);
+	now_iso(now);
+	time_iso8601(r->mtime_ns / 1000000, mtime, sizeof(mtime));
+	if ((seq = job_next_seq(o, job, e)) < 0)
+		goto out;
+	if (run(o, "INSERT INTO entries (event_id, job_id, path, kind, version, "
+	    "  size, mtime, mtime_ns, inode, s3_key, sha256, journaled_at, "
+	    "  updated_at, s3_state, s3_next_at, s3_etag, s3_error, db_state, "
+	    "  db_next_at, repair, seq) "
+	    "SELECT ?1, ?2, path, 'document', versions, size, ?3, mtime_ns, "
+	    "  inode, ?4, ?5, ?6, ?6, "
+	    "  CASE WHEN ?7 IS NULL THEN 'pending' ELSE 'skipped' END, ?6, ?7, "
+	    "  CASE WHEN ?7 IS NULL THEN NULL ELSE 'a repair: S3 holds this "
+	    "    version already' END, 'pending', ?6, ?8, ?9 "
+	    "FROM files WHERE path = ?10 AND size = ?11 AND mtime_ns = ?12 "
+	    "  AND inode = ?13 "
+	    "  AND NOT EXISTS (SELECT 1 FROM entries WHERE id = files.entry_id)",
+	    "ttttttttitiii", e, event, job, mtime, key, r->sha256, now,
+	    r->s3_etag, r->why, seq, r->path, r->size, r->mtime_ns,
+	    r->inode) < 0)
+		goto out;
+	rc = 0;
+	if (sqlite3_changes(o->db) == 0)
+		goto out;
+	new_id = sqlite3_last_insert_rowid(o->db);
+	if (job_seq_put(o, job, seq, e) < 0 ||
+	    run(o, "UPDATE files SET entry_id = ?2 WHERE path = ?1", "ti", e,
+	    r->path, new_id) < 0) {
+		rc = -1;
+		goto out;
+	}
+	if (id != NULL)
+		*id = new_id;
+	rc = 1;
+out:
+	free(key);
+	return rc;
+}
+
 int
 outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
     int64_t *id, struct err *e)
@@ -1971,6 +2029,8 @@ outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
 	int64_t new_id, seq;
 	int rc = -1;
 
+	if (r->of == 0)
+		return repair_pruned(o, r, id, e);
 	/* Only while `of` is its path's newest: a version the watcher
 	 * journaled meanwhile wins, and needs no repair. */
 	if (sqlite3_prepare_v2(o->db, "SELECT path, job_id FROM entries WHERE "

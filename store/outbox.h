@@ -271,12 +271,17 @@ int outbox_retry(struct outbox *o, int64_t id, struct err *e);
  * Returns 1 (*id set), 0 when entry `of` is no longer its path's newest
  * (the watcher journaled a newer version meanwhile: nothing to repair),
  * or -1 with e. Call inside a transaction.
+ * With of = 0, the path's entries were pruned by retention: the repair is
+ * made from its files row, when that still has the stat given (0
+ * otherwise: the file changed, the watcher journals it).
  */
 struct outbox_repair {
-	int64_t of;		/* the entry whose version is repaired */
+	int64_t of;		/* the entry whose version is repaired, or 0 */
 	const char *sha256;	/* of the file now, or NULL: of's */
 	const char *s3_etag;	/* S3 holds the version already, or NULL */
 	const char *why;	/* what was found, for people */
+	const char *path;	/* of = 0: the path, and its stat now */
+	int64_t size, mtime_ns, inode;
 };
 int outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
     int64_t *id, struct err *e);

@@ -114,8 +114,10 @@ ob_start
 _cursor_moved() { [ "$(scrub cursor)" -gt 0 ]; }
 t_ok "the scrub starts by itself and checks a first batch" wait_for 30 _cursor_moved
 t_is "$(scrub running)" true "a pass is under way"
-cursor1=$(scrub cursor)
 t_ok "outboxd stops in the middle of the pass" ob_stop
+# Where the stop left the cursor (it is written at the stop).
+cursor1=$(scrub cursor)
+t_ok "the stop kept the pass's place (cursor $cursor1, not 0)" test "$cursor1" -gt 0
 t1=$(date +%s.%N)
 heads1=$(s3_stats | json_get by_method HEAD)
 s3_reset_stats
@@ -153,6 +155,22 @@ t_is "$(pg_psql -c "select activity_type || ' ' || (activity_data->>'file_path')
 t_ok "status shows the scrub" sh -c "'$OUTBOXCTL' status | grep -q '^scrub:    pass 1 finished .*: 50 checked, 10 differences, 10 repairs journaled'"
 _metrics_scrub() { grep -q '^outboxd_scrub_checked_total [1-9]' "$OUTBOXD_METRICS_FILE"; }
 t_ok "the metrics count the scrub's checks" wait_for 10 _metrics_scrub
-t_ok "the log names each finding" test "$(grep -c 'scrub: .*repair journaled' "$IT_DIR/outboxd.log")" -ge 1
+t_is "$(grep -c 'scrub: .*repair journaled' "$IT_DIR/outboxd.log")" 10 "the log names each of the 10 findings"
+
+# ---- case 3: a path whose entries retention pruned
+t_ok "outboxd stops" ob_stop
+p12="$JA/docs/file-12.txt"
+# As outbox_prune leaves it: the files row stays, its entries go.
+sqlite3 "$OUTBOXD_STATE_DB" "delete from parts where entry_id in (select id from entries where path = '$p12'); delete from entries where path = '$p12'"
+s3_delete "jobs/$JA/uploads/docs/file-12.txt" >/dev/null
+set +e
+"$OUTBOXCTL" verify --repair >"$IT_DIR/repair3.out" 2>&1
+rc=$?
+set -e
+t_is "$rc" 0 "verify --repair repairs a file whose entries were pruned"
+t_ok "it says so" grep -q "^repair journaled: $p12 (entry [0-9]*; its entries were pruned): missing in S3" "$IT_DIR/repair3.out"
+OUTBOXD_SCRUB_INTERVAL=0 ob_start
+t_ok "the repair arrives" ob_wait_idle 60
+t_ok "verify exits 0" "$OUTBOXCTL" verify
 t_ok "outboxd stops" ob_stop
 t_done

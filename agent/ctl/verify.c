@@ -416,6 +416,49 @@ not_repairable(const struct cfg *c, const struct vfile *f,
 	return NULL;
 }
 
+/* Journals rp in its own transaction: 1, 0 (nothing to repair), -1. */
+static int
+journal(struct outbox *ob, const struct outbox_repair *rp, int64_t *id,
+    struct err *e)
+{
+	int rc = outbox_begin(ob, e);
+
+	if (rc == 0 && (rc = outbox_journal_repair(ob, rp, id, e)) >= 0 &&
+	    outbox_commit(ob, e) < 0)
+		rc = -1;
+	if (rc < 0)
+		outbox_rollback(ob);
+	return rc;
+}
+
+/* f's path has no entry: never journaled, or pruned by retention (its
+ * files row remains); a repair is made from that row. */
+static void
+repair_pruned_one(struct outbox *ob, struct vfile *f, struct vrepair *out)
+{
+	struct outbox_repair rp = { 0, f->sha256, f->s3 == V_OK ? f->s3_etag :
+	    NULL, f->why, f->path, f->size, f->mtime_ns, f->inode };
+	struct err e = {0};
+	int64_t id = 0;
+	int rc;
+
+	if (f->s3 == V_UNKNOWN || f->db == V_UNKNOWN || f->sha256[0] == '\0')
+		rc = -2;
+	else
+		rc = journal(ob, &rp, &id, &e);
+	if (rc == 1) {
+		printf("repair journaled: %s (entry %lld; its entries were "
+		    "pruned): %s\n", shown(f->path, 0), (long long)id, f->why);
+		out->journaled++;
+		return;
+	}
+	printf("not repaired: %s: %s\n", shown(f->path, 0), rc == -1 ?
+	    ctl_esc(e.msg) : rc == -2 ? "a store could not be checked; run "
+	    "verify again" : "not journaled yet, or changed since: outboxd "
+	    "journals it (outboxctl rescan)");
+	out->left++;
+}
+
 /* Journals a repair for f, or says why not. */
 static void
 repair_one(const struct cfg *c, struct outbox *ob, struct vfile *f,
@@ -429,10 +472,12 @@ repair_one(const struct cfg *c, struct outbox *ob, struct vfile *f,
 	int rc;
 
 	rc = outbox_newest(ob, f->path, &en, &e);
-	if (rc <= 0) {
-		printf("not repaired: %s: %s\n", shown(f->path, 0), rc < 0 ?
-		    ctl_esc(e.msg) : "never journaled: outboxd journals it (outboxctl "
-		    "rescan)");
+	if (rc == 0) {
+		repair_pruned_one(ob, f, out);
+		return;
+	}
+	if (rc < 0) {
+		printf("not repaired: %s: %s\n", shown(f->path, 0), ctl_esc(e.msg));
 		out->left++;
 		return;
 	}
@@ -443,13 +488,8 @@ repair_one(const struct cfg *c, struct outbox *ob, struct vfile *f,
 		return;
 	}
 	rp = (struct outbox_repair){ en.id, f->sha256,
-	    f->s3 == V_OK ? f->s3_etag : NULL, f->why };
-	rc = outbox_begin(ob, &e);
-	if (rc == 0 && (rc = outbox_journal_repair(ob, &rp, &id, &e)) >= 0 &&
-	    outbox_commit(ob, &e) < 0)
-		rc = -1;
-	if (rc < 0)
-		outbox_rollback(ob);
+	    f->s3 == V_OK ? f->s3_etag : NULL, f->why, NULL, 0, 0, 0 };
+	rc = journal(ob, &rp, &id, &e);
 	if (rc == 1) {
 		printf("repair journaled: %s (entry %lld, of entry %lld): %s\n",
 		    shown(f->path, 0), (long long)id, (long long)en.id, f->why);

@@ -141,7 +141,8 @@ write_rec(struct sync *s, const struct rec *r, struct err *e)
 		return outbox_etag_done(s->ob, r->id, e);
 	case R_REPAIR:
 		return outbox_journal_repair(s->ob, &(struct outbox_repair){
-		    r->id, NULL, r->s2, r->s1 }, NULL, e) < 0 ? -1 : 0;
+		    r->id, NULL, r->s2, r->s1, NULL, 0, 0, 0 }, NULL, e) < 0 ?
+		    -1 : 0;
 	case R_SCRUB:
 		return scrub_write(s, e);
 	}
