@@ -38,6 +38,12 @@ int ctl_cmd_presign(struct cfg *c, int argc, char **argv);
 /* doctor.c: loads the configuration itself (strict), checks everything. */
 int ctl_cmd_doctor(void);
 
+/* help.c: a verb's help on f (-1: no such verb); whether argv (a verb's)
+ * asks for it (--help, -h); `outboxctl help [VERB]`. */
+int ctl_help(const char *verb, FILE *f);
+int ctl_wants_help(int argc, char **argv);
+int ctl_cmd_help(int argc, char **argv);
+
 /* verify.c: local files against S3 and the database; 1 on a difference. */
 int ctl_cmd_verify(struct cfg *c, int argc, char **argv);
 

@@ -46,7 +46,8 @@ ctl_usage(FILE *f)
 	    "                               --repair journals a repair for each\n"
 	    "                               file a store lost or altered\n"
 	    "  doctor                       check configuration, stores, limits; one\n"
-	    "                               line per check, exit 0 when all pass\n");
+	    "                               line per check, exit 0 when all pass\n"
+	    "  help [VERB]                  what VERB does (also: VERB --help)\n");
 }
 
 /* Loads the configuration; with strict=0 path problems are not fatal. */
@@ -130,6 +131,16 @@ main(int argc, char **argv)
 		return EX_USAGE;
 	}
 	verb = argv[argi];
+	/* Help needs no configuration: answered before it is read. */
+	if (strcmp(verb, "help") == 0)
+		return ctl_cmd_help(argc - argi, argv + argi);
+	if (ctl_wants_help(argc - argi, argv + argi)) {
+		if (ctl_help(verb, stdout) == 0)
+			return 0;
+		fprintf(stderr, "outboxctl: unknown command: %s\n", verb);
+		ctl_usage(stderr);
+		return EX_USAGE;
+	}
 	if (env_file != NULL && dotenv_load(env_file, &e) < 0) {
 		fprintf(stderr, "outboxctl: configuration: --env-file %s\n",
 		    ctl_esc(e.msg));
