@@ -55,7 +55,7 @@ t_ok "outboxd_build_info names the version" bash -c "grep -Eq '^outboxd_build_in
 t_is "$(metric "$M" outboxd_ready)" 1 "readiness is its own gauge (1 after the rescan)"
 t_is "$(grep -Ec '^outboxd_up[ {]' "$M")" 1 "outboxd_up is one series without labels"
 t_is "$(metric "$M" 'outboxd_entries{leg="s3",state="done"}')" 3 "the outbox gauges: 3 entries done in S3"
-t_is "$(ls "$IT_DIR/prom" | grep -c tmp || true)" 0 "no temporary file left behind"
+t_is "$(find "$IT_DIR/prom" -name '*tmp*' | wc -l)" 0 "no temporary file left behind"
 
 # --- the unit's sandbox
 # sandbox RW... -- CMD: CMD in a private mount namespace where, as
@@ -100,13 +100,13 @@ t_ok "the sandbox is read-only where the unit does not allow writes" \
 rc=0
 sandbox "$IT_DIR" -- "$OUTBOXD" -n >"$IT_DIR/n-denied.log" 2>&1 || rc=$?
 t_is "$rc" 78 "without ReadWritePaths= outboxd -n refuses the metrics file (exit 78)"
-# shellcheck disable=SC2046
 rc=0
+# shellcheck disable=SC2046 # one argument per path
 sandbox "$IT_DIR" $(rw_paths) -- "$OUTBOXD" -n >"$IT_DIR/n.log" 2>&1 || rc=$?
 t_is "$rc" 0 "with the unit's ReadWritePaths= outboxd -n accepts it"
 write_file "$j/d.xml" "<d/>"
 rc=0
-# shellcheck disable=SC2046
+# shellcheck disable=SC2046 # one argument per path
 sandbox "$IT_DIR" $(rw_paths) -- bash -c "'$OUTBOXD' --once >'$IT_DIR/once-sandbox.log' 2>&1 &&
 	stat -c %a '$OUTBOXD_METRICS_FILE' && promtool check metrics <'$OUTBOXD_METRICS_FILE'" \
 	>"$IT_DIR/sandbox.out" 2>&1 || rc=$?

@@ -6,7 +6,7 @@
 # the S3 keys and database rows that resulted. Leaves the uploads folder
 # and the outbox in _demo/ to look at with sqlite3 afterwards.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 top=$PWD
 
 echo "== installing what is missing and building"

@@ -6,7 +6,7 @@
 # The last line is the count: "N passed, M failed"; the exit status is
 # non-zero when anything failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 top=$PWD
 export OUTBOXD_NODE_MODULES=$top/node_modules
 # Integration tests mostly wait on servers: one more job than cores.
