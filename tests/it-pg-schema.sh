@@ -15,7 +15,8 @@
 #  - the Data API grants are skipped with a notice where there are no
 #    Supabase roles;
 #  - every migration is idempotent: a schema_migrations row deleted, a
-#    policy dropped by hand, and migrate completes and restores them.
+#    policy dropped by hand, and migrate completes and restores them; the
+#    first half of 001 applied by hand, and migrate completes over it.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ob.sh"
@@ -138,4 +139,19 @@ t_is "$(DATABASE_URL=$fresh_url pg_psql -c "select count(*) from pg_policies whe
 	"the dropped policy is back"
 t_is "$(DATABASE_URL=$fresh_url pg_psql -c "select count(*) from pg_indexes where indexname = 'documents_created_idx'")" 1 \
 	"and the dropped index"
+
+# --- interrupted: the first half of 001 applied by hand (statement by
+# statement, as psql -f does, stopped before job_history); migrate then
+# applies every migration over it and completes
+admin -c "create database halfway" >/dev/null
+half_url=${admin_url%/*}/halfway
+sed -n '1,/^CREATE TABLE IF NOT EXISTS @schema@.job_history/p' "$abs_top_srcdir/schema/pg/001_init.sql" |
+	sed -e '$d' -e 's/@schema@/"is_migration"/g' >"$IT_DIR/half.sql"
+"$IT_PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "$half_url" -c 'set client_min_messages = warning' \
+	-c 'create schema is_migration' -f "$IT_DIR/half.sql" >/dev/null
+rc=0
+DATABASE_URL=$half_url "$OUTBOXCTL" migrate >"$IT_DIR/half.out" 2>&1 || rc=$?
+t_is "$rc" 0 "a migration interrupted halfway by hand completes when run ($(tail -1 "$IT_DIR/half.out"))"
+t_is "$(DATABASE_URL=$half_url pg_psql -c "select count(*) from pg_tables where schemaname = 'is_migration'")" 6 \
+	"with all six tables"
 t_done
