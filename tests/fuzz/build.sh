@@ -87,5 +87,5 @@ target fuzz-keymap "base/util.c base/keymap.c" ""
 target fuzz-s3error "base/util.c agent/s3/sigv4.c agent/s3/s3.c" \
 	"$xml_libs $curl_libs $crypto_libs"
 target fuzz-jobdiff "base/util.c base/keymap.c agent/db/jobmeta.c" "$cjson_libs"
-target fuzz-redact "base/util.c base/keymap.c config/redact.c config/cfg.c" \
+target fuzz-redact "base/util.c base/keymap.c base/listen.c config/redact.c config/cfg.c" \
 	"$pq_libs $cjson_libs $curl_libs"
