@@ -130,6 +130,7 @@ TOOL_NAMES = {
     "curl-p16": "curl --parallel --parallel-max 16",
     "curl": "curl -T (one PUT)",
     "outboxd-1put": "outboxd, one PUT (OUTBOXD_MULTIPART_THRESHOLD=5GiB)",
+    "aws-c16": "aws s3 cp --recursive, max_concurrent_requests = 16",
 }
 TARGET_NAMES = {
     "s3rver": "s3rver",
@@ -168,6 +169,71 @@ def throughput_table(g, order, base_key, metric, peers_of, names=None, per_gib=F
             mmm(rs, "wall"), mmm(rs, "fps"), mmm(rs, "mibs"),
             mmm(rs, cpu_key), mmm(rs, "rss_mib", 1), rat))
     return lines
+
+
+W7_DEFAULTS = ("rclone", "aws", "s3cmd")     # peers at their defaults
+W7_EQUAL = ("rclone-t16", "aws-c16")        # peers at concurrency 16
+
+
+def w7_tables(g7, A, L):
+    """W7's section; returns the goal rows (rtt, kind, text, ratio, needed)."""
+    keys = sorted({t for t, _ in g7}, key=lambda t: (t.split("-")[0] != "backlog", int(t.split("-")[1])))
+    rtts = sorted({int(t.split("-")[1]) for t in keys})
+    A("## W7: production-like S3, HTTPS with real round trips")
+    A("")
+    A("Every tool talks HTTPS to `delay.js` (bench/), a TCP proxy on loopback that holds every byte "
+      "half the round-trip time in each direction (%s ms round trips; at most 4 MiB in flight per "
+      "connection and direction, as a TCP window), in front of nginx terminating TLS (a self-signed CA "
+      "given to each tool: AWS_CA_BUNDLE, rclone --ca-cert, s3cmd ca_certs_file; TLS session cache on) "
+      "and proxying to s3rver over keep-alive connections. *Backlog*: a job of %s files of 4 KiB present "
+      "before the tool starts (s3cmd, which sends one request at a time, gets a tenth of them; its rates "
+      "are per file all the same). *Large file*: one %s MiB file. Defaults: outboxd concurrency 8, "
+      "rclone 4 transfers, the AWS CLI 10 requests, s3cmd 1; \"16\" rows set each to 16. "
+      "*TLS handshakes* are the TCP connections delay.js accepted, each of which makes one (full or "
+      "resumed); *requests* are nginx's access log lines. Ratios: outboxd at its defaults against each "
+      "peer at its defaults, outboxd at 16 against each peer at 16. curl, the ceiling of the server "
+      "chain: `curl --parallel --parallel-max 16` for the backlog (against outboxd at 16), one `curl -T` "
+      "PUT for the large file (UNSIGNED-PAYLOAD, as in W1 and W3)."
+      % (" and ".join(str(r) for r in rtts), fmt(max(r["files"] for rs in g7.values() for r in rs), 0),
+         fmt(max(r["bytes"] for rs in g7.values() for r in rs) / MIB, 0)))
+    A("")
+    goals = []
+    for target in keys:
+        kind, rtt = target.split("-")
+        big = kind == "big"
+        metric = "mibs" if big else "fps"
+        A("### %s, +%s ms per round trip" % ("One large file" if big else "Backlog of 4 KiB files", rtt))
+        A("")
+        A("| tool | runs ok | wall s | files/s | MiB/s | %s | peak RSS MiB | TLS handshakes (resumed) "
+          "| requests | handshakes per 1,000 requests | outboxd ÷ tool |" %
+          ("CPU s per GiB" if big else "CPU ms per file"))
+        A("|---|---|---|---|---|---|---|---|---|---|---|")
+        for tool in ("outboxd", "outboxd-c16") + W7_DEFAULTS + W7_EQUAL + ("curl-p16", "curl"):
+            rs = g7.get((target, tool))
+            if not rs:
+                continue
+            base = "outboxd-c16" if tool in W7_EQUAL + ("curl-p16",) else "outboxd"
+            rat = "—" if tool.startswith("outboxd") else (
+                ratio(g7[(target, base)], rs, metric)[1] if (target, base) in g7 else "–")
+            A("| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |" % (
+                tname(tool), okcount(rs), mmm(rs, "wall"), mmm(rs, "fps"), mmm(rs, "mibs"),
+                mmm(rs, "cpu_gib" if big else "cpu_k"), mmm(rs, "rss_mib", 1),
+                mmm(rs, lambda r: ex(r, "handshakes"), 0), mmm(rs, lambda r: ex(r, "resumed"), 0),
+                mmm(rs, lambda r: ex(r, "requests"), 0),
+                mmm(rs, lambda r: 1000.0 * ex(r, "handshakes") / ex(r, "requests")
+                    if ex(r, "requests") else None, 1), rat))
+        A("")
+        if not big:
+            for peers, base, need, what in ((W7_DEFAULTS, "outboxd", 2.0, "at defaults"),
+                                            (W7_EQUAL, "outboxd-c16", 1.2, "at concurrency 16")):
+                best = [(med(g7[(target, p)], "fps")[0], p) for p in peers if (target, p) in g7]
+                best = [b for b in best if b[0]]
+                if best and (target, base) in g7:
+                    bv, bp = max(best)
+                    r = med(g7[(target, base)], "fps")[0] / bv
+                    goals.append((rtt, kind, "W7 backlog, +%s ms: outboxd ≥ %.1f× the best peer %s (%s)"
+                                  % (rtt, need, what, tname(bp)), r, need))
+    return goals
 
 
 def issues(rows):
@@ -384,6 +450,10 @@ def main():
                     mmm(rs, lambda r: ex(r, "wal_syncs") / r["files"] if ex(r, "wal_syncs") is not None else None)))
         A("")
 
+    # ---- W7
+    g7 = group(rows, "W7")
+    w7 = w7_tables(g7, A, L) if g7 else []
+
     # ---- issues
     bad = issues(rows)
     if bad:
@@ -469,6 +539,15 @@ def main():
                 parts.append("%s: %s files/s" % ("durable" if t == "pg-durable" else "fsync off", fmt(v, 0)))
                 ok6 = (ok6 if ok6 is not None else True) and v >= 2000
         goal("W6 ≥ 2,000 files/s", "; ".join(parts), ok6)
+    for rtt, kind, text, r, need in w7:
+        goal(text, "%.2f×" % r if r else "–", None if r is None else r >= need)
+    if g7:
+        hs = [ex(r, "handshakes") for (t, tool), rs in g7.items() if tool.startswith("outboxd")
+              for r in rs if ex(r, "handshakes") is not None]
+        if hs:
+            goal("W7: ≤ 16 TLS handshakes for a whole outboxd run", "at most %d (of them resumed: %s)" % (
+                max(hs), ", ".join(sorted({r["extra"].get("resumed", "?") for (t, tool), rs in g7.items()
+                                           if tool.startswith("outboxd") for r in rs}))), max(hs) <= 16)
     if g2 and g2.get(("s3rver+pg", "outboxd")):
         rs = g2[("s3rver+pg", "outboxd")]
         lost = sum(int(r["extra"].get("lost", "0") or 0) + int(r["extra"].get("lost_rows", "0") or 0) for r in rs)
@@ -503,6 +582,7 @@ SHORT = {
     "outboxd": "outboxd", "outboxd-c16": "outboxd c=16", "outboxd+db": "outboxd S3+DB",
     "rclone": "rclone", "rclone-t16": "rclone t=16", "s3cmd": "s3cmd", "aws": "aws cli",
     "curl-p16": "curl -Z 16", "curl": "curl PUT", "outboxd-1put": "outboxd 1 PUT",
+    "aws-c16": "aws cli c=16",
 }
 
 
@@ -563,6 +643,15 @@ def chart(rows, meta, outdir):
     ent.append(("W6 DB durable", g6.get(("pg-durable", "outboxd"))))
     ent.append(("W6 DB fsync off", g6.get(("pg-harness", "outboxd"))))
     bars("rates", ent, "fps", "W2, W5, W6: outboxd daemon and database rates (W6 goal 2,000)", "files/s", [2000])
+    g7 = group(rows, "W7")
+    if g7:
+        ent = []
+        for target in sorted({t for t, _ in g7 if t.startswith("backlog")}, key=lambda t: int(t.split("-")[1])):
+            if ent:
+                ent.append((None, None))
+            ent += [("+%s ms: %s" % (target.split("-")[1], SHORT[t]), g7.get((target, t)))
+                    for t in ("outboxd", "outboxd-c16", "rclone", "rclone-t16", "aws", "aws-c16", "s3cmd")]
+        bars("w7", ent, "fps", "W7: backlog of 4 KiB files over HTTPS with added round trips", "files/s")
     if not panels:
         return
     cols = 2

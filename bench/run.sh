@@ -14,7 +14,7 @@
 #
 #   --rounds N    rounds of every workload (default 3)
 #   --quick       1 round, small sizes: checks the machinery in ~2 minutes
-#   --only LIST   only these workloads (W1..W6, comma separated)
+#   --only LIST   only these workloads (W1..W7, comma separated)
 #   --out DIR     where RESULTS.md, raw.tsv and results.png go
 #   --no-profile  skip the perf profiles of outboxd (bench/profile-*.txt)
 #   --keep        keep the work directory (it is printed)
@@ -28,7 +28,7 @@ BENCH=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$BENCH/.." && pwd)
 ROUNDS=3
 QUICK=
-ONLY=W1,W2,W3,W4,W5,W6
+ONLY=W1,W2,W3,W4,W5,W6,W7
 OUT=$BENCH
 PROFILE=1
 KEEP=
@@ -698,6 +698,11 @@ if want W6; then
 		w6_run harness "$r"
 	done
 fi
+
+# ---------------------------------------------------------------- W7
+# Production-like S3: HTTPS with real round trips (bench/w7.sh).
+# shellcheck source=w7.sh
+. "$BENCH/w7.sh"
 
 # ---------------------------------------------------------------- profiles
 if [ -n "$PROFILE" ] && command -v perf >/dev/null 2>&1; then
