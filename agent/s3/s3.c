@@ -33,6 +33,7 @@
 
 struct s3 {
 	CURLM *multi;
+	CURLSH *share;		/* TLS sessions and DNS, for every handle */
 	char *scheme;		/* "https" or "http" */
 	char *host;		/* Host header and URL authority */
 	char *base_path;	/* endpoint path prefix, "" normally */
@@ -81,6 +82,16 @@ s3_new(const struct cfg *cfg, struct err *e)
 	    (long)cfg->concurrency);
 	curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
 	    (long)cfg->concurrency + 4);
+	/* The multi handle shares connections; TLS sessions are each easy
+	 * handle's unless shared: with them shared, every connection after
+	 * the first resumes a session (an abbreviated handshake). One
+	 * thread uses them all, so no locks. */
+	s->share = curl_share_init();
+	if (s->share != NULL) {
+		curl_share_setopt(s->share, CURLSHOPT_SHARE,
+		    CURL_LOCK_DATA_SSL_SESSION);
+		curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	}
 	s->bucket = xstrdup(cfg->bucket);
 	s->region = xstrdup(cfg->region);
 	s->path_style = cfg->path_style;
@@ -134,12 +145,16 @@ s3_free(struct s3 *s)
 
 	if (s == NULL)
 		return;
-	for (i = 0; i < s->npool; i++)
-		curl_easy_cleanup(s->pool[i]);
+	/* Cancelled transfers give their handles back to the pool, and the
+	 * share outlives every handle that uses it. */
 	s3_cancel_all(s);
 	while (s3_done(s) != NULL)
 		;	/* their owners were told by s3_cancel_all's caller */
+	for (i = 0; i < s->npool; i++)
+		curl_easy_cleanup(s->pool[i]);
 	curl_multi_cleanup(s->multi);
+	if (s->share != NULL)
+		curl_share_cleanup(s->share);
 	free(s->running);
 	free(s->scheme);
 	free(s->host);
@@ -402,6 +417,8 @@ s3_start(struct s3 *s, struct s3_req *r)
 #endif
 	if (s->ca_bundle != NULL)
 		curl_easy_setopt(p->easy, CURLOPT_CAINFO, s->ca_bundle);
+	if (s->share != NULL)
+		curl_easy_setopt(p->easy, CURLOPT_SHARE, s->share);
 	curl_easy_setopt(p->easy, CURLOPT_HEADERFUNCTION, read_header);
 	curl_easy_setopt(p->easy, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, write_reply);
