@@ -277,6 +277,11 @@ def main():
         meta.get("outboxd", "")))
     if meta.get("untracked", "none") not in ("", "none"):
         A("  (untracked source files present: %s)" % meta["untracked"])
+    # Workloads re-measured by a later run of `run.sh --only`, merged into
+    # this raw.tsv in place of the first run's rows (one meta line each).
+    for k in sorted(meta):
+        if k.startswith("separate "):
+            A("- **%s**: from a separate run, %s" % (k[len("separate "):], meta[k]))
     A("- **machine**: %s, %s, %s; work directory on %s" % (
         meta.get("cpu", "?"), meta.get("memory", "?"), meta.get("os", "?"), meta.get("disk", "?")))
     A("- **peers**: %s; %s; %s; %s" % (meta.get("rclone"), meta.get("s3cmd"), meta.get("aws"),
