@@ -68,7 +68,8 @@ usage(FILE *f)
 	    "  -n, --check      check the configuration and exit\n"
 	    "  --version        print the version\n"
 	    "\n"
-	    "Configuration is read from the environment; see README.md.\n");
+	    "Configuration is read from the environment: see outboxd.env(5)\n"
+	    "and outboxd(8).\n");
 }
 
 /* Reports the configuration's problems, one line each; 0 when none. */
