@@ -34,18 +34,19 @@
 #define JOB_JSON_MAX	(1024 * 1024)
 
 /*
- * Reads fd (size bytes) computing SHA-256 and MD5; keeps the bytes in
- * *mem when mem is not NULL. Returns 0, or -1 with e (ERR_CHANGED when
+ * Reads fd (size bytes) computing SHA-256 and MD5, 64 KiB at a time
+ * (platform detection reads its own head: read_head). Returns 0, or -1
+ * with e (ERR_CHANGED when
  * the file turned out shorter or longer than size). Beats the thread's
  * heartbeat as it goes: a huge file on slow storage is progress, not a
  * hang for the watchdog.
  */
 static int
-hash_file(int fd, uint64_t size, unsigned char **mem, char *sha_hex,
+hash_file(int fd, uint64_t size, char *sha_hex,
     char *md5_b64, char *md5_hex, atomic_llong *beat, struct err *e)
 {
 	EVP_MD_CTX *sha = EVP_MD_CTX_new(), *md5 = EVP_MD_CTX_new();
-	unsigned char chunk[64 * 1024], dsha[32], dmd5[16], *buf = NULL;
+	unsigned char chunk[64 * 1024], dsha[32], dmd5[16];
 	uint64_t off = 0;
 	int rc = -1;
 
@@ -53,24 +54,9 @@ hash_file(int fd, uint64_t size, unsigned char **mem, char *sha_hex,
 		abort();
 	EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
 	EVP_DigestInit_ex(md5, EVP_md5(), NULL);
-	if (mem != NULL)
-		buf = xmalloc(size ? size : 1);
 	for (;;) {
-		unsigned char *dst = buf ? buf + off : chunk;
-		size_t want = buf ? (size_t)(size - off) : sizeof(chunk);
-		ssize_t n;
+		ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)off);
 
-		if (buf != NULL && want == 0) {
-			/* Make sure nothing follows: one byte more means the
-			 * file grew since it was journaled. */
-			n = pread(fd, chunk, 1, (off_t)off);
-			if (n > 0)
-				goto changed;
-			if (n < 0 && errno != EINTR)
-				goto ioerr;
-			break;
-		}
-		n = pread(fd, dst, want, (off_t)off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -78,8 +64,8 @@ hash_file(int fd, uint64_t size, unsigned char **mem, char *sha_hex,
 		}
 		if (n == 0)
 			break;
-		EVP_DigestUpdate(sha, dst, (size_t)n);
-		EVP_DigestUpdate(md5, dst, (size_t)n);
+		EVP_DigestUpdate(sha, chunk, (size_t)n);
+		EVP_DigestUpdate(md5, chunk, (size_t)n);
 		off += (uint64_t)n;
 		if (off > size)
 			goto changed;
@@ -95,10 +81,6 @@ hash_file(int fd, uint64_t size, unsigned char **mem, char *sha_hex,
 		hex_encode(dmd5, sizeof(dmd5), md5_hex);
 	if (md5_b64 != NULL)
 		EVP_EncodeBlock((unsigned char *)md5_b64, dmd5, sizeof(dmd5));
-	if (mem != NULL) {
-		*mem = buf;
-		buf = NULL;
-	}
 	rc = 0;
 	goto out;
 changed:
@@ -107,7 +89,6 @@ changed:
 ioerr:
 	err_sys(e, ERR_TRANSIENT, "reading the file");
 out:
-	free(buf);
 	EVP_MD_CTX_free(sha);
 	EVP_MD_CTX_free(md5);
 	return rc;
@@ -390,7 +371,7 @@ read_doc(struct sync *s, struct outbox_entry *en, int keep, char *sha,
 		return -1;
 	}
 	rc = engine_same_file(&st, en) ? hash_file(fd, (uint64_t)st.st_size,
-	    NULL, sha, NULL, NULL, &s->heartbeat, &e) : -1;
+	    sha, NULL, NULL, &s->heartbeat, &e) : -1;
 	if (rc == 0 && keep)
 		rc = read_head(fd, st.st_size, mem, &e);
 	if (rc == 0 && (fstat(fd, &now) < 0 || !engine_same_file(&now, en))) {
