@@ -84,9 +84,11 @@ def main():
     d = os.path.join(a.root, job)
     os.makedirs(d, exist_ok=True)
     old = time.time() - 10
+    # seq as outboxd's journal gives it: the job's 1, 2, 3, ...
     ins = ("INSERT INTO entries (event_id, job_id, path, kind, version, size, "
            "mtime, mtime_ns, inode, s3_key, journaled_at, updated_at, "
-           "s3_next_at, db_next_at) VALUES (?,?,?,'document',1,?,?,?,?,?,?,?,?,?)")
+           "s3_next_at, db_next_at, seq) "
+           "VALUES (?,?,?,'document',1,?,?,?,?,?,?,?,?,?,?)")
     fput = ("INSERT INTO files (path, size, mtime_ns, inode, versions, "
             "entry_id) VALUES (?, ?, ?, ?, 1, last_insert_rowid())")
     ts = iso(now)
@@ -101,8 +103,10 @@ def main():
         db.execute(ins, (str(uuid.uuid4()), job, path, st.st_size,
                          iso(st.st_mtime_ns // 1000000), st.st_mtime_ns,
                          st.st_ino, "jobs/%s/uploads/%s" % (job, name), ts,
-                         ts, ts, ts))
+                         ts, ts, ts, i + 1))
         db.execute(fput, (path, st.st_size, st.st_mtime_ns, st.st_ino))
+    db.execute("INSERT OR REPLACE INTO job_seq (job_id, last_seq) "
+               "VALUES (?, ?)", (job, a.pending))
     db.execute("COMMIT")
     db.close()
     print(job)

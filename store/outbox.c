@@ -396,8 +396,10 @@ upgrade_columns(struct outbox *o, struct err *e)
 
 /*
  * Schema 4: the counts the triggers keep start from one full count, and
- * the newest done times from one scan; both once, when an outbox from
- * an earlier release is first opened.
+ * the newest done times from one scan; the entries still to do get their
+ * job's sequence (1, 2, ... by id within the job), so a backlog left by
+ * an earlier release is claimed fairly too. All once, when an outbox
+ * from an earlier release is first opened.
  */
 static int
 upgrade_counts(struct outbox *o, struct err *e)
@@ -413,6 +415,13 @@ upgrade_counts(struct outbox *o, struct err *e)
 	    "  max(s3_done_at) FROM entries HAVING max(s3_done_at) NOT NULL; "
 	    "INSERT OR REPLACE INTO meta (key, value) SELECT 'last_db_done', "
 	    "  max(db_done_at) FROM entries HAVING max(db_done_at) NOT NULL; "
+	    "WITH r AS (SELECT id, row_number() OVER (PARTITION BY job_id "
+	    "  ORDER BY id) AS rn FROM entries WHERE s3_state IN ('pending', "
+	    "  'in_flight') OR db_state IN ('pending', 'in_flight')) "
+	    "UPDATE entries SET seq = r.rn FROM r WHERE entries.id = r.id; "
+	    "INSERT OR REPLACE INTO job_seq (job_id, last_seq) "
+	    "  SELECT job_id, max(seq) FROM entries WHERE seq > 0 "
+	    "  GROUP BY job_id; "
 	    "UPDATE meta SET value = '4' WHERE key = 'schema_version'", e);
 }
 

@@ -202,6 +202,11 @@ test_upgrade(void)
 	tap_str(v, "4", "it is schema 4 now");
 	free(v);
 	counts_agree(o, "after the upgrade");
+	tap_int(query_int(o, "SELECT count(*) FROM entries WHERE seq > 0"), 5,
+	    "the 5 entries still to do got their job's sequence, so an old "
+	    "backlog is claimed fairly too");
+	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
+	    JOB_A "'"), 5, "and its job its last sequence");
 	tap_int(outbox_counts(o, 1, 1, &n, &e), 0, "count it");
 	check_v2_counts(&n, "upgraded");
 	tap_int(outbox_recover(o, &e), 1, "recovery moves its leg in flight");

@@ -489,31 +489,18 @@ conclude_doc(struct sync *s, struct outbox_entry *en, struct doc_prep *dp)
 }
 
 int
-dbleg_run(struct sync *s, int stopping)
+dbleg_run(struct sync *s, struct outbox_entry *v, size_t n)
 {
-	struct outbox_entry *v = NULL;
 	struct doc_prep *dp = NULL;
 	struct pg_doc *docs = NULL;
-	size_t n = 0, i, nd = 0, k = 0;
+	size_t i, nd = 0, k = 0;
 	struct err e = {0};
-	int want, rc;
+	int rc;
 
-	if (s->io.db.h == NULL || stopping)
-		return 0;
-	want = engine_leg_allowance(s, OUTBOX_DB, DB_BATCH);
-	if (want <= 0)
-		return 0;
-	/* While S3 is failing, documents do not wait for it: their rows are
-	 * written now and get the ETag later. */
-	if (outbox_claim(s->ob, OUTBOX_DB, want, s->io.s3.h != NULL &&
-	    s->legs[OUTBOX_S3].failures == 0, NULL, NULL, &v, &n, &e) < 0) {
-		log_err("%s", e.msg);
-		if (e.cls == ERR_FATAL)
-			s->fatal = 1;
+	if (n == 0) {
+		free(v);
 		return 0;
 	}
-	if (n == 0)
-		return 0;
 	metrics_claimed(&s->live, OUTBOX_DB, v, n);
 	dp = xcalloc(n, sizeof(*dp));
 	docs = xcalloc(n, sizeof(*docs));

@@ -97,6 +97,15 @@ struct sync {
 	struct metrics_live live;	/* counters for the metrics */
 };
 
+/* The legs a turn claims, in its one outbox transaction (sync.c). */
+struct turn_claims {
+	int s3_room;			/* S3 legs it may claim */
+	int db_want;			/* database legs it may claim */
+	int db_s3_on;			/* the database legs wait for S3 */
+	struct outbox_entry *s3, *db;	/* what it claimed */
+	size_t ns3, ndb;
+};
+
 /* Queues a leg's outcome (copied) for the end of the turn. */
 void engine_outcome(struct sync *s, enum outbox_leg leg, int64_t id,
     const struct outbox_outcome *oc);
@@ -127,9 +136,10 @@ int engine_leg_allowance(const struct sync *s, enum outbox_leg leg, int want);
 /* 1 when st is still the version en journaled. */
 int engine_same_file(const struct stat *st, const struct outbox_entry *en);
 
-/* The database leg (dbleg.c): records due documents and job.json
- * entries, then back-fills ETags. Each returns how many it handled. */
-int dbleg_run(struct sync *s, int stopping);
+/* The database leg (dbleg.c): records the n database legs the turn
+ * claimed (v, freed here) and job.json entries, then back-fills ETags.
+ * Each returns how many it handled. */
+int dbleg_run(struct sync *s, struct outbox_entry *v, size_t n);
 int dbleg_etags(struct sync *s, int stopping);
 void dbleg_free(struct sync *s);
 

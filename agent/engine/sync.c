@@ -149,13 +149,20 @@ write_rec(struct sync *s, const struct rec *r, struct err *e)
 	return 0;
 }
 
-int
-engine_flush(struct sync *s)
+/*
+ * Writes the queue, then (when claim is not NULL) the turn's claims, in
+ * one outbox transaction. On failure nothing is written or claimed: claim
+ * must leave nothing behind that a rollback undoes (claims are kept in
+ * *tc, which the caller drops).
+ */
+static int
+flush_and(struct sync *s, int (*claim)(struct sync *, struct turn_claims *,
+    struct err *), struct turn_claims *tc)
 {
 	struct err e = {0};
 	struct rec *r;
 
-	if (s->recs == NULL || s->dead)
+	if ((s->recs == NULL && claim == NULL) || s->dead)
 		return 0;
 	if (outbox_begin(s->ob, &e) < 0)
 		goto failed;
@@ -164,6 +171,10 @@ engine_flush(struct sync *s)
 			outbox_rollback(s->ob);
 			goto failed;
 		}
+	if (claim != NULL && claim(s, tc, &e) < 0) {
+		outbox_rollback(s->ob);
+		goto failed;
+	}
 	if (outbox_commit(s->ob, &e) < 0)
 		goto failed;
 	while ((r = s->recs) != NULL) {
@@ -183,6 +194,12 @@ failed:
 	if (e.cls == ERR_FATAL)
 		s->fatal = 1;
 	return -1;
+}
+
+int
+engine_flush(struct sync *s)
+{
+	return flush_and(s, NULL, NULL);
 }
 
 static void
@@ -417,24 +434,19 @@ add_upload(struct sync *s, struct upload *u)
 	strmap_put(s->inflight, upload_entry(u)->path, u);
 }
 
-/* Claims due S3 legs while fewer uploads than the concurrency run. */
-static int
-claim_uploads(struct sync *s)
+/* Starts an upload for each S3 leg the turn claimed (tc->s3). */
+static void
+start_uploads(struct sync *s, struct turn_claims *tc)
 {
-	struct outbox_entry *v;
-	size_t n = 0, i;
+	struct outbox_entry *v = tc->s3;
+	size_t n = tc->ns3, i;
 	struct err e = {0};
-	int room = engine_leg_allowance(s, OUTBOX_S3,
-	    s->cfg->concurrency - s->nups);
 
-	if (room <= 0)
-		return 0;
-	if (outbox_claim(s->ob, OUTBOX_S3, room, 1, path_in_flight, s, &v, &n,
-	    &e) < 0) {
-		log_err("%s", e.msg);
-		if (e.cls == ERR_FATAL)
-			s->fatal = 1;
-		return 0;
+	tc->s3 = NULL;
+	tc->ns3 = 0;
+	if (n == 0) {
+		free(v);
+		return;
 	}
 	metrics_claimed(&s->live, OUTBOX_S3, v, n);
 	for (i = 0; i < n; i++) {
@@ -448,7 +460,53 @@ claim_uploads(struct sync *s)
 		free(parts);
 	}
 	outbox_entries_free(v, n);
-	return (int)n;
+}
+
+/*
+ * Claims, inside the turn's transaction (flush_and): due S3 legs while
+ * fewer uploads than the concurrency run, and a batch of due database
+ * legs. Only reads and marks rows; what they need (uploads, the batch)
+ * is made after the commit, from *tc.
+ */
+static int
+claim_turn(struct sync *s, struct turn_claims *tc, struct err *e)
+{
+	if (tc->s3_room > 0 && outbox_claim(s->ob, OUTBOX_S3, tc->s3_room, 1,
+	    path_in_flight, s, &tc->s3, &tc->ns3, e) < 0)
+		return -1;
+	if (tc->db_want > 0 && outbox_claim(s->ob, OUTBOX_DB, tc->db_want,
+	    tc->db_s3_on, NULL, NULL, &tc->db, &tc->ndb, e) < 0)
+		return -1;
+	return 0;
+}
+
+/* What the turn may claim: room and a due leg (read first, so an idle
+ * turn opens no write transaction). */
+static int
+claims_wanted(struct sync *s, int stopping, struct turn_claims *tc)
+{
+	struct err e = {0};
+
+	memset(tc, 0, sizeof(*tc));
+	if (stopping || s->queue_failing)
+		return 0;
+	if (s3_on(s)) {
+		tc->s3_room = engine_leg_allowance(s, OUTBOX_S3,
+		    s->cfg->concurrency - s->nups);
+		if (tc->s3_room > 0 &&
+		    outbox_next_due(s->ob, OUTBOX_S3, 1, &e) != 0)
+			tc->s3_room = 0;
+	}
+	if (s->io.db.h != NULL) {
+		/* While S3 is failing, documents do not wait for it: their
+		 * rows are written now and get the ETag later. */
+		tc->db_s3_on = s3_on(s) && s->legs[OUTBOX_S3].failures == 0;
+		tc->db_want = engine_leg_allowance(s, OUTBOX_DB, DB_BATCH);
+		if (tc->db_want > 0 && outbox_next_due(s->ob, OUTBOX_DB,
+		    tc->db_s3_on, &e) != 0)
+			tc->db_want = 0;
+	}
+	return tc->s3_room > 0 || tc->db_want > 0;
 }
 
 static void
@@ -563,8 +621,6 @@ run_s3(struct sync *s, int stopping)
 	if (stopping)
 		for (i = 0; i < s->nups; i++)
 			upload_stop(s->ups[i]);
-	else if (!s->queue_failing)
-		claim_uploads(s);
 	/* Local work: hash a slice of each file still being read. */
 	for (i = 0; i < s->nups && budget > 0 && !stopping; i++) {
 		size_t share = budget / (size_t)(s->nups - i);
@@ -908,6 +964,7 @@ wait_turn(struct sync *s, int timeout)
 static int
 step_work(struct sync *s, int stopping)
 {
+	struct turn_claims tc;
 	int hashing, recorded = 0, etags = 0;
 
 	s->turns++;
@@ -920,9 +977,22 @@ step_work(struct sync *s, int stopping)
 		engine_flush(s);
 		s->flush_now = 0;
 	}
+	/* Both legs' claims in one outbox transaction, with any outcome
+	 * still queued; the outcomes this turn learns are written at its end
+	 * (not later: a leg that forgets a vanished file's stat must do so
+	 * before the watcher can see the file come back). */
+	if (!claims_wanted(s, stopping, &tc))
+		engine_flush(s);
+	else if (flush_and(s, claim_turn, &tc) < 0) {
+		/* Rolled back: nothing was claimed. */
+		outbox_entries_free(tc.s3, tc.ns3);
+		outbox_entries_free(tc.db, tc.ndb);
+		memset(&tc, 0, sizeof(tc));
+	}
+	start_uploads(s, &tc);
 	hashing = run_s3(s, stopping);
 	if (!s->queue_failing) {
-		recorded = dbleg_run(s, stopping);
+		recorded = dbleg_run(s, tc.db, tc.ndb);
 		etags = dbleg_etags(s, stopping);
 		/* Last: only what slots the legs left free. */
 		scrub_turn(s, stopping);
