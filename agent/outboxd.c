@@ -47,7 +47,7 @@
 #define STATUS_EVERY_MS 5000
 #define PRUNE_EVERY_MS	(10 * 60 * 1000)	/* a retention walk this often */
 #define PRUNE_BATCH	256		/* entries looked at per transaction */
-#define PRUNE_SLICE_MS	100		/* of each second, at most, while
+#define PRUNE_SLICE_MS	250		/* of each second, at most, while
 					   a walk has a backlog to delete */
 
 extern char **environ;

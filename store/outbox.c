@@ -54,6 +54,8 @@ enum stmt_id {
 	ST_CLAIMED_UPTO,
 	ST_JOB_SEQ_GET,
 	ST_JOB_SEQ_PUT,
+	ST_PRUNE_PARTS,
+	ST_PRUNE_ENTRY,
 	ST_ABORT_SKIPPED,
 	ST_CLEAR_SKIPPED,
 	ST_LEG_NOW,
@@ -145,6 +147,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "SELECT max(coalesce((SELECT last_seq FROM job_seq "
 	    "  WHERE job_id = ?1), 0) + 1, "
 	    "  coalesce((SELECT min(seq) FROM claim_seq), 0))",
+	/* Retention deletes an entry and its parts (outbox_prune). */
+	[ST_PRUNE_PARTS] = "DELETE FROM parts WHERE entry_id = ?1",
+	[ST_PRUNE_ENTRY] = "DELETE FROM entries WHERE id = ?1",
 	[ST_JOB_SEQ_PUT] =
 	    "INSERT INTO job_seq (job_id, last_seq) VALUES (?1, ?2) "
 	    "ON CONFLICT (job_id) DO UPDATE SET last_seq = excluded.last_seq",
@@ -1666,9 +1671,18 @@ fail:
 static int
 prune_one(struct outbox *o, int64_t id, struct err *e)
 {
-	if (run(o, "DELETE FROM parts WHERE entry_id = ?1", "i", e, id) < 0)
-		return -1;
-	return run(o, "DELETE FROM entries WHERE id = ?1", "i", e, id);
+	enum stmt_id ids[2] = { ST_PRUNE_PARTS, ST_PRUNE_ENTRY };
+	sqlite3_stmt *s;
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		if ((s = stmt(o, ids[i], e)) == NULL)
+			return -1;
+		sqlite3_bind_int64(s, 1, id);
+		if (step_done(o, s, e, "pruning") < 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* 1 when the row (s3 state, db state, needs_etag, updated_at) of the
