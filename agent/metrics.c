@@ -59,6 +59,10 @@ static const struct live_def {
 	[M_SCRUB_END] = { "outboxd_scrub_end_id", "gauge", "The entry id at "
 	    "which the current (or last) scrub pass ends (its progress is "
 	    "outboxd_scrub_cursor / outboxd_scrub_end_id).", NULL, 0 },
+	[M_LEG_REFUSED] = { "outboxd_leg_refused", "gauge", "1 while the leg "
+	    "is paused because its store refused the credentials, the bucket "
+	    "or a privilege (entries stay pending; fix them and send SIGHUP).",
+	    NULL, 1 },
 };
 
 void

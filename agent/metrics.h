@@ -45,6 +45,8 @@ enum metrics_id {
 	M_SCRUB_RUNNING,	/* gauge: 1 while a scrub pass is under way */
 	M_SCRUB_CURSOR,		/* gauge: the pass has checked up to this id */
 	M_SCRUB_END,		/* gauge: the pass ends at this entry id */
+	M_LEG_REFUSED,		/* gauge, per leg: paused because the store
+				   refused the credentials or the bucket */
 	M_NIDS
 };
 

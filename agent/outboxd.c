@@ -155,6 +155,7 @@ struct mainloop {
 	struct watch *w;		/* heartbeats, for /healthz */
 	struct sync *s;
 	long long stale_ms;		/* a thread silent this long is unwell */
+	struct sync *sync;		/* the sync thread's, for SIGHUP */
 };
 
 static void report(struct mainloop *m);
@@ -365,12 +366,8 @@ needs_restart(const struct cfg *o, const struct cfg *n)
 	CHANGED_S(state_db, "OUTBOXD_STATE_DB");
 	CHANGED_S(bucket, "S3_BUCKET");
 	CHANGED_S(region, "AWS_REGION");
-	CHANGED_S(access_key, "AWS_ACCESS_KEY_ID");
-	CHANGED_S(secret_key, "AWS_SECRET_ACCESS_KEY");
-	CHANGED_S(session_token, "AWS_SESSION_TOKEN");
 	CHANGED_S(endpoint, "AWS_ENDPOINT_URL_S3");
 	CHANGED(path_style, "S3_FORCE_PATH_STYLE");
-	CHANGED_S(database_url, "DATABASE_URL");
 	CHANGED_S(http_listen, "OUTBOXD_HTTP_LISTEN");
 	CHANGED_S(db_schema, "OUTBOXD_DB_SCHEMA");
 	CHANGED_S(default_user, "OUTBOXD_DEFAULT_USER");
@@ -443,6 +440,10 @@ reload(struct mainloop *m)
 		    m->metrics_file : "off");
 	}
 	needs_restart(m->cfg, &n);
+	/* Credentials apply at once: a leg paused because they were
+	 * refused is probed with the new ones. */
+	if (m->sync != NULL)
+		sync_reload(m->sync, &n);
 	log_info("SIGHUP: configuration reloaded");
 	cfg_free(&n);
 out:
@@ -572,6 +573,7 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 		watch_free(wk.w);
 		return EX_UNAVAILABLE;
 	}
+	m->sync = sk.s;
 	if (pthread_create(&wk.tid, NULL, watch_body, &wk) != 0 ||
 	    pthread_create(&sk.tid, NULL, sync_body, &sk) != 0) {
 		log_err("cannot start threads");
@@ -636,6 +638,7 @@ run_daemon(const struct cfg *c, struct outbox *ob, struct mainloop *m)
 	report(m);	/* the final counts */
 	m->live = NULL;
 	watch_free(wk.w);
+	m->sync = NULL;
 	sync_free(sk.s);
 	close(wake);
 	close(sfd);

@@ -30,6 +30,10 @@ enum err_class {
 	ERR_GONE,	/* the local file vanished: leg skipped */
 	ERR_CHANGED,	/* the local file changed under us: a newer version wins */
 	ERR_FATAL,	/* the program cannot go on (outbox unusable) */
+	ERR_REFUSED,	/* the store refused the credentials or the bucket:
+			   the whole leg pauses, the entry stays pending */
+	ERR_DENIED,	/* S3's AccessDenied: the leg's (as ERR_REFUSED) or
+			   this key's alone; the engine tells which */
 };
 
 struct err {

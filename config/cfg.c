@@ -79,12 +79,6 @@ first_set(cfg_getenv_fn get, void *arg, const char **names, const char **which)
 	return NULL;
 }
 
-static char *
-dup_or_null(const char *s)
-{
-	return s ? xstrdup(s) : NULL;
-}
-
 int
 cfg_parse_bool(const char *s)
 {
@@ -362,6 +356,115 @@ check_writable_parent(const char *name, const char *path,
 	free(dir);
 }
 
+/* A non-empty variable, copied; NULL when unset or empty. */
+static char *
+str_var(cfg_getenv_fn get, void *arg, const char *name)
+{
+	const char *v = get(arg, name);
+
+	return v != NULL && *v != '\0' ? xstrdup(v) : NULL;
+}
+
+/* A URL variable checked like the S3 endpoint; trailing slashes cut. */
+static char *
+url_var(cfg_getenv_fn get, void *arg, const char *name,
+    struct cfg_problems *p)
+{
+	char *v = str_var(get, arg, name);
+	const char *why;
+
+	if (v == NULL)
+		return NULL;
+	while (strlen(v) > 0 && v[strlen(v) - 1] == '/')
+		v[strlen(v) - 1] = '\0';
+	if (!valid_endpoint(v, &why)) {
+		char *shown = cfg_redact(v, NULL);
+
+		problem(p, "%s=%s: %s", name, shown, why);
+		free(shown);
+	}
+	return v;
+}
+
+/*
+ * The SDKs take plain http for the container endpoint only from the
+ * loopback or the ECS and EKS agents' link-local addresses: a token sent
+ * anywhere else in the clear could be read on the way.
+ */
+static int
+container_host_ok(const char *url)
+{
+	static const char *const hosts[] = { "localhost", "169.254.170.2",
+	    "169.254.170.23", "[::1]", "[fd00:ec2::23]" };
+	const char *h, *end;
+	size_t i, n;
+
+	if (strncmp(url, "https://", 8) == 0)
+		return 1;
+	if (strncmp(url, "http://", 7) != 0)
+		return 0;
+	h = url + 7;
+	end = h[0] == '[' ? strchr(h, ']') : h + strcspn(h, ":/");
+	if (end == NULL)
+		return 0;
+	n = (size_t)(end - h) + (h[0] == '[');
+	if (n > 4 && strncmp(h, "127.", 4) == 0)
+		return 1;
+	for (i = 0; i < ARRAY_SIZE(hosts); i++)
+		if (strlen(hosts[i]) == n && strncmp(h, hosts[i], n) == 0)
+			return 1;
+	return 0;
+}
+
+/* The credential chain's variables (agent/s3/creds.h). */
+static void
+load_chain(struct cfg *c, cfg_getenv_fn get, void *arg,
+    struct cfg_problems *p)
+{
+	char *rel;
+
+	c->profile = str_var(get, arg, "AWS_PROFILE");
+	if (c->profile == NULL)
+		c->profile = str_var(get, arg, "AWS_DEFAULT_PROFILE");
+	c->credentials_file = str_var(get, arg, "AWS_SHARED_CREDENTIALS_FILE");
+	c->config_file = str_var(get, arg, "AWS_CONFIG_FILE");
+	c->web_identity_token_file = str_var(get, arg,
+	    "AWS_WEB_IDENTITY_TOKEN_FILE");
+	c->role_arn = str_var(get, arg, "AWS_ROLE_ARN");
+	c->role_session_name = str_var(get, arg, "AWS_ROLE_SESSION_NAME");
+	if (c->role_arn != NULL && strncmp(c->role_arn, "arn:", 4) != 0)
+		problem(p, "AWS_ROLE_ARN=%s: not an ARN (arn:aws:iam::"
+		    "ACCOUNT:role/NAME)", c->role_arn);
+	if ((c->web_identity_token_file == NULL) != (c->role_arn == NULL) &&
+	    c->profile == NULL)
+		problem(p, "%s: set, but not %s (web identity needs both)",
+		    c->role_arn ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE",
+		    c->role_arn ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN");
+	rel = str_var(get, arg, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+	if (rel != NULL) {
+		c->container_uri = xasprintf("http://169.254.170.2%s%s",
+		    rel[0] == '/' ? "" : "/", rel);
+		free(rel);
+	} else {
+		c->container_uri = url_var(get, arg,
+		    "AWS_CONTAINER_CREDENTIALS_FULL_URI", p);
+		if (c->container_uri != NULL &&
+		    !container_host_ok(c->container_uri))
+			problem(p, "AWS_CONTAINER_CREDENTIALS_FULL_URI=%s: plain "
+			    "http only to the loopback or the ECS/EKS agent "
+			    "(169.254.170.2, 169.254.170.23); use https",
+			    c->container_uri);
+	}
+	c->container_token = str_var(get, arg,
+	    "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+	c->container_token_file = str_var(get, arg,
+	    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+	c->imds_endpoint = url_var(get, arg, "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+	    p);
+	c->imds_disabled = bool_var(get, arg, "AWS_EC2_METADATA_DISABLED", 0, p);
+	c->sts_endpoint = url_var(get, arg, "AWS_ENDPOINT_URL_STS", p);
+}
+
 static void
 load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
     struct cfg_problems *p)
@@ -399,19 +502,28 @@ load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
 		    c->region);
 
 	v = get(arg, "AWS_ACCESS_KEY_ID");
-	if (v == NULL || *v == '\0')
+	if (v == NULL || *v == '\0') {
 		v = vcap->access_key;
-	c->access_key = dup_or_null(v);
+		c->creds_source = v ? "VCAP_SERVICES" : NULL;
+	}
+	c->access_key = v && *v ? xstrdup(v) : NULL;
 	v = get(arg, "AWS_SECRET_ACCESS_KEY");
 	if (v == NULL || *v == '\0')
 		v = vcap->secret_key;
-	c->secret_key = dup_or_null(v);
-	if (c->access_key == NULL || *c->access_key == '\0')
-		problem(p, "AWS_ACCESS_KEY_ID: not set, but %s is", bucket_var);
-	if (c->secret_key == NULL || *c->secret_key == '\0')
-		problem(p, "AWS_SECRET_ACCESS_KEY: not set, but %s is", bucket_var);
+	c->secret_key = v && *v ? xstrdup(v) : NULL;
+	/* Without keys the rest of the chain is asked; half a pair is a
+	 * mistake. */
+	if ((c->access_key == NULL) != (c->secret_key == NULL)) {
+		if (c->access_key == NULL)
+			problem(p, "AWS_ACCESS_KEY_ID: not set, but %s is and "
+			    "AWS_SECRET_ACCESS_KEY is", bucket_var);
+		else
+			problem(p, "AWS_SECRET_ACCESS_KEY: not set, but %s is "
+			    "and AWS_ACCESS_KEY_ID is", bucket_var);
+	}
 	v = get(arg, "AWS_SESSION_TOKEN");
 	c->session_token = (v && *v) ? xstrdup(v) : NULL;
+	load_chain(c, get, arg, p);
 
 	v = first_set(get, arg, endpoint_names, &endpoint_var);
 	if (v == NULL && vcap->endpoint != NULL) {
@@ -643,6 +755,19 @@ cfg_free(struct cfg *c)
 		memset(c->secret_key, 0, strlen(c->secret_key));
 	free(c->secret_key);
 	free(c->session_token);
+	free(c->profile);
+	free(c->credentials_file);
+	free(c->config_file);
+	free(c->web_identity_token_file);
+	free(c->role_arn);
+	free(c->role_session_name);
+	free(c->container_uri);
+	if (c->container_token != NULL)
+		memset(c->container_token, 0, strlen(c->container_token));
+	free(c->container_token);
+	free(c->container_token_file);
+	free(c->imds_endpoint);
+	free(c->sts_endpoint);
 	free(c->endpoint);
 	free(c->ca_bundle);
 	free(c->database_url);

@@ -30,6 +30,25 @@ struct cfg {
 	char *endpoint;			/* AWS_ENDPOINT_URL_S3 or NULL for AWS */
 	int path_style;			/* S3_FORCE_PATH_STYLE, resolved */
 	char *ca_bundle;		/* AWS_CA_BUNDLE or NULL */
+	const char *creds_source;	/* "VCAP_SERVICES" when the keys came
+					   from it, else NULL */
+
+	/* The rest of the credential chain (agent/s3/creds.h), used when
+	 * no keys are given; NULL when unset. */
+	char *profile;			/* AWS_PROFILE (AWS_DEFAULT_PROFILE) */
+	char *credentials_file;		/* AWS_SHARED_CREDENTIALS_FILE */
+	char *config_file;		/* AWS_CONFIG_FILE */
+	char *web_identity_token_file;	/* AWS_WEB_IDENTITY_TOKEN_FILE */
+	char *role_arn;			/* AWS_ROLE_ARN */
+	char *role_session_name;	/* AWS_ROLE_SESSION_NAME */
+	char *container_uri;		/* AWS_CONTAINER_CREDENTIALS_FULL_URI, or
+					   the RELATIVE_URI at 169.254.170.2 */
+	char *container_token;		/* AWS_CONTAINER_AUTHORIZATION_TOKEN:
+					   never logged */
+	char *container_token_file;	/* ..._AUTHORIZATION_TOKEN_FILE */
+	char *imds_endpoint;		/* AWS_EC2_METADATA_SERVICE_ENDPOINT */
+	int imds_disabled;		/* AWS_EC2_METADATA_DISABLED */
+	char *sts_endpoint;		/* AWS_ENDPOINT_URL_STS */
 
 	/* The database leg is on when db_on is set. */
 	int db_on;

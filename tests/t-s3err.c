@@ -1,7 +1,9 @@
 /*
  * t-s3err.c - proves S3's XML error replies are parsed with libxml2 and
- * classified: throttling, 5xx and timeouts are retried; access, bucket,
- * signature and size errors wait for an admin.
+ * classified: throttling, 5xx and timeouts are retried; wrong credentials
+ * or bucket (and ExpiredToken) pause the leg (ERR_REFUSED), AccessDenied is
+ * for the engine to place (the leg or the key, ERR_DENIED); key and size
+ * errors wait for an admin.
  */
 #include "config.h"
 
@@ -30,13 +32,16 @@ main(void)
 		{ 0, "", ERR_TRANSIENT },
 		{ 502, "", ERR_TRANSIENT },
 		{ 429, "", ERR_TRANSIENT },
-		{ 403, "AccessDenied", ERR_PERMANENT },
-		{ 404, "NoSuchBucket", ERR_PERMANENT },
-		{ 403, "InvalidAccessKeyId", ERR_PERMANENT },
-		{ 403, "SignatureDoesNotMatch", ERR_PERMANENT },
+		{ 403, "AccessDenied", ERR_DENIED },
+		{ 404, "NoSuchBucket", ERR_REFUSED },
+		{ 403, "InvalidAccessKeyId", ERR_REFUSED },
+		{ 403, "SignatureDoesNotMatch", ERR_REFUSED },
 		{ 400, "EntityTooLarge", ERR_PERMANENT },
 		{ 400, "KeyTooLongError", ERR_PERMANENT },
-		{ 301, "PermanentRedirect", ERR_PERMANENT },
+		{ 301, "PermanentRedirect", ERR_REFUSED },
+		{ 400, "ExpiredToken", ERR_REFUSED },
+		{ 403, "", ERR_DENIED },
+		{ 404, "", ERR_PERMANENT },
 	};
 	size_t i;
 
@@ -64,7 +69,9 @@ main(void)
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		tap_int(s3_classify(cases[i].status, cases[i].code), cases[i].want,
 		    "HTTP %ld %s is %s", cases[i].status, cases[i].code,
-		    cases[i].want == ERR_TRANSIENT ? "retried" : "permanent");
+		    cases[i].want == ERR_TRANSIENT ? "retried" : cases[i].want ==
+		    ERR_REFUSED ? "a refusal that pauses the leg" : cases[i].want ==
+		    ERR_DENIED ? "a denial the engine places" : "permanent");
 	xmlCleanupParser();
 	return tap_done();
 }

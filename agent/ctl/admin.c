@@ -169,6 +169,12 @@ ctl_cmd_presign(struct cfg *c, int argc, char **argv)
 		return EX_SOFTWARE;
 	}
 	url = s3_presign(s, argv[optind], expires);
+	if (url == NULL) {
+		fprintf(stderr, "outboxctl: no S3 credentials to sign with "
+		    "(see the lines above)\n");
+		s3_free(s);
+		return EX_UNAVAILABLE;
+	}
 	printf("%s\n", url);
 	free(url);
 	s3_free(s);

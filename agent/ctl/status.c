@@ -125,6 +125,7 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 	struct err e = {0};
 	int s3, db, i;
 	long pid;
+	char *paused[2];
 
 	if (argc > 1 && !json) {
 		ctl_usage(stderr);
@@ -141,6 +142,15 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 	pid = outbox_lock_owner(c->state_db);
 	if (outbox_scrub_get(ob, &sc, &e) < 0)
 		memset(&sc, 0, sizeof(sc));	/* status shows the rest */
+	/* A pause is the running daemon's: a stopped one's is stale. */
+	for (i = 0; i < 2; i++) {
+		paused[i] = pid > 0 ? outbox_meta_get(ob, i == 0 ? "s3_paused" :
+		    "db_paused") : NULL;
+		if (paused[i] != NULL && paused[i][0] == '\0') {
+			free(paused[i]);
+			paused[i] = NULL;
+		}
+	}
 	if (json) {
 		cJSON *o = cJSON_CreateObject();
 		char *text;
@@ -163,6 +173,14 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 			cJSON_AddStringToObject(o, "last_error_at", n.last_error_at);
 		} else {
 			cJSON_AddNullToObject(o, "last_error");
+		}
+		for (i = 0; i < 2; i++) {
+			const char *name = i == 0 ? "s3_paused" : "db_paused";
+
+			if (paused[i] != NULL)
+				cJSON_AddStringToObject(o, name, paused[i]);
+			else
+				cJSON_AddNullToObject(o, name);
 		}
 		cJSON_AddNumberToObject(o, "bytes_uploaded", (double)n.bytes_done);
 		cJSON_AddNumberToObject(o, "not_job_dirs", (double)n.not_jobs);
@@ -202,6 +220,9 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 			print_age(time_now_ms() - n.oldest_pending_ms);
 			printf(" ago\n");
 		}
+		for (i = 0; i < 2; i++)
+			if (paused[i] != NULL)
+				printf("%s\n", paused[i]);
 		if (n.last_error[0])
 			printf("last error: %s (%s)\n", ctl_esc(n.last_error),
 			    n.last_error_at);
@@ -215,6 +236,8 @@ ctl_cmd_status(struct cfg *c, int argc, char **argv)
 			    n.pruned == 1 ? "y" : "ies");
 		scrub_print(&sc);
 	}
+	free(paused[0]);
+	free(paused[1]);
 	outbox_close(ob);
 	return 0;
 }

@@ -102,6 +102,17 @@ drop(struct pg *p)
 }
 
 void
+pg_set_url(struct pg *p, const char *url)
+{
+	if (strcmp(p->url, url) == 0)
+		return;
+	memset(p->url, 0, strlen(p->url));
+	free(p->url);
+	p->url = xstrdup(url);
+	drop(p);
+}
+
+void
 pg_free(struct pg *p)
 {
 	if (p == NULL)
@@ -145,6 +156,11 @@ pg_classify(const char *state)
 	for (i = 0; i < ARRAY_SIZE(transient); i++)
 		if (strcmp(state, transient[i]) == 0)
 			return ERR_TRANSIENT;
+	/* A refused password or role (28P01, 28000) or a missing privilege
+	 * (42501) concerns every entry alike: the leg pauses, none fails. */
+	if (strcmp(state, "28P01") == 0 || strcmp(state, "28000") == 0 ||
+	    strcmp(state, "42501") == 0)
+		return ERR_REFUSED;
 	return ERR_PERMANENT;
 }
 
@@ -209,8 +225,13 @@ pg_ensure(struct pg *p, struct err *e)
 
 		utf8_snprintf(line, sizeof(line), "%s", clean);
 		free(clean);
-		err_set(e, ERR_TRANSIENT, "cannot connect to the database: %s",
-		    line);
+		/* libpq gives no SQLSTATE for a refused connection, only the
+		 * server's text (28P01, 28000): the leg pauses on it as on a
+		 * refused statement. */
+		err_set(e, strstr(line, "password authentication failed") ||
+		    strstr(line, "no pg_hba.conf entry") ||
+		    strstr(line, "role \"") ? ERR_REFUSED : ERR_TRANSIENT,
+		    "cannot connect to the database: %s", line);
 		drop(p);
 		return -1;
 	}

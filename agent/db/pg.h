@@ -115,6 +115,9 @@ int pg_exposed_schemas(struct pg *p, struct buf *out, struct err *e);
  * the migration violate them), "table.constraint", comma separated, to
  * out. Returns how many, or -1 with e. */
 int pg_unvalidated_constraints(struct pg *p, struct buf *out, struct err *e);
+/* Connects with url (a new DATABASE_URL, on SIGHUP) from the next
+ * statement on; the current connection is closed. */
+void pg_set_url(struct pg *p, const char *url);
 
 /* The class of a failed result's SQLSTATE (NULL: connection trouble). */
 enum err_class pg_classify(const char *sqlstate);

@@ -202,6 +202,8 @@ db_failed(struct sync *s, const struct outbox_entry *en, const struct err *e)
 {
 	if (e->cls == ERR_TRANSIENT)
 		engine_retry_later(s, OUTBOX_DB, en, e);
+	else if (e->cls == ERR_REFUSED)
+		engine_refused(s, OUTBOX_DB, en, e);
 	else
 		engine_fail(s, OUTBOX_DB, en, e);
 }

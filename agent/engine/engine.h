@@ -17,6 +17,7 @@
 #ifndef OUTBOXD_ENGINE_H
 #define OUTBOXD_ENGINE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -28,10 +29,19 @@
 #include "store/outbox.h"
 #include "store/poison.h"
 
+#define DENIED_MAX	64	/* entries remembered as denied once */
+
 /* A leg's circuit breaker. */
 struct leg {
 	int failures;		/* consecutive transient failures */
 	int64_t paused_until;	/* monotonic ms; one probe at a time till */
+	int refused;		/* paused because the store refused the
+				   credentials or the bucket (ERR_REFUSED) */
+	int proved;		/* a request succeeded since the last
+				   AccessDenied: the credentials work */
+	int64_t denied[DENIED_MAX];	/* entries denied once while the
+					   credentials worked (a ring) */
+	int ndenied;		/* next slot of the ring */
 };
 
 /* What a queued record writes. */
@@ -48,6 +58,8 @@ enum rec_kind {
 				   altered (s1 why; s2 S3's ETag when S3
 				   holds it): journal a repair */
 	R_SCRUB,		/* write the scrub's state (scrub.h) */
+	R_LEG_PAUSE,		/* leg n1 paused because of s1 (NULL: resumed),
+				   for status and metrics (outbox meta) */
 };
 
 /* One queued record; its strings are owned by it. */
@@ -95,6 +107,10 @@ struct sync {
 	long long turns;		/* loop turns so far */
 	struct poison *poison;		/* marks the entry being inspected */
 	struct metrics_live live;	/* counters for the metrics */
+	unsigned creds_gen_seen;	/* the S3 credentials' generation */
+	pthread_mutex_t reload_mu;	/* guards new_db_url */
+	char *new_db_url;		/* from sync_reload, for the sync thread */
+	struct creds *creds;		/* the S3 client's, or NULL (simulator) */
 };
 
 /* The legs a turn claims, in its one outbox transaction (sync.c). */
@@ -123,6 +139,12 @@ void engine_fail(struct sync *s, enum outbox_leg leg,
     const struct outbox_entry *en, const struct err *e);
 void engine_skip(struct sync *s, enum outbox_leg leg,
     const struct outbox_entry *en, enum leg_event ev, const char *why);
+/* The store refused the leg's credentials or bucket (ERR_REFUSED), or
+ * denied access (ERR_DENIED): the leg pauses with backoff up to the cap
+ * and en stays pending; an AccessDenied met twice by en while other
+ * requests succeed in between is en's own and fails it. */
+void engine_refused(struct sync *s, enum outbox_leg leg,
+    const struct outbox_entry *en, const struct err *e);
 /* A failure to open or read en's file: gone, transient or permanent. */
 void engine_file_problem(struct sync *s, enum outbox_leg leg,
     const struct outbox_entry *en, const struct err *e);

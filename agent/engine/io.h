@@ -30,6 +30,9 @@ struct engine_s3 {
 	struct s3_req *(*done)(void *h);
 	void (*cancel_all)(void *h);
 	void (*free)(void *h);
+	/* Changes when the client signs with new credentials (creds.h);
+	 * NULL when they never change (the simulator). */
+	unsigned (*creds_gen)(void *h);
 };
 
 /* The database client, as struct pg offers it (see pg.h). */
@@ -48,6 +51,8 @@ struct engine_db {
 	    const char *const *file_paths, size_t n, struct pg_row *rows,
 	    struct err *e);
 	void (*free)(void *h);
+	/* Connects with url from now on (SIGHUP); NULL in the simulator. */
+	void (*set_url)(void *h, const char *url);
 };
 
 struct engine_io {

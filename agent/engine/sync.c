@@ -36,6 +36,7 @@
 #include "agent/engine/hasher.h"
 #include "agent/engine/scrub.h"
 #include "agent/engine/sync.h"
+#include "agent/s3/creds.h"
 #include "base/backoff.h"
 #include "base/log.h"
 #include "watchers/tree.h"
@@ -145,6 +146,9 @@ write_rec(struct sync *s, const struct rec *r, struct err *e)
 		    -1 : 0;
 	case R_SCRUB:
 		return scrub_write(s, e);
+	case R_LEG_PAUSE:
+		return outbox_meta_set(s->ob, r->n1 == OUTBOX_S3 ? "s3_paused" :
+		    "db_paused", r->s1 ? r->s1 : "", e);
 	}
 	return 0;
 }
@@ -226,12 +230,23 @@ retry_at(const struct sync *s, int attempts)
 void
 engine_leg_ok(struct sync *s, enum outbox_leg leg)
 {
-	if (s->legs[leg].failures > 0)
+	struct leg *l = &s->legs[leg];
+
+	if (l->refused) {
+		log_info("%s leg resumed: the %s takes the credentials again",
+		    leg == OUTBOX_S3 ? "S3" : "database", leg == OUTBOX_S3 ?
+		    "bucket" : "database");
+		engine_note(s, R_LEG_PAUSE, 0, NULL, NULL, NULL, leg, 0);
+	} else if (l->failures > 0) {
 		log_info("%s leg recovered", leg == OUTBOX_S3 ? "S3" :
 		    "database");
-	s->legs[leg].failures = 0;
-	s->legs[leg].paused_until = 0;
+	}
+	l->failures = 0;
+	l->paused_until = 0;
+	l->refused = 0;
+	l->proved = 1;
 	metrics_set(&s->live, M_LEG_PAUSED, leg, 0);
+	metrics_set(&s->live, M_LEG_REFUSED, leg, 0);
 }
 
 void
@@ -301,6 +316,83 @@ engine_skip(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 	struct outbox_outcome oc = { .event = ev, .error = why };
 
 	log_msg(LOG_INFO, &ctx, "skipped: %s", why);
+	engine_outcome(s, leg, en->id, &oc);
+}
+
+/* 1 when en was denied once already while the credentials worked;
+ * remembers it otherwise. */
+static int
+denied_before(struct leg *l, int64_t id)
+{
+	int i;
+
+	for (i = 0; i < DENIED_MAX; i++)
+		if (l->denied[i] == id)
+			return 1;
+	l->denied[l->ndenied] = id;
+	l->ndenied = (l->ndenied + 1) % DENIED_MAX;
+	return 0;
+}
+
+/* Pauses the leg for a refusal: one log line (and the status) when the
+ * pause begins; the backoff grows once per probe, not once per request
+ * that was already in flight when the first refusal came. */
+static void
+pause_refused(struct sync *s, enum outbox_leg leg, const struct err *e)
+{
+	struct leg *l = &s->legs[leg];
+	char *why;
+
+	if (l->refused && time_mono_ms() < l->paused_until)
+		return;
+	if (!l->refused) {
+		why = xasprintf("%s leg paused: the %s refused the credentials "
+		    "or the %s: %s", leg == OUTBOX_S3 ? "S3" : "database",
+		    leg == OUTBOX_S3 ? "S3 endpoint" : "database", leg ==
+		    OUTBOX_S3 ? "bucket" : "privileges", e->msg);
+		log_err("%s (entries stay pending and are retried with backoff "
+		    "up to %d s; fix the credentials%s, then send SIGHUP or wait)",
+		    why, s->cfg->retry_max_s, leg == OUTBOX_S3 ? " or the bucket"
+		    : "");
+		engine_note(s, R_LEG_PAUSE, 0, why, NULL, NULL, leg, 0);
+		free(why);
+		metrics_set(&s->live, M_LEG_REFUSED, leg, 1);
+	}
+	l->refused = 1;
+	engine_leg_failed(s, leg);
+}
+
+void
+engine_refused(struct sync *s, enum outbox_leg leg,
+    const struct outbox_entry *en, const struct err *e)
+{
+	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg] };
+	struct leg *l = &s->legs[leg];
+	int attempts = leg == OUTBOX_S3 ? en->s3_attempts : en->db_attempts;
+	struct outbox_outcome oc = { .event = EV_TRANSIENT, .error = e->msg,
+	    .next_at_ms = time_now_ms() };
+
+	if (e->cls == ERR_DENIED && l->proved) {
+		/* Other requests succeeded since the last refusal: this may
+		 * be a policy on this key alone. Met twice so, it is. */
+		l->proved = 0;
+		if (denied_before(l, en->id)) {
+			engine_fail(s, leg, en, e);
+			return;
+		}
+		oc.next_at_ms = retry_at(s, attempts);
+		log_msg(LOG_WARNING, &ctx, "access denied, will retry (the "
+		    "entry fails if it is denied again while others are "
+		    "stored): %s", e->msg);
+		engine_outcome(s, leg, en->id, &oc);
+		return;
+	}
+	/* Due at once, but the paused leg claims nothing before its probe;
+	 * an entry denied is put behind the others, so the probe after it
+	 * is another key. */
+	if (e->cls == ERR_DENIED)
+		oc.next_at_ms = retry_at(s, attempts);
+	pause_refused(s, leg, e);
 	engine_outcome(s, leg, en->id, &oc);
 }
 
@@ -379,7 +471,10 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 		log_stored(s, en, o);
 		break;
 	case UPLOAD_RETRY:
-		engine_retry_later(s, OUTBOX_S3, en, &o->err);
+		if (o->err.cls == ERR_REFUSED || o->err.cls == ERR_DENIED)
+			engine_refused(s, OUTBOX_S3, en, &o->err);
+		else
+			engine_retry_later(s, OUTBOX_S3, en, &o->err);
 		break;
 	case UPLOAD_FAILED:
 		engine_fail(s, OUTBOX_S3, en, &o->err);
@@ -721,20 +816,42 @@ real_pg_free(void *h)
 	pg_free(h);
 }
 
+static void
+real_pg_set_url(void *h, const char *url)
+{
+	pg_set_url(h, url);
+}
+
+static unsigned
+real_s3_creds_gen(void *h)
+{
+	return creds_generation(s3_creds(h));
+}
+
 int
 engine_io_real(struct engine_io *io, const struct cfg *cfg, struct err *e)
 {
 	memset(io, 0, sizeof(*io));
 	io->s3 = (struct engine_s3){ NULL, real_s3_start, real_s3_running,
-	    real_s3_wait, real_s3_done, real_s3_cancel, real_s3_free };
+	    real_s3_wait, real_s3_done, real_s3_cancel, real_s3_free,
+	    real_s3_creds_gen };
 	io->db = (struct engine_db){ NULL, real_record, real_apply_meta,
-	    real_set_etag, real_read_documents, real_pg_free };
+	    real_set_etag, real_read_documents, real_pg_free, real_pg_set_url };
 	io->idle = real_idle;
 	if (cfg->bucket != NULL && (io->s3.h = s3_new(cfg, e)) == NULL)
 		return -1;
 	if (cfg->db_on)
 		io->db.h = pg_new(cfg);
 	return 0;
+}
+
+static void
+clear_pauses(struct sync *s)
+{
+	struct err e = {0};
+
+	outbox_meta_set(s->ob, "s3_paused", "", &e);
+	outbox_meta_set(s->ob, "db_paused", "", &e);
 }
 
 struct sync *
@@ -747,6 +864,7 @@ sync_new_io(const struct cfg *cfg, int wake_fd, const struct engine_io *io,
 	s->wake_fd = wake_fd;
 	s->io = *io;
 	s->recs_tail = &s->recs;
+	pthread_mutex_init(&s->reload_mu, NULL);
 	s->inflight = strmap_new();
 	s->job_users = strmap_new();
 	s->rootfd = open(cfg->watch_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -765,6 +883,8 @@ sync_new_io(const struct cfg *cfg, int wake_fd, const struct engine_io *io,
 	if (outbox_live_legs(s->ob, s->io.s3.h != NULL, s->io.db.h != NULL,
 	    e) < 0)
 		goto fail;
+	/* A pause a stopped outboxd left behind is not this one's. */
+	clear_pauses(s);
 	s->env = (struct upload_env){ cfg, &s->io.s3, s, s->rootfd, MIN_PART,
 	    NULL };
 	atomic_store(&s->heartbeat, time_mono_ms());
@@ -778,7 +898,6 @@ struct sync *
 sync_new(const struct cfg *cfg, int wake_fd, struct err *e)
 {
 	struct engine_io io;
-
 	struct sync *s;
 
 	if (engine_io_real(&io, cfg, e) < 0)
@@ -788,7 +907,61 @@ sync_new(const struct cfg *cfg, int wake_fd, struct err *e)
 	 * its parts (the simulator, with no hasher, hashes inline). */
 	if (s != NULL && s3_on(s))
 		s->env.hasher = hasher_new(HASH_WORKERS, wake_fd);
+	if (s != NULL && io.s3.h != NULL)
+		s->creds = s3_creds(io.s3.h);
 	return s;
+}
+
+void
+sync_reload(struct sync *s, const struct cfg *n)
+{
+	if (s->creds != NULL)
+		creds_reload(s->creds, n);
+	if (s->io.db.h != NULL && n->db_on) {
+		pthread_mutex_lock(&s->reload_mu);
+		free(s->new_db_url);
+		s->new_db_url = xstrdup(n->database_url);
+		pthread_mutex_unlock(&s->reload_mu);
+		eventfd_poke(s->wake_fd);
+	}
+}
+
+/*
+ * New S3 credentials (refreshed, or reloaded on SIGHUP) or a new
+ * DATABASE_URL end a refusal's pause at once: the next turn probes.
+ */
+static void
+take_reloads(struct sync *s)
+{
+	char *url;
+
+	if (s3_on(s) && s->io.s3.creds_gen != NULL) {
+		unsigned g = s->io.s3.creds_gen(s->io.s3.h);
+
+		if (g != s->creds_gen_seen) {
+			s->creds_gen_seen = g;
+			if (s->legs[OUTBOX_S3].refused) {
+				log_info("new S3 credentials: probing the "
+				    "paused S3 leg now");
+				s->legs[OUTBOX_S3].paused_until = 0;
+			}
+		}
+	}
+	pthread_mutex_lock(&s->reload_mu);
+	url = s->new_db_url;
+	s->new_db_url = NULL;
+	pthread_mutex_unlock(&s->reload_mu);
+	if (url != NULL && s->io.db.set_url != NULL) {
+		s->io.db.set_url(s->io.db.h, url);
+		if (s->legs[OUTBOX_DB].failures > 0) {
+			log_info("SIGHUP: probing the database leg with the "
+			    "reloaded DATABASE_URL now");
+			s->legs[OUTBOX_DB].paused_until = 0;
+		}
+	}
+	if (url != NULL)
+		memset(url, 0, strlen(url));
+	free(url);
 }
 
 void
@@ -826,6 +999,8 @@ sync_free(struct sync *s)
 	queue_free(s);
 	dbleg_free(s);
 	strmap_free(s->inflight);
+	free(s->new_db_url);
+	pthread_mutex_destroy(&s->reload_mu);
 	if (s->io.db.h != NULL)
 		s->io.db.free(s->io.db.h);
 	outbox_close(s->ob);
@@ -969,6 +1144,7 @@ step_work(struct sync *s, int stopping)
 
 	s->turns++;
 	atomic_store(&s->heartbeat, time_mono_ms());
+	take_reloads(s);
 	if (s3_on(s))
 		collect_s3(s);
 	/* An upload id S3 just gave is written before any of its parts is

@@ -52,6 +52,10 @@ long long sync_turns(const struct sync *s);
 /* The smallest multipart part (8 MiB; the simulator's files are small). */
 void sync_set_min_part(struct sync *s, uint64_t bytes);
 
+/* SIGHUP (any thread): takes n's S3 credential settings and
+ * DATABASE_URL; a leg paused by a refusal is probed with them at once. */
+void sync_reload(struct sync *s, const struct cfg *n);
+
 /* From any thread. */
 void sync_stop(struct sync *s);
 long long sync_heartbeat(struct sync *s);

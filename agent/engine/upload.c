@@ -218,6 +218,8 @@ request_failed(struct upload *u, const struct s3_req *r)
 		changed(u, "while it was being sent");
 		break;
 	case ERR_TRANSIENT:
+	case ERR_REFUSED:	/* the engine pauses the leg; entry pending */
+	case ERR_DENIED:	/* the engine tells the leg's from the key's */
 		decide(u, UPLOAD_RETRY, &r->err, NULL);
 		break;
 	default:
@@ -907,7 +909,7 @@ reply_complete(struct upload *u, struct s3_req *r)
 	    sizeof(code), msg, sizeof(msg)) == 0) {
 		err_set(&e, s3_classify(500, code), "CompleteMultipartUpload %s: "
 		    "%s: %s", u->en.s3_key, code, msg);
-		decide(u, e.cls == ERR_TRANSIENT ? UPLOAD_RETRY : UPLOAD_FAILED,
+		decide(u, e.cls == ERR_PERMANENT ? UPLOAD_FAILED : UPLOAD_RETRY,
 		    &e, NULL);
 		return;
 	}

@@ -24,6 +24,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include "agent/s3/creds.h"
 #include "agent/s3/s3.h"
 
 #define EMPTY_SHA256 \
@@ -40,7 +41,7 @@ struct s3 {
 	char *bucket;
 	int path_style;
 	char *region;
-	struct sigv4_creds creds;	/* points into cfg: never logged */
+	struct creds *creds;	/* the chain's credentials: never logged */
 	const char *ca_bundle;
 	long connect_timeout_ms;
 	long stall_s;		/* abandon a transfer this long without progress */
@@ -62,6 +63,7 @@ struct req_priv {
 	int short_read;		/* the file ended early: it changed */
 	int read_errno;
 	time_t server_date;	/* from the Date header, 0 if none */
+	unsigned creds_gen;	/* the credentials it was signed with */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -95,9 +97,7 @@ s3_new(const struct cfg *cfg, struct err *e)
 	s->bucket = xstrdup(cfg->bucket);
 	s->region = xstrdup(cfg->region);
 	s->path_style = cfg->path_style;
-	s->creds.access_key = cfg->access_key;
-	s->creds.secret_key = cfg->secret_key;
-	s->creds.session_token = cfg->session_token;
+	s->creds = creds_new(cfg);
 	s->ca_bundle = cfg->ca_bundle;
 	s->connect_timeout_ms = 10000;
 	s->stall_s = cfg->s3_timeout_s;
@@ -155,6 +155,7 @@ s3_free(struct s3 *s)
 	curl_multi_cleanup(s->multi);
 	if (s->share != NULL)
 		curl_share_cleanup(s->share);
+	creds_free(s->creds);
 	free(s->running);
 	free(s->scheme);
 	free(s->host);
@@ -169,6 +170,12 @@ long
 s3_clock_offset(const struct s3 *s)
 {
 	return s->clock_offset;
+}
+
+struct creds *
+s3_creds(struct s3 *s)
+{
+	return s->creds;
 }
 
 /* The decoded path of key as signed: [/base][/bucket]/key. */
@@ -331,6 +338,8 @@ s3_start(struct s3 *s, struct s3_req *r)
 	char amz_date[17], *path;
 	int has_body = r->fd >= 0 || r->mem != NULL;
 	struct sigv4_request sr;
+	struct creds_val cv;
+	struct sigv4_creds sc;
 	CURLMcode mc;
 
 	err_clear(&r->err);
@@ -344,6 +353,11 @@ s3_start(struct s3 *s, struct s3_req *r)
 	r->priv = p;
 	if (!has_body)
 		snprintf(r->sha256, sizeof(r->sha256), "%s", EMPTY_SHA256);
+	if (creds_get(s->creds, &cv, &r->err) < 0)
+		goto fail;
+	p->creds_gen = cv.gen;
+	sc = (struct sigv4_creds){ cv.access_key, cv.secret_key,
+	    cv.token[0] ? cv.token : NULL };
 
 	hdr[nh++] = (struct sigv4_pair){ "x-amz-content-sha256", r->sha256 };
 	if (r->md5[0] != '\0')
@@ -358,9 +372,9 @@ s3_start(struct s3 *s, struct s3_req *r)
 	if (r->file_sha256 != NULL)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-meta-sha256",
 		    r->file_sha256 };
-	if (s->creds.session_token != NULL)
+	if (sc.session_token != NULL)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-security-token",
-		    s->creds.session_token };
+		    sc.session_token };
 
 	path = object_path(s, r->key);
 	sr = (struct sigv4_request){
@@ -370,7 +384,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 		.payload_hash = r->sha256, .region = s->region,
 		.service = "s3", .time = time(NULL) + s->clock_offset,
 	};
-	sigv4_sign(&sr, &s->creds, &auth, amz_date, NULL);
+	sigv4_sign(&sr, &sc, &auth, amz_date, NULL);
 
 	buf_printf(&url, "%s://%s", s->scheme, s->host);
 	sigv4_uri_encode(&url, path, 1);
@@ -396,6 +410,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 		p->headers = curl_slist_append(p->headers, "Expect:");
 	memset(auth.data, 0, auth.len);
 	buf_free(&auth);
+	memset(&cv, 0, sizeof(cv));
 
 	p->easy = take_easy(s);
 	if (p->easy == NULL) {
@@ -541,12 +556,31 @@ s3_classify(long status, const char *code)
 		"ThrottlingException", "RequestLimitExceeded",
 		"TooManyRequestsException", "InternalFailure",
 	};
+	/* The credentials, or the bucket the leg is configured for, are
+	 * wrong: no entry can succeed until that is fixed, so the leg pauses
+	 * and nothing fails (a refreshed or reloaded credential resumes it). */
+	static const char *const refused[] = {
+		"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+		"TokenRefreshRequired", "InvalidToken", "NoSuchBucket",
+		"PermanentRedirect", "AuthorizationHeaderMalformed",
+		"AllAccessDisabled", "AccountProblem", "InvalidBucketName",
+		"IllegalLocationConstraintException", "MissingSecurityHeader",
+	};
 	size_t i;
 
-	if (code != NULL && code[0] != '\0')
+	if (code != NULL && code[0] != '\0') {
 		for (i = 0; i < ARRAY_SIZE(transient); i++)
 			if (strcmp(code, transient[i]) == 0)
 				return ERR_TRANSIENT;
+		for (i = 0; i < ARRAY_SIZE(refused); i++)
+			if (strcmp(code, refused[i]) == 0)
+				return ERR_REFUSED;
+		if (strcmp(code, "AccessDenied") == 0)
+			return ERR_DENIED;
+	}
+	/* A HEAD has no body to name the error: 403 is a refusal. */
+	if (status == 403 && (code == NULL || code[0] == '\0'))
+		return ERR_DENIED;
 	if (status == 0 || status >= 500 || status == 408 || status == 429)
 		return ERR_TRANSIENT;
 	return ERR_PERMANENT;
@@ -634,6 +668,11 @@ conclude(struct s3 *s, struct s3_req *r, CURLcode cc)
 		/* Sign with the server's idea of now from here on. */
 		s->clock_offset = (long)(p->server_date - time(NULL));
 	}
+	/* Refresh now: the next probe signs with the new keys. */
+	if (strcmp(r->code, "ExpiredToken") == 0 ||
+	    strcmp(r->code, "TokenRefreshRequired") == 0 ||
+	    strcmp(r->code, "InvalidToken") == 0)
+		creds_expired(s->creds, p->creds_gen);
 	if (strcmp(r->code, "PermanentRedirect") == 0 ||
 	    strcmp(r->code, "AuthorizationHeaderMalformed") == 0)
 		snprintf(message + strlen(message), sizeof(message) -
@@ -727,8 +766,18 @@ s3_presign(struct s3 *s, const char *key, long expires)
 		.time = time(NULL) + s->clock_offset,
 	};
 	struct buf url = {0}, query = {0};
+	struct creds_val cv;
+	struct sigv4_creds sc;
+	struct err e = {0};
 
-	sigv4_presign(&sr, &s->creds, expires, &query);
+	if (creds_get(s->creds, &cv, &e) < 0) {
+		free(path);
+		return NULL;
+	}
+	sc = (struct sigv4_creds){ cv.access_key, cv.secret_key,
+	    cv.token[0] ? cv.token : NULL };
+	sigv4_presign(&sr, &sc, expires, &query);
+	memset(&cv, 0, sizeof(cv));
 	buf_printf(&url, "%s://%s", s->scheme, s->host);
 	sigv4_uri_encode(&url, path, 1);
 	buf_printf(&url, "?%s", query.data);

@@ -86,7 +86,8 @@ int s3_perform(struct s3 *s, struct s3_req *r);
 
 /*
  * Presigns a GET of key valid for expires seconds; returns the URL, which
- * the caller frees. Used only by outboxctl presign.
+ * the caller frees, or NULL when there are no credentials. Used only by
+ * outboxctl presign.
  */
 char *s3_presign(struct s3 *s, const char *key, long expires);
 
@@ -107,5 +108,9 @@ int s3_parse_error(const char *xml, size_t len, char *code, size_t ncode,
 
 /* The clock offset in seconds applied when signing (server - local). */
 long s3_clock_offset(const struct s3 *s);
+
+/* The credentials the client signs with (creds.h; owned by the client,
+ * safe to use from any thread while it lives). */
+struct creds *s3_creds(struct s3 *s);
 
 #endif

@@ -641,7 +641,7 @@ void
 fake_s3_io(struct fake_s3 *f, struct engine_s3 *io)
 {
 	*io = (struct engine_s3){ f, s3_start_fake, s3_running_fake,
-	    s3_wait_fake, s3_done_fake, s3_cancel_fake, s3_free_fake };
+	    s3_wait_fake, s3_done_fake, s3_cancel_fake, s3_free_fake, NULL };
 }
 
 /* ---- PostgreSQL ---------------------------------------------------------- */
@@ -912,5 +912,5 @@ void
 fake_db_io(struct fake_db *f, struct engine_db *io)
 {
 	*io = (struct engine_db){ f, db_record_fake, db_meta_fake,
-	    db_etag_fake, NULL, db_free_fake };
+	    db_etag_fake, NULL, db_free_fake, NULL };
 }
