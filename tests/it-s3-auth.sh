@@ -35,7 +35,12 @@ write_env() {
 }
 write_env "wrong-$right_sk" "$bad_db"
 export OUTBOXD_METRICS_FILE=$IT_DIR/metrics.prom
-unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY DATABASE_URL
+# outboxd sees only the env file's keys; outboxctl keeps the right ones.
+printf '#!/bin/sh\nexec env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u DATABASE_URL "%s" "$@"\n' \
+	"$OUTBOXD" >"$IT_DIR/outboxd-env-file-only"
+chmod +x "$IT_DIR/outboxd-env-file-only"
+OUTBOXD=$IT_DIR/outboxd-env-file-only
+export DATABASE_URL=$good_db
 
 j=$(new_job)
 for i in $(seq 1 12); do write_file "$j/doc-$i.md" "document $i"; done
@@ -83,7 +88,6 @@ t_ok "the S3 leg says it resumed" grep -q 'S3 leg resumed' "$IT_DIR/outboxd.log"
 t_ok "the database leg says it resumed" grep -q 'database leg resumed' "$IT_DIR/outboxd.log"
 "$OUTBOXCTL" status >"$IT_DIR/status.txt"
 t_ok "status no longer shows a pause" bash -c "! grep -q 'leg paused' '$IT_DIR/status.txt'"
-export DATABASE_URL=$good_db
 ob_check_s3
 ob_check_db
 
