@@ -366,7 +366,7 @@ void
 engine_refused(struct sync *s, enum outbox_leg leg,
     const struct outbox_entry *en, const struct err *e)
 {
-	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg] };
+	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg], en->id };
 	struct leg *l = &s->legs[leg];
 	int attempts = leg == OUTBOX_S3 ? en->s3_attempts : en->db_attempts;
 	struct outbox_outcome oc = { .event = EV_TRANSIENT, .error = e->msg,
