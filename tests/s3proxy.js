@@ -62,6 +62,11 @@
  *                        x-amz-content-sha256 header) and content_md5 (whether
  *                        a Content-MD5 header came); lets a test prove that
  *                        a body was, or was never, sent, and what covered it
+ *   POST /__proxy/creds  {"access_key", "secret_key", "token", "expires_ms"}
+ *                        accepts temporary credentials (issued by the fakes
+ *                        of tests/awsfakes.js) with that session token until
+ *                        expires_ms (epoch ms); after it S3's 400
+ *                        ExpiredToken, with another token 400 InvalidToken
  *   POST /__proxy/kms    {"on": true, "match": "sub"} emulates an SSE-KMS
  *                        bucket for paths containing "sub" (all without it):
  *                        successful replies carry x-amz-server-side-encryption:
@@ -359,14 +364,30 @@ async function verifyAuth(r) {
       `The credential is malformed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request" (got "${credential}").`);
   }
   const [akid, scopeDate, scopeRegion, scopeService] = scopeParts;
+  const service = r.service || 's3';
+  let secretAccessKey = r.secretAccessKey;
   if (akid !== r.accessKeyId) {
-    return s3err(403, 'InvalidAccessKeyId',
-      'The AWS Access Key Id you provided does not exist in our records.',
-      { AWSAccessKeyId: akid });
+    /* temporary credentials the fakes issued (tests/awsfakes.js): S3
+     * takes them with their session token until they expire */
+    const t = r.temporary && r.temporary.get(akid);
+    if (!t) {
+      return s3err(403, 'InvalidAccessKeyId',
+        'The AWS Access Key Id you provided does not exist in our records.',
+        { AWSAccessKeyId: akid });
+    }
+    const tok = hasHeaderAuth ? header1(h, 'x-amz-security-token') : query['X-Amz-Security-Token'];
+    if (tok !== t.token) {
+      return s3err(400, 'InvalidToken', 'The provided token is malformed or otherwise invalid.');
+    }
+    if (r.now.getTime() >= t.expiresMs) {
+      return s3err(400, 'ExpiredToken', 'The provided token has expired.');
+    }
+    secretAccessKey = t.secret;
   }
-  if (scopeService !== 's3') {
+  const temporaryKey = akid !== r.accessKeyId ? akid : undefined;
+  if (scopeService !== service) {
     return s3err(400, 'AuthorizationHeaderMalformed',
-      `The authorization header is malformed; incorrect service "${scopeService}". This endpoint belongs to "s3".`);
+      `The authorization header is malformed; incorrect service "${scopeService}". This endpoint belongs to "${service}".`);
   }
   if (r.region && scopeRegion !== r.region) {
     return s3err(400, 'AuthorizationHeaderMalformed',
@@ -467,9 +488,9 @@ async function verifyAuth(r) {
     headers: signedHeaders,
   });
   const signer = new deps.SignatureV4({
-    credentials: { accessKeyId: r.accessKeyId, secretAccessKey: r.secretAccessKey },
+    credentials: { accessKeyId: akid, secretAccessKey },
     region: scopeRegion,
-    service: 's3',
+    service,
     sha256: deps.Sha256,
     uriEscapePath: false,
     applyChecksum: false,
@@ -478,7 +499,7 @@ async function verifyAuth(r) {
   const signedSet = new Set(signedList);
   const canonicalHeaders = deps.getCanonicalHeaders(request, new Set(), signedSet);
   const canonicalRequest = signer.createCanonicalRequest(request, canonicalHeaders, payloadHash);
-  const scope = `${scopeDate}/${scopeRegion}/s3/aws4_request`;
+  const scope = `${scopeDate}/${scopeRegion}/${service}/aws4_request`;
   const stringToSign = await signer.createStringToSign(amzDate, scope, canonicalRequest, 'AWS4-HMAC-SHA256');
 
   let expected;
@@ -495,7 +516,7 @@ async function verifyAuth(r) {
     const out = await signer.sign(toSign, {
       signingDate,
       signingRegion: scopeRegion,
-      signingService: 's3',
+      signingService: service,
       signableHeaders: signedSet,
       unsignableHeaders: unsignable,
     });
@@ -508,8 +529,8 @@ async function verifyAuth(r) {
     /* A presigned URL, or a request that signs Date (which sign() always
      * regenerates): the same computation from the signer's own pieces. */
     expected = await signer.getSignature(amzDate, scope,
-      signer.getSigningKey({ accessKeyId: r.accessKeyId, secretAccessKey: r.secretAccessKey },
-        scopeRegion, scopeDate, 's3'),
+      signer.getSigningKey({ accessKeyId: akid, secretAccessKey },
+        scopeRegion, scopeDate, service),
       canonicalRequest);
   }
   if (expected !== signature) {
@@ -523,7 +544,7 @@ async function verifyAuth(r) {
         CanonicalRequest: canonicalRequest,
       });
   }
-  return { ok: true, presigned, payloadHash };
+  return { ok: true, presigned, payloadHash, temporaryKey };
 }
 
 /* ------------------------------------------------------------------ */
@@ -569,6 +590,7 @@ class Proxy {
     this.stalled = new Set();
     this.sockets = new Set();
     this.kms = null; /* { match } while SSE-KMS is emulated */
+    this.temporary = new Map(); /* access key -> { secret, token, expiresMs } */
     this.resetCounters();
     this.upAgent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
   }
@@ -704,6 +726,16 @@ class Proxy {
     if (req.method === 'GET' && dpath === '/__proxy/puts') {
       return json(200, this.puts);
     }
+    if (req.method === 'POST' && dpath === '/__proxy/creds') {
+      let spec;
+      try { spec = JSON.parse(body || '{}'); } catch (e) { return json(400, { error: `bad JSON: ${e.message}` }); }
+      if (typeof spec.access_key !== 'string' || typeof spec.secret_key !== 'string' ||
+          typeof spec.token !== 'string' || typeof spec.expires_ms !== 'number') {
+        return json(400, { error: 'need access_key, secret_key, token (strings) and expires_ms (number)' });
+      }
+      this.temporary.set(spec.access_key, { secret: spec.secret_key, token: spec.token, expiresMs: spec.expires_ms });
+      return json(200, { ok: true });
+    }
     if (req.method === 'POST' && dpath === '/__proxy/kms') {
       let spec;
       try { spec = JSON.parse(body || '{}'); } catch (e) { return json(400, { error: `bad JSON: ${e.message}` }); }
@@ -826,8 +858,10 @@ class Proxy {
     const auth = await verifyAuth({
       method: req.method, rawUrl: req.url, headers, now: new Date(),
       accessKeyId: this.o['access-key'], secretAccessKey: this.o['secret-key'], region: this.o.region,
+      temporary: this.temporary,
     });
     if (!auth.ok) return this.reject(req, res, auth, dpath);
+    if (auth.temporaryKey) req.temporaryKey = auth.temporaryKey;
     if (auth.payloadHash !== 'UNSIGNED-PAYLOAD' && auth.payloadHash !== bodySha) {
       return this.reject(req, res, s3err(400, 'XAmzContentSHA256Mismatch',
         "The provided 'x-amz-content-sha256' header does not match what was computed.",
@@ -1001,6 +1035,17 @@ class Proxy {
         : [].concat(headers[name], req.rawHeaders[i + 1]);
     }
     headers['Content-Length'] = String(length);
+    /* s3rver knows only its own key: a request verified here with
+     * temporary credentials goes on under that key (s3rver checks the key,
+     * not the signature) */
+    if (req.temporaryKey) {
+      for (const name of Object.keys(headers)) {
+        if (name.toLowerCase() === 'authorization') {
+          headers[name] = String(headers[name]).replace(`Credential=${req.temporaryKey}/`,
+            `Credential=${this.o['access-key']}/`);
+        }
+      }
+    }
     if (rewritten) {
       const h = crypto.createHash('md5');
       for (const c of chunks) h.update(c);
@@ -1349,7 +1394,10 @@ async function main() {
   new Proxy(o).start();
 }
 
-main().catch(err => {
-  process.stderr.write(`s3proxy: ${err.stack || err}\n`);
-  process.exit(1);
-});
+module.exports = { verifyAuth, deps };
+if (require.main === module) {
+  main().catch(err => {
+    process.stderr.write(`s3proxy: ${err.stack || err}\n`);
+    process.exit(1);
+  });
+}

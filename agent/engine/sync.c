@@ -47,6 +47,7 @@
 #define DB_BATCH	64		/* database legs per round trip */
 #define ETAG_BATCH	32		/* ETags back-filled per turn */
 #define ONCE_WAIT_MS	5000		/* --once waits for retries this close */
+#define ONCE_REFUSALS	3		/* --once stops probing refused keys */
 #define STOP_GRACE_MS	30000		/* transfers may finish after a stop */
 #define MIN_PART	(8ull * 1024 * 1024)
 
@@ -1049,6 +1050,11 @@ sync_turns(const struct sync *s)
 static int64_t
 pause_left(const struct sync *s, enum outbox_leg leg, int64_t due)
 {
+	/* --once does not wait for credentials refused a few times over:
+	 * its entries stay pending (exit 75) for the next run. */
+	if (s->once && s->legs[leg].refused &&
+	    s->legs[leg].failures >= ONCE_REFUSALS)
+		return INT64_MAX / 2;
 	if (s->legs[leg].failures > 0) {
 		int64_t left = s->legs[leg].paused_until - time_mono_ms();
 
