@@ -108,7 +108,6 @@ struct sync {
 	struct poison *poison;		/* marks the entry being inspected */
 	struct metrics_live live;	/* counters for the metrics */
 	unsigned creds_gen_seen;	/* the S3 credentials' generation */
-	int once;			/* sync_once: batch mode */
 	pthread_mutex_t reload_mu;	/* guards new_db_url */
 	char *new_db_url;		/* from sync_reload, for the sync thread */
 	struct creds *creds;		/* the S3 client's, or NULL (simulator) */
