@@ -655,7 +655,7 @@ def chart(rows, meta, outdir):
             if ent:
                 ent.append((None, None))
             ent += [("+%s ms: %s" % (target.split("-")[1], SHORT[t]), g7.get((target, t)))
-                    for t in ("outboxd", "outboxd-c16", "rclone", "rclone-t16", "aws", "aws-c16", "s3cmd")]
+                    for t in ("outboxd", "outboxd-c16", "rclone", "rclone-t16", "aws", "aws-c16", "s3cmd", "curl-p16")]
         bars("w7", ent, "fps", "W7: backlog of 4 KiB files over HTTPS with added round trips", "files/s")
     if not panels:
         return
@@ -664,7 +664,10 @@ def chart(rows, meta, outdir):
     gp = ["set terminal pngcairo size 1600,%d font 'DejaVu Sans,11' noenhanced" % (520 * nrows),
           "set output '%s'" % os.path.join(outdir, "results.png"),
           "set multiplot layout %d,%d title 'outboxd %s vs peers, median of %s rounds, bars min–max; %s' font ',13'"
-          % (nrows, cols, meta.get("commit", ""), meta.get("rounds", "?"), meta.get("date", "")[:10]),
+          % (nrows, cols, meta.get("commit", "") + "".join(
+              " (%s: %s)" % (k[len("separate "):], meta[k].split(",")[0].replace("commit ", "").strip("`"))
+              for k in sorted(meta) if k.startswith("separate ")),
+             meta.get("rounds", "?"), meta.get("date", "")[:10]),
           "set style fill solid 0.85 border -1",
           "set boxwidth 0.7",
           "set grid ytics lc rgb '#dddddd'",
