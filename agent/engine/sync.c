@@ -1252,5 +1252,6 @@ sync_once(struct sync *s)
 	if (s3_on(s))
 		collect_s3(s);	/* what the last wait brought */
 	engine_flush(s);
+	s->once = 0;	/* the simulator steps the same engine on */
 	return s->fatal ? -1 : 0;
 }

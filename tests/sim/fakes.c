@@ -28,6 +28,7 @@
 #include <openssl/evp.h>
 
 #include "agent/s3/s3.h"
+#include "base/keymap.h"
 #include "tests/sim/sim.h"
 
 /* ---- shared ------------------------------------------------------------ */
@@ -183,6 +184,18 @@ void
 fake_s3_force(struct fake_s3 *f, enum fault fl)
 {
 	f->forced = fl;
+}
+
+int
+fake_s3_lose(struct fake_s3 *f, const char *key)
+{
+	struct fobject *o = strmap_del(f->objects, key);
+
+	if (o == NULL)
+		return 0;
+	taken_free(o->history);
+	free(o);
+	return 1;
 }
 
 struct fobject *
@@ -902,6 +915,48 @@ db_etag_fake(void *h, const char *job_id, const char *file_path,
 	return 0;
 }
 
+/* The scrub's batched row reads: the rows as they stand. */
+static int
+db_rows_fake(void *h, const char *const *job_ids, const char *const *paths,
+    size_t n, struct pg_row *rows, struct err *e)
+{
+	struct fake_db *f = h;
+	char path[1024];
+	size_t i;
+	int lost;
+
+	memset(rows, 0, n * sizeof(*rows));
+	if (db_trouble(f, &lost, e))
+		return -1;
+	for (i = 0; i < n; i++) {
+		const struct fdoc *d;
+
+		snprintf(path, sizeof(path), "%s/%s", job_ids[i], paths[i]);
+		if ((d = strmap_get(f->docs, path)) == NULL)
+			continue;
+		rows[i].found = 1;
+		rows[i].file_size = d->size;
+		snprintf(rows[i].sha256, sizeof(rows[i].sha256), "%s", d->sha);
+		snprintf(rows[i].etag, sizeof(rows[i].etag), "%s", d->etag);
+		/* The fake keeps only whether the key is set: the right one. */
+		rows[i].s3_key = d->has_key ? keymap_s3_key(job_ids[i], paths[i])
+		    : NULL;
+	}
+	return 0;
+}
+
+int
+fake_db_lose(struct fake_db *f, const char *path)
+{
+	struct fdoc *d = strmap_del(f->docs, path);
+
+	if (d == NULL)
+		return 0;
+	taken_free(d->history);
+	free(d);
+	return 1;
+}
+
 static void
 db_free_fake(void *h)
 {
@@ -912,5 +967,5 @@ void
 fake_db_io(struct fake_db *f, struct engine_db *io)
 {
 	*io = (struct engine_db){ f, db_record_fake, db_meta_fake,
-	    db_etag_fake, NULL, db_free_fake, NULL };
+	    db_etag_fake, db_rows_fake, db_free_fake, NULL };
 }

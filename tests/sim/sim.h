@@ -101,6 +101,8 @@ void fake_s3_force(struct fake_s3 *f, enum fault fl);
  * server before the connection dropped, or not (seeded). */
 void fake_s3_crash(struct fake_s3 *f);
 struct fobject *fake_s3_object(struct fake_s3 *f, const char *key);
+/* The bucket loses key (a lifecycle rule, a person): 1 when it was there. */
+int fake_s3_lose(struct fake_s3 *f, const char *key);
 /* Part uploads of parts already sent once to the same upload. */
 long long fake_s3_parts_resent(const struct fake_s3 *f);
 const struct strmap *fake_s3_objects(const struct fake_s3 *f);
@@ -114,6 +116,8 @@ void fake_db_io(struct fake_db *f, struct engine_db *io);
 void fake_db_mode(struct fake_db *f, enum store_mode m);
 void fake_db_force(struct fake_db *f, enum fault fl);
 struct fdoc *fake_db_doc(struct fake_db *f, const char *path);
+/* A restore loses path's documents row: 1 when it was there. */
+int fake_db_lose(struct fake_db *f, const char *path);
 const struct factivity *fake_db_activities(const struct fake_db *f,
     size_t *n);
 /* The status job.json last set for job, or NULL. */
