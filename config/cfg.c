@@ -465,6 +465,43 @@ load_chain(struct cfg *c, cfg_getenv_fn get, void *arg,
 	c->sts_endpoint = url_var(get, arg, "AWS_ENDPOINT_URL_STS", p);
 }
 
+/* How objects are stored: encryption and storage class, checked against
+ * the values S3 takes so a typo stops at start, not at every PUT. */
+static void
+load_s3_storage(struct cfg *c, cfg_getenv_fn get, void *arg,
+    struct cfg_problems *p)
+{
+	static const char *const classes[] = { "STANDARD", "STANDARD_IA",
+	    "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER",
+	    "DEEP_ARCHIVE", "REDUCED_REDUNDANCY", "EXPRESS_ONEZONE" };
+	const char *v;
+	size_t i;
+
+	c->sse = str_var(get, arg, "OUTBOXD_S3_SSE");
+	if (c->sse != NULL && strcmp(c->sse, "AES256") != 0 &&
+	    strcmp(c->sse, "aws:kms") != 0)
+		problem(p, "OUTBOXD_S3_SSE=%s: must be AES256 or aws:kms", c->sse);
+	c->sse_kms_key_id = str_var(get, arg, "OUTBOXD_S3_SSE_KMS_KEY_ID");
+	if (c->sse_kms_key_id != NULL && (c->sse == NULL ||
+	    strcmp(c->sse, "aws:kms") != 0))
+		problem(p, "OUTBOXD_S3_SSE_KMS_KEY_ID is set but OUTBOXD_S3_SSE "
+		    "is not aws:kms (the key applies only to SSE-KMS)");
+	else if (c->sse_kms_key_id != NULL &&
+	    strcspn(c->sse_kms_key_id, " \t\r\n") != strlen(c->sse_kms_key_id))
+		problem(p, "OUTBOXD_S3_SSE_KMS_KEY_ID: must be a key id, ARN or "
+		    "alias without spaces");
+	v = get(arg, "OUTBOXD_S3_STORAGE_CLASS");
+	if (v == NULL || *v == '\0')
+		return;
+	for (i = 0; i < ARRAY_SIZE(classes); i++)
+		if (strcmp(v, classes[i]) == 0)
+			c->storage_class = xstrdup(v);
+	if (c->storage_class == NULL)
+		problem(p, "OUTBOXD_S3_STORAGE_CLASS=%s: must be one of STANDARD, "
+		    "STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING, GLACIER_IR, "
+		    "GLACIER, DEEP_ARCHIVE, REDUCED_REDUNDANCY, EXPRESS_ONEZONE", v);
+}
+
 static void
 load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
     struct cfg_problems *p)
@@ -629,6 +666,7 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 	}
 
 	load_s3(c, get, arg, &vcap, p);
+	load_s3_storage(c, get, arg, p);
 	load_db(c, get, arg, &vcap, p);
 
 	v = get(arg, "OUTBOXD_DEFAULT_USER");
@@ -768,6 +806,9 @@ cfg_free(struct cfg *c)
 	free(c->container_token_file);
 	free(c->imds_endpoint);
 	free(c->sts_endpoint);
+	free(c->sse);
+	free(c->sse_kms_key_id);
+	free(c->storage_class);
 	free(c->endpoint);
 	free(c->ca_bundle);
 	free(c->database_url);

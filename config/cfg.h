@@ -50,6 +50,11 @@ struct cfg {
 	int imds_disabled;		/* AWS_EC2_METADATA_DISABLED */
 	char *sts_endpoint;		/* AWS_ENDPOINT_URL_STS */
 
+	/* Sent on PutObject and CreateMultipartUpload; NULL when unset. */
+	char *sse;			/* OUTBOXD_S3_SSE: AES256 or aws:kms */
+	char *sse_kms_key_id;		/* OUTBOXD_S3_SSE_KMS_KEY_ID */
+	char *storage_class;		/* OUTBOXD_S3_STORAGE_CLASS */
+
 	/* The database leg is on when db_on is set. */
 	int db_on;
 	char *database_url;		/* DATABASE_URL, "" for PG* alone */

@@ -62,6 +62,14 @@
  *                        x-amz-content-sha256 header) and content_md5 (whether
  *                        a Content-MD5 header came); lets a test prove that
  *                        a body was, or was never, sent, and what covered it
+ *   GET  /__proxy/writes every PUT and POST whose body the proxy read whole (as
+ *                        the PUT log, and CreateMultipartUpload,
+ *                        CompleteMultipartUpload): time, method, path, query,
+ *                        length, headers (the x-amz-server-side-encryption,
+ *                        ...-aws-kms-key-id and x-amz-storage-class it
+ *                        carried) and signed (its SignedHeaders, a list);
+ *                        lets a test prove which requests asked for
+ *                        encryption or a storage class, signed
  *   POST /__proxy/creds  {"access_key", "secret_key", "token", "expires_ms"}
  *                        accepts temporary credentials (issued by the fakes
  *                        of tests/awsfakes.js) with that session token until
@@ -145,6 +153,10 @@ const EMPTY_SHA256 =
  * involution, so the same function maps a real ETag to the one the client
  * sees and back).  Other ETag forms pass through unchanged. */
 const KMS_MASK = Buffer.from('a5c3e1f00f1e3c5a5ac3e1f00f1e3ca5', 'hex');
+/* request headers the PUT/POST log keeps (GET /__proxy/writes) */
+const STORAGE_HEADERS = ['x-amz-server-side-encryption',
+  'x-amz-server-side-encryption-aws-kms-key-id', 'x-amz-storage-class'];
+
 function kmsEtag(etag) {
   if (typeof etag !== 'string') return etag;
   return etag.replace(/^((?:"|&quot;|&#34;)?)([0-9a-fA-F]{32})((?:-\d+)?(?:"|&quot;|&#34;)?)$/, (m, a, hex, b) => {
@@ -602,6 +614,7 @@ class Proxy {
     this.rejected = 0;
     this.faultsInjected = 0;
     this.puts = [];
+    this.writes = [];
   }
 
   kmsFor(dpath) {
@@ -726,6 +739,9 @@ class Proxy {
     if (req.method === 'GET' && dpath === '/__proxy/puts') {
       return json(200, this.puts);
     }
+    if (req.method === 'GET' && dpath === '/__proxy/writes') {
+      return json(200, this.writes);
+    }
     if (req.method === 'POST' && dpath === '/__proxy/creds') {
       let spec;
       try { spec = JSON.parse(body || '{}'); } catch (e) { return json(400, { error: `bad JSON: ${e.message}` }); }
@@ -822,6 +838,17 @@ class Proxy {
         sha256: bodySha, fault: fault ? fault.type : null,
         content_sha256: req.headers['x-amz-content-sha256'] || null,
         content_md5: req.headers['content-md5'] !== undefined });
+    }
+    if (req.method === 'PUT' || req.method === 'POST') {
+      /* what a client asked of the stored object, and whether it signed it */
+      const auth = String(req.headers.authorization || '');
+      const m = /SignedHeaders=([^,\s]+)/.exec(auth);
+      const storage = {};
+      for (const k of STORAGE_HEADERS) {
+        if (req.headers[k] !== undefined) storage[k] = req.headers[k];
+      }
+      this.writes.push({ time: new Date().toISOString(), method: req.method, path: dpath,
+        query: dquery, length, headers: storage, signed: m ? m[1].split(';') : [] });
     }
 
     if (fault) {

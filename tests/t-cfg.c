@@ -377,10 +377,66 @@ test_http_listen(void)
 	}
 }
 
+/* OUTBOXD_S3_SSE, _SSE_KMS_KEY_ID and _STORAGE_CLASS: unset by default,
+ * S3's own values taken, anything else (or a KMS key without aws:kms) one
+ * problem naming the variable. */
+static void
+test_sse(void)
+{
+	const char *kms[] = { "OUTBOXD_S3_SSE", "aws:kms",
+		"OUTBOXD_S3_SSE_KMS_KEY_ID", "alias/outboxd",
+		"OUTBOXD_S3_STORAGE_CLASS", "GLACIER_IR", NULL };
+	const char *aes[] = { "OUTBOXD_S3_SSE", "AES256", NULL };
+	const char *bad[] = { "OUTBOXD_S3_SSE", "aes256",
+		"OUTBOXD_S3_STORAGE_CLASS", "standard", NULL };
+	const char *lone_key[] = { "OUTBOXD_S3_SSE", "AES256",
+		"OUTBOXD_S3_SSE_KMS_KEY_ID", "alias/outboxd", NULL };
+	const char *spaced[] = { "OUTBOXD_S3_SSE", "aws:kms",
+		"OUTBOXD_S3_SSE_KMS_KEY_ID", "alias/a b", NULL };
+	struct cfg_problems p;
+	struct cfg c;
+
+	load(&c, (const char *[]){ NULL }, &p);
+	tap_ok(c.sse == NULL && c.sse_kms_key_id == NULL &&
+	    c.storage_class == NULL, "no encryption or class asked by default "
+	    "(the bucket's defaults apply)");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	tap_int((int64_t)load(&c, kms, &p), 0, "aws:kms with a key and "
+	    "GLACIER_IR are taken");
+	tap_ok(c.sse && strcmp(c.sse, "aws:kms") == 0 && c.sse_kms_key_id &&
+	    strcmp(c.sse_kms_key_id, "alias/outboxd") == 0 && c.storage_class &&
+	    strcmp(c.storage_class, "GLACIER_IR") == 0, "as given");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	tap_int((int64_t)load(&c, aes, &p), 0, "AES256 alone is taken");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	tap_int((int64_t)load(&c, bad, &p), 2, "a lower-case SSE and class: "
+	    "two problems (S3's values are case-sensitive)");
+	tap_ok(has_line(&p, "OUTBOXD_S3_SSE=aes256: must be AES256 or aws:kms"),
+	    "the SSE value is named");
+	tap_ok(has_line(&p, "OUTBOXD_S3_STORAGE_CLASS=standard: must be one of"),
+	    "the class is named");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	tap_int((int64_t)load(&c, lone_key, &p), 1, "a KMS key with AES256 is "
+	    "one problem");
+	tap_ok(has_line(&p, "OUTBOXD_S3_SSE_KMS_KEY_ID is set but"), "naming "
+	    "the key variable");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	tap_int((int64_t)load(&c, spaced, &p), 1, "a key id with a space is "
+	    "one problem");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+}
+
 int
 main(void)
 {
 	test_defaults();
+	test_sse();
 	test_scrub();
 	test_http_listen();
 	test_s3();

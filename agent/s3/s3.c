@@ -41,6 +41,7 @@ struct s3 {
 	char *bucket;
 	int path_style;
 	char *region;
+	char *sse, *sse_kms_key_id, *storage_class;	/* NULL when unset */
 	struct creds *creds;	/* the chain's credentials: never logged */
 	const char *ca_bundle;
 	long connect_timeout_ms;
@@ -96,6 +97,11 @@ s3_new(const struct cfg *cfg, struct err *e)
 	}
 	s->bucket = xstrdup(cfg->bucket);
 	s->region = xstrdup(cfg->region);
+	s->sse = cfg->sse ? xstrdup(cfg->sse) : NULL;
+	s->sse_kms_key_id = cfg->sse_kms_key_id ?
+	    xstrdup(cfg->sse_kms_key_id) : NULL;
+	s->storage_class = cfg->storage_class ? xstrdup(cfg->storage_class) :
+	    NULL;
 	s->path_style = cfg->path_style;
 	s->creds = creds_new(cfg);
 	s->ca_bundle = cfg->ca_bundle;
@@ -162,6 +168,9 @@ s3_free(struct s3 *s)
 	free(s->base_path);
 	free(s->bucket);
 	free(s->region);
+	free(s->sse);
+	free(s->sse_kms_key_id);
+	free(s->storage_class);
 	free(s->done);
 	free(s);
 }
@@ -328,6 +337,17 @@ add_header(struct curl_slist *l, const char *name, const char *value)
 	return n;
 }
 
+/* A PutObject or CreateMultipartUpload: the requests that make an object
+ * and so carry how it is stored (S3 refuses these headers on UploadPart). */
+static int
+creates_object(const struct s3_req *r)
+{
+	if (strcmp(r->method, "PUT") == 0)
+		return r->n_query == 0;
+	return strcmp(r->method, "POST") == 0 && r->n_query == 1 &&
+	    strcmp(r->query[0].name, "uploads") == 0;
+}
+
 int
 s3_start(struct s3 *s, struct s3_req *r)
 {
@@ -372,6 +392,16 @@ s3_start(struct s3 *s, struct s3_req *r)
 	if (r->file_sha256 != NULL)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-meta-sha256",
 		    r->file_sha256 };
+	if (creates_object(r) && s->sse != NULL)
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-server-side-encryption",
+		    s->sse };
+	if (creates_object(r) && s->sse_kms_key_id != NULL)
+		hdr[nh++] = (struct sigv4_pair){
+		    "x-amz-server-side-encryption-aws-kms-key-id",
+		    s->sse_kms_key_id };
+	if (creates_object(r) && s->storage_class != NULL)
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-storage-class",
+		    s->storage_class };
 	if (sc.session_token != NULL)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-security-token",
 		    sc.session_token };
