@@ -62,6 +62,11 @@ struct engine_io {
 	 * -1); the simulator advances its clock instead. */
 	void (*idle)(void *arg, int wake_fd, int ms);
 	void *idle_arg;
+	/* The simulator's watcher thread: called just before a turn writes
+	 * its outcomes, with how many report a vanished file, since the
+	 * daemon's watcher may journal between a leg's finding and its
+	 * record. NULL in the daemon. */
+	void (*before_write)(void *arg, int gone);
 };
 
 /*

@@ -119,12 +119,37 @@ engine_note(struct sync *s, enum rec_kind kind, int64_t id, const char *s1,
 	enqueue(s, r);
 }
 
+/*
+ * A leg found r's file gone, and "gone" forgets the path's stat so that the
+ * watcher journals the file again if it comes back. But the watcher thread
+ * may have seen it come back already, between the leg's finding and this
+ * transaction, and skipped it as the version it knew. Inside the
+ * transaction (the watcher journals in one too) the file is looked at
+ * again: back, the leg retries instead, and reads it.
+ */
+static void
+gone_unless_back(struct sync *s, struct rec *r)
+{
+	struct stat st;
+	struct err e = {0};
+
+	if (tree_stat(s->rootfd, r->s1, &st, &e) < 0 || !S_ISREG(st.st_mode))
+		return;
+	r->oc.event = EV_TRANSIENT;
+	r->oc.next_at_ms = time_now_ms();
+	free((char *)r->oc.error);
+	r->oc.error = xstrdup("the file vanished and came back before that "
+	    "was recorded; read again");
+}
+
 /* Writes one record; 0 or -1 with e. */
 static int
-write_rec(struct sync *s, const struct rec *r, struct err *e)
+write_rec(struct sync *s, struct rec *r, struct err *e)
 {
 	switch (r->kind) {
 	case R_LEG:
+		if (r->oc.event == EV_GONE && r->s1 != NULL)
+			gone_unless_back(s, r);
 		return outbox_apply(s->ob, r->leg, r->id, &r->oc, e) < 0 ? -1 : 0;
 	case R_UPLOAD_ID:
 		return outbox_set_upload_id(s->ob, r->id, r->s1, e);
@@ -169,6 +194,13 @@ flush_and(struct sync *s, int (*claim)(struct sync *, struct turn_claims *,
 
 	if ((s->recs == NULL && claim == NULL) || s->dead)
 		return 0;
+	if (s->io.before_write != NULL && s->recs != NULL) {
+		int gone = 0;
+
+		for (r = s->recs; r != NULL; r = r->next)
+			gone += r->kind == R_LEG && r->oc.event == EV_GONE;
+		s->io.before_write(s->io.idle_arg, gone);
+	}
 	if (outbox_begin(s->ob, &e) < 0)
 		goto failed;
 	for (r = s->recs; r != NULL; r = r->next)
@@ -320,6 +352,25 @@ engine_skip(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 	engine_outcome(s, leg, en->id, &oc);
 }
 
+/* engine_skip's "gone", with the path kept for gone_unless_back. */
+static void
+skip_gone(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
+    const char *why)
+{
+	struct log_ctx ctx = { en->job_id, en->path, leg_names[leg], en->id };
+	struct rec *r = xcalloc(1, sizeof(*r));
+
+	log_msg(LOG_INFO, &ctx, "skipped: %s", why);
+	r->kind = R_LEG;
+	r->leg = leg;
+	r->id = en->id;
+	r->oc = (struct outbox_outcome){ .event = EV_GONE };
+	r->oc.error = xstrdup(why);
+	r->s1 = xstrdup(en->path);
+	metrics_outcome(&s->live, leg, EV_GONE);
+	enqueue(s, r);
+}
+
 /* 1 when en was denied once already while the credentials worked;
  * remembers it otherwise. */
 static int
@@ -407,7 +458,7 @@ engine_file_problem(struct sync *s, enum outbox_leg leg,
 		snprintf(why, sizeof(why), "the file vanished before it was %s; "
 		    "it is journaled again if it comes back", leg == OUTBOX_S3 ?
 		    "uploaded" : "recorded");
-		engine_skip(s, leg, en, EV_GONE, why);
+		skip_gone(s, leg, en, why);
 	} else if (e->cls == ERR_TRANSIENT) {
 		engine_retry_later(s, leg, en, e);
 	} else {
@@ -1161,8 +1212,9 @@ step_work(struct sync *s, int stopping)
 	}
 	/* Both legs' claims in one outbox transaction, with any outcome
 	 * still queued; the outcomes this turn learns are written at its end
-	 * (not later: a leg that forgets a vanished file's stat must do so
-	 * before the watcher can see the file come back). */
+	 * (not later: a vanished file's finding is written soon, and
+	 * gone_unless_back looks again then, in case the watcher thread saw
+	 * the file come back in between). */
 	if (!claims_wanted(s, stopping, &tc))
 		engine_flush(s);
 	else if (flush_and(s, claim_turn, &tc) < 0) {

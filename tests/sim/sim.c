@@ -135,6 +135,9 @@ struct sim {
 	int nn;				/* 1, or 2 in two-engine schedules */
 	int cur;			/* the current instance */
 	int pinned;			/* engine_step keeps to it */
+	int back_on_gone;		/* file brought back (+1) when a turn
+					   next writes a vanishing */
+	int64_t mid_turn;		/* journals inside a turn */
 	char *cfg_db;			/* cfg's own state_db, restored at close */
 };
 
@@ -531,6 +534,34 @@ rescan(struct sim *m)
 			journal(m, i);
 }
 
+/*
+ * The daemon's watcher is a thread of its own: between a leg finding a file
+ * gone and the turn writing that down, the file may come back and the
+ * watcher journal it (as the version it knows). Here, just before a turn
+ * writes: a random file away comes back and is journaled at once.
+ */
+static void
+sim_before_write(void *arg, int gone)
+{
+	struct sim *m = arg;
+	int i = -1, n;
+
+	if (m->back_on_gone > 0 && gone > 0) {
+		i = m->back_on_gone - 1;
+		m->back_on_gone = 0;
+	} else if (m->w.faulty && world_rand(&m->w, 6) == 0) {
+		i = (int)world_rand(&m->w, NFILES);
+	}
+	if (i < 0 || !m->files[i].away)
+		return;
+	n = m->nevents;
+	app_back(m, i);
+	if (m->nevents > n)
+		m->nevents--;	/* seen now, not after the settle window */
+	journal(m, i);
+	m->mid_turn++;
+}
+
 /* ---- the engine's life ---------------------------------------------------- */
 
 static void
@@ -552,6 +583,7 @@ engine_start(struct sim *m)
 	fake_db_io(m->w.db, &io.db);
 	io.idle = sim_idle;
 	io.idle_arg = m;
+	io.before_write = sim_before_write;
 	m->eng = sync_new_io(&m->cfg, -1, &io, &e);
 	if (m->eng == NULL) {
 		world_violation(&m->w, "start: %s", e.msg);
@@ -1136,6 +1168,31 @@ named_lost_file(struct sim *m)
 	run_for(m, 1000);
 }
 
+/* 1b. As 1, but the file comes back (and the watcher journals it as the
+ * version it knew) inside the turn in which the S3 leg found it gone,
+ * before that turn writes the finding down. */
+static void
+named_back_mid_turn(struct sim *m)
+{
+	char sql[300];
+	int guard = 0;
+
+	fake_s3_mode(m->w.s3, MODE_DOWN);
+	app_write(m, F_A);
+	run_for(m, 2000);
+	/* Away while its S3 leg waits to retry, not while it sends. */
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
+	    "'%s' AND s3_state = 'pending'", m->files[F_A].rel);
+	while (query_int(m, sql) == 0 && guard++ < 100)
+		engine_step(m);
+	app_away(m, F_A, 0);
+	m->back_on_gone = F_A + 1;
+	fake_s3_mode(m->w.s3, MODE_UP);
+	run_for(m, 70000);
+	if (m->back_on_gone != 0)
+		world_violation(&m->w, "sim: no turn found the file gone");
+}
+
 /* 2. Database down; flow.xml reaches S3; deleted locally; database up. */
 static void
 named_lost_row(struct sim *m)
@@ -1329,6 +1386,7 @@ static const struct named {
 	int two;		/* two instances */
 } named[] = {
 	{ "lost-file", named_lost_file, 0 },
+	{ "back-mid-turn", named_back_mid_turn, 0 },
 	{ "lost-row", named_lost_row, 0 },
 	{ "stuck-after-kill", named_stuck, 0 },
 	{ "stuck-after-stop", named_stuck_stop, 0 },
@@ -1373,6 +1431,7 @@ run_one(uint64_t seed, const struct named *nm, int verbose, struct sim *out)
 	rc = m->w.violation[0] == '\0' ? 0 : 1;
 	if (out != NULL) {
 		out->crashes = m->crashes;
+		out->mid_turn = m->mid_turn;
 		out->nn = m->nn;
 		for (k = 0; k < m->nn; k++) {
 			use_node(m, k);
@@ -1395,6 +1454,7 @@ main(int argc, char **argv)
 	const char *env = getenv("OUTBOXD_SIM_SCHEDULES");
 	const char *seed_env = getenv("OUTBOXD_SIM_SEED");
 	long long count = env ? atoll(env) : 2000, k, bad = 0, crashes = 0;
+	long long mid = 0;
 	long long faults = 0, requests = 0, turns = 0, twos = 0;
 	uint64_t base = seed_env ? strtoull(seed_env, NULL, 0) : 1;
 	const char *only = NULL;
@@ -1450,6 +1510,7 @@ main(int argc, char **argv)
 		memset(&r, 0, sizeof(r));
 		i = run_one(seed, NULL, 0, &r);
 		crashes += r.crashes;
+		mid += r.mid_turn;
 		faults += r.w.faults;
 		requests += r.w.requests;
 		turns += r.turns;
@@ -1461,9 +1522,10 @@ main(int argc, char **argv)
 	}
 	printf("%s %d - %lld random schedules from seed %llu (%lld with two "
 	    "engines over one folder): %lld crashes, %lld faults in %lld store "
-	    "requests, %lld engine turns, %lld violations\n", bad == 0 ? "ok" :
-	    "not ok", ++t, count, (unsigned long long)base, twos, crashes,
-	    faults, requests, turns, bad);
+	    "requests, %lld engine turns, %lld files back mid-turn, %lld "
+	    "violations\n", bad == 0 ? "ok" : "not ok", ++t, count,
+	    (unsigned long long)base, twos, crashes, faults, requests, turns,
+	    (long long)mid, bad);
 	printf("1..%d\n", t);
 	return bad == 0 ? 0 : 1;
 }
