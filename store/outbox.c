@@ -2167,11 +2167,14 @@ outbox_scrub_batch(struct outbox *o, int64_t after, int max,
 
 	*v = NULL;
 	*n = 0;
-	/* By primary key from the cursor: bounded, no scan. */
+	/* By primary key from the cursor: bounded, no scan. Only settled
+	 * entries: a pending leg, or a row still waiting for its ETag, is
+	 * no difference to repair (review finding: a back-fill due looked
+	 * like a wrong ETag). */
 	if (sqlite3_prepare_v2(o->db, "SELECT " ENTRY_COLUMNS " FROM entries "
 	    "WHERE id > ?1 AND kind = 'document' AND id = " NEWEST_OF_PATH
-	    "  AND s3_state NOT IN ('in_flight', 'failed') "
-	    "  AND db_state NOT IN ('in_flight', 'failed') "
+	    "  AND s3_state IN ('done', 'skipped') "
+	    "  AND db_state IN ('done', 'skipped') AND db_needs_etag = 0 "
 	    "ORDER BY id LIMIT ?2", -1, &s, NULL) != SQLITE_OK) {
 		db_err(o, e, "reading entries to scrub");
 		return -1;
