@@ -107,10 +107,13 @@ verify_visit(void *arg, enum tree_what what, const char *rel,
 	return 0;
 }
 
+/* The SHA-256 of f's bytes, when the file is still the version the walk
+ * saw (a rewrite since would pair its bytes with the old stat). */
 static int
-sha256_of(int rootfd, const char *rel, char *hex)
+sha256_of(int rootfd, const struct vfile *f, char *hex)
 {
-	struct stat st;
+	const char *rel = f->path;
+	struct stat st, now;
 	struct err e;
 	EVP_MD_CTX *ctx;
 	unsigned char buf[65536], md[32];
@@ -125,6 +128,10 @@ sha256_of(int rootfd, const char *rel, char *hex)
 		EVP_DigestUpdate(ctx, buf, (size_t)n);
 	EVP_DigestFinal_ex(ctx, md, NULL);
 	EVP_MD_CTX_free(ctx);
+	if (n >= 0 && (fstat(fd, &now) < 0 || now.st_size != f->size ||
+	    (int64_t)now.st_ino != f->inode || (int64_t)now.st_mtim.tv_sec *
+	    1000000000 + now.st_mtim.tv_nsec != f->mtime_ns))
+		n = -1;
 	close(fd);
 	if (n < 0)
 		return -1;
@@ -403,7 +410,8 @@ not_repairable(const struct cfg *c, const struct vfile *f,
 	if (f->s3 == V_UNKNOWN || f->db == V_UNKNOWN)
 		return "a store could not be checked; run verify again";
 	if (f->sha256[0] == '\0')
-		return "the file could not be read";
+		return "the file could not be read, or it changed while "
+		    "it was read";
 	if (en->s3_state == OUTBOX_FAILED || en->db_state == OUTBOX_FAILED)
 		return "its entry failed: see outboxctl list --state failed, "
 		    "then outboxctl retry";
@@ -589,7 +597,7 @@ ctl_cmd_verify(struct cfg *c, int argc, char **argv)
 		return EX_NOINPUT;
 	}
 	for (i = 0; i < w.n; i++)
-		if (sha256_of(fd, w.v[i].path, w.v[i].sha256) < 0)
+		if (sha256_of(fd, &w.v[i], w.v[i].sha256) < 0)
 			w.v[i].sha256[0] = '\0';
 	close(fd);
 	if (access(c->state_db, F_OK) == 0)
