@@ -465,6 +465,35 @@ load_chain(struct cfg *c, cfg_getenv_fn get, void *arg,
 	c->sts_endpoint = url_var(get, arg, "AWS_ENDPOINT_URL_STS", p);
 }
 
+/* OUTBOXD_MAX_BANDWIDTH: a size per second ("20MiB/s", "500KiB"), 0 or
+ * unset for no cap; below 1 KiB/s every transfer would trip the stall
+ * limit. */
+static void
+load_bandwidth(struct cfg *c, cfg_getenv_fn get, void *arg,
+    struct cfg_problems *p)
+{
+	const char *v = get(arg, "OUTBOXD_MAX_BANDWIDTH");
+	char *size;
+	size_t n;
+	uint64_t b;
+
+	if (v == NULL || *v == '\0')
+		return;
+	size = xstrdup(v);
+	n = strlen(size);
+	if (n > 2 && strcmp(size + n - 2, "/s") == 0)
+		size[n - 2] = '\0';
+	if (cfg_parse_size(size, &b) < 0)
+		problem(p, "OUTBOXD_MAX_BANDWIDTH=%s: not a rate (like 20MiB/s, "
+		    "500KiB/s, or 0 for no cap)", v);
+	else if (b != 0 && b < 1024)
+		problem(p, "OUTBOXD_MAX_BANDWIDTH=%s: must be 0 (no cap) or at "
+		    "least 1KiB/s", v);
+	else
+		c->max_bandwidth = b;
+	free(size);
+}
+
 /* How objects are stored: encryption and storage class, checked against
  * the values S3 takes so a typo stops at start, not at every PUT. */
 static void
@@ -490,6 +519,7 @@ load_s3_storage(struct cfg *c, cfg_getenv_fn get, void *arg,
 	    strcspn(c->sse_kms_key_id, " \t\r\n") != strlen(c->sse_kms_key_id))
 		problem(p, "OUTBOXD_S3_SSE_KMS_KEY_ID: must be a key id, ARN or "
 		    "alias without spaces");
+	load_bandwidth(c, get, arg, p);
 	v = get(arg, "OUTBOXD_S3_STORAGE_CLASS");
 	if (v == NULL || *v == '\0')
 		return;

@@ -56,7 +56,8 @@
  *   POST /__proxy/reset  zeroes the counters and forgets the PUT log
  *   GET  /__proxy/puts   the PUT log: a JSON array, one element per PUT whose
  *                        body the proxy read whole (before any fault that
- *                        answers it and before verification), with time,
+ *                        answers it and before verification), with time
+ *                        (the body's end), started (when its body began),
  *                        path, query, length, sha256 (of the body), fault
  *                        (the type injected, or null), content_sha256 (the
  *                        x-amz-content-sha256 header) and content_md5 (whether
@@ -809,6 +810,7 @@ class Proxy {
     }
 
     /* buffer the body, hashing as it comes */
+    const started = new Date().toISOString();
     const sha = crypto.createHash('sha256');
     const md5 = crypto.createHash('md5');
     const chunks = [];
@@ -834,7 +836,7 @@ class Proxy {
     const bodySha = sha.digest('hex');
     const bodyMd5 = md5.digest('base64');
     if (req.method === 'PUT') {
-      this.puts.push({ time: new Date().toISOString(), path: dpath, query: dquery, length,
+      this.puts.push({ time: new Date().toISOString(), started, path: dpath, query: dquery, length,
         sha256: bodySha, fault: fault ? fault.type : null,
         content_sha256: req.headers['x-amz-content-sha256'] || null,
         content_md5: req.headers['content-md5'] !== undefined });

@@ -432,9 +432,47 @@ test_sse(void)
 	cfg_problems_free(&p);
 }
 
+/* OUTBOXD_MAX_BANDWIDTH: a size per second, 0 or unset for no cap. */
+static void
+test_bandwidth(void)
+{
+	static const struct { const char *v; uint64_t want; } good[] = {
+		{ "20MiB/s", 20u << 20 }, { "500KiB/s", 500u << 10 },
+		{ "1000000", 1000000 }, { "0", 0 }, { "2MB/s", 2000000 } };
+	static const char *const bad[] = { "fast", "-1MiB/s", "10 parsecs",
+		"512/s" };
+	struct cfg_problems p;
+	struct cfg c;
+	size_t i;
+
+	load(&c, (const char *[]){ NULL }, &p);
+	tap_int((int64_t)c.max_bandwidth, 0, "no bandwidth cap by default");
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	for (i = 0; i < ARRAY_SIZE(good); i++) {
+		const char *env[] = { "OUTBOXD_MAX_BANDWIDTH", good[i].v, NULL };
+
+		tap_ok(load(&c, env, &p) == 0 && c.max_bandwidth == good[i].want,
+		    "OUTBOXD_MAX_BANDWIDTH=%s is %llu bytes/s", good[i].v,
+		    (unsigned long long)good[i].want);
+		cfg_free(&c);
+		cfg_problems_free(&p);
+	}
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		const char *env[] = { "OUTBOXD_MAX_BANDWIDTH", bad[i], NULL };
+
+		load(&c, env, &p);
+		tap_ok(p.n == 1 && has_line(&p, "OUTBOXD_MAX_BANDWIDTH="),
+		    "OUTBOXD_MAX_BANDWIDTH=%s is one problem naming it", bad[i]);
+		cfg_free(&c);
+		cfg_problems_free(&p);
+	}
+}
+
 int
 main(void)
 {
+	test_bandwidth();
 	test_defaults();
 	test_sse();
 	test_scrub();

@@ -43,6 +43,10 @@ struct s3 {
 	char *region;
 	char *sse, *sse_kms_key_id, *storage_class;	/* NULL when unset */
 	struct creds *creds;	/* the chain's credentials: never logged */
+	uint64_t bw_cap;	/* bytes per second for all bodies, 0 = none */
+	double bw_tokens;	/* bytes that may be sent now */
+	int64_t bw_at;		/* when bw_tokens was last refilled (mono ms) */
+	int bw_paused;		/* transfers paused for want of tokens */
 	const char *ca_bundle;
 	long connect_timeout_ms;
 	long stall_s;		/* abandon a transfer this long without progress */
@@ -57,10 +61,13 @@ struct s3 {
 
 /* Per-request state that only s3.c sees. */
 struct req_priv {
+	struct s3 *s;
 	CURL *easy;
 	struct curl_slist *headers;
 	char *url;
 	uint64_t sent;		/* body bytes handed to curl */
+	int paused;		/* waiting for bandwidth tokens */
+	double allow;		/* its share of them this turn */
 	int short_read;		/* the file ended early: it changed */
 	int read_errno;
 	time_t server_date;	/* from the Date header, 0 if none */
@@ -107,6 +114,8 @@ s3_new(const struct cfg *cfg, struct err *e)
 	s->ca_bundle = cfg->ca_bundle;
 	s->connect_timeout_ms = 10000;
 	s->stall_s = cfg->s3_timeout_s;
+	s->bw_cap = cfg->max_bandwidth;
+	s->bw_at = time_mono_ms();
 
 	if (cfg->endpoint != NULL) {
 		CURLU *u = curl_url();
@@ -196,6 +205,81 @@ object_path(const struct s3 *s, const char *key)
 	return xasprintf("%s/%s", s->base_path, key);
 }
 
+/* ---- bandwidth ----------------------------------------------------------- */
+
+/*
+ * OUTBOXD_MAX_BANDWIDTH is one token bucket for every transfer (curl's
+ * CURLOPT_MAX_SEND_SPEED_LARGE is per transfer): the read callback takes
+ * tokens for the bytes it hands curl and pauses its transfer when its
+ * share is spent; s3_wait refills the bucket every 10 ms at most and
+ * shares it out again. The bucket
+ * holds at most 50 ms of the rate, so no burst exceeds the cap for long.
+ */
+static void
+bw_refill(struct s3 *s)
+{
+	int64_t now = time_mono_ms();
+	double most = (double)s->bw_cap / 20;
+
+	if (most < 16384)
+		most = 16384;	/* at least one curl buffer */
+	s->bw_tokens += (double)(now - s->bw_at) * (double)s->bw_cap / 1000;
+	if (s->bw_tokens > most)
+		s->bw_tokens = most;
+	s->bw_at = now;
+}
+
+/* How many of want bytes p's transfer may send now; 0: pause it. */
+static size_t
+bw_take(struct s3 *s, struct req_priv *p, size_t want)
+{
+	if (s->bw_cap == 0)
+		return want;
+	if ((double)want > p->allow)
+		want = (size_t)p->allow;
+	if ((double)want > s->bw_tokens)
+		want = s->bw_tokens < 1 ? 0 : (size_t)s->bw_tokens;
+	return want;
+}
+
+/* Counts n bytes sent against the bucket and the transfer's share. */
+static void
+bw_spend(struct s3 *s, struct req_priv *p, size_t n)
+{
+	if (s->bw_cap == 0)
+		return;
+	s->bw_tokens -= (double)n;
+	p->allow -= (double)n;
+}
+
+/*
+ * Once per turn of s3_wait: refills the bucket and shares it equally
+ * among the running transfers (curl would otherwise hand it all to the
+ * first handle it serves, and starve the others into the stall limit),
+ * waking those paused for want of tokens.
+ */
+static void
+bw_round(struct s3 *s)
+{
+	double share;
+	size_t i;
+
+	if (s->bw_cap == 0 || s->nrunning == 0)
+		return;
+	bw_refill(s);
+	share = s->bw_tokens / (double)s->nrunning;
+	for (i = 0; i < s->nrunning; i++) {
+		struct req_priv *p = s->running[i]->priv;
+
+		p->allow = share;
+		if (p->paused && share >= 1) {
+			p->paused = 0;
+			s->bw_paused--;
+			curl_easy_pause(p->easy, CURLPAUSE_CONT);
+		}
+	}
+}
+
 /* ---- curl callbacks ------------------------------------------------------ */
 
 static size_t
@@ -211,9 +295,16 @@ read_body(char *dst, size_t size, size_t nitems, void *arg)
 		want = (size_t)left;
 	if (want == 0)
 		return 0;
+	want = bw_take(p->s, p, want);
+	if (want == 0) {
+		p->paused = 1;
+		p->s->bw_paused++;
+		return CURL_READFUNC_PAUSE;
+	}
 	if (r->fd < 0) {
 		memcpy(dst, r->mem + p->sent, want);
 		p->sent += want;
+		bw_spend(p->s, p, want);
 		return want;
 	}
 	do
@@ -229,6 +320,7 @@ read_body(char *dst, size_t size, size_t nitems, void *arg)
 		return CURL_READFUNC_ABORT;
 	}
 	p->sent += (uint64_t)n;
+	bw_spend(p->s, p, (size_t)n);
 	return (size_t)n;
 }
 
@@ -370,6 +462,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 	r->meta_sha256[0] = '\0';
 	r->content_length = -1;
 	buf_reset(&r->body);
+	p->s = s;
 	r->priv = p;
 	if (!has_body)
 		snprintf(r->sha256, sizeof(r->sha256), "%s", EMPTY_SHA256);
@@ -540,6 +633,12 @@ forget_running(struct s3 *s, struct s3_req *r)
 
 	for (i = 0; i < s->nrunning; i++) {
 		if (s->running[i] == r) {
+			struct req_priv *p = r->priv;
+
+			if (p->paused) {
+				p->paused = 0;
+				s->bw_paused--;
+			}
 			s->running[i] = s->running[--s->nrunning];
 			return;
 		}
@@ -743,10 +842,13 @@ s3_wait(struct s3 *s, int timeout_ms, int wake_fd)
 
 	if (s->ndone > 0)
 		timeout_ms = 0;
+	if (s->bw_cap != 0 && s->nrunning > 0 && timeout_ms > 10)
+		timeout_ms = 10;	/* the bucket refills meanwhile */
 	mc = curl_multi_poll(s->multi, wake_fd >= 0 ? &extra : NULL,
 	    wake_fd >= 0 ? 1 : 0, timeout_ms, NULL);
 	if (mc != CURLM_OK)
 		return -1;
+	bw_round(s);
 	mc = curl_multi_perform(s->multi, &still);
 	collect(s);
 	return mc == CURLM_OK ? 0 : -1;
