@@ -34,26 +34,24 @@
 #define JOB_JSON_MAX	(1024 * 1024)
 
 /*
- * Reads fd (size bytes) computing SHA-256 and MD5, 64 KiB at a time
- * (platform detection reads its own head: read_head). Returns 0, or -1
- * with e (ERR_CHANGED when
- * the file turned out shorter or longer than size). Beats the thread's
- * heartbeat as it goes: a huge file on slow storage is progress, not a
- * hang for the watchdog.
+ * Reads fd (size bytes) computing its SHA-256, 64 KiB at a time (platform
+ * detection reads its own head: read_head). Returns 0, or -1 with e
+ * (ERR_CHANGED when the file turned out shorter or longer than size).
+ * Beats the thread's heartbeat as it goes: a huge file on slow storage is
+ * progress, not a hang for the watchdog.
  */
 static int
-hash_file(int fd, uint64_t size, char *sha_hex,
-    char *md5_b64, char *md5_hex, atomic_llong *beat, struct err *e)
+hash_file(int fd, uint64_t size, char *sha_hex, atomic_llong *beat,
+    struct err *e)
 {
-	EVP_MD_CTX *sha = EVP_MD_CTX_new(), *md5 = EVP_MD_CTX_new();
-	unsigned char chunk[64 * 1024], dsha[32], dmd5[16];
+	EVP_MD_CTX *sha = EVP_MD_CTX_new();
+	unsigned char chunk[64 * 1024], dsha[32];
 	uint64_t off = 0;
 	int rc = -1;
 
-	if (sha == NULL || md5 == NULL)
+	if (sha == NULL)
 		abort();
 	EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
-	EVP_DigestInit_ex(md5, EVP_md5(), NULL);
 	for (;;) {
 		ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)off);
 
@@ -65,7 +63,6 @@ hash_file(int fd, uint64_t size, char *sha_hex,
 		if (n == 0)
 			break;
 		EVP_DigestUpdate(sha, chunk, (size_t)n);
-		EVP_DigestUpdate(md5, chunk, (size_t)n);
 		off += (uint64_t)n;
 		if (off > size)
 			goto changed;
@@ -75,12 +72,7 @@ hash_file(int fd, uint64_t size, char *sha_hex,
 	if (off != size)
 		goto changed;
 	EVP_DigestFinal_ex(sha, dsha, NULL);
-	EVP_DigestFinal_ex(md5, dmd5, NULL);
 	hex_encode(dsha, sizeof(dsha), sha_hex);
-	if (md5_hex != NULL)
-		hex_encode(dmd5, sizeof(dmd5), md5_hex);
-	if (md5_b64 != NULL)
-		EVP_EncodeBlock((unsigned char *)md5_b64, dmd5, sizeof(dmd5));
 	rc = 0;
 	goto out;
 changed:
@@ -90,7 +82,6 @@ ioerr:
 	err_sys(e, ERR_TRANSIENT, "reading the file");
 out:
 	EVP_MD_CTX_free(sha);
-	EVP_MD_CTX_free(md5);
 	return rc;
 }
 
@@ -352,7 +343,8 @@ read_head(int fd, off_t size, unsigned char **mem, struct err *e)
 }
 
 /*
- * Reads en's file for its SHA-256 and (XML) its head into *mem. 0 when
+ * Reads en's file for its SHA-256 (unless sha has it) and (XML) its head
+ * into *mem. 0 when
  * read; 1 when the file is gone or no longer this version but S3 has it
  * (record without reading); -1 when the leg's outcome is already
  * reported.
@@ -372,8 +364,16 @@ read_doc(struct sync *s, struct outbox_entry *en, int keep, char *sha,
 		engine_file_problem(s, OUTBOX_DB, en, &e);
 		return -1;
 	}
-	rc = engine_same_file(&st, en) ? hash_file(fd, (uint64_t)st.st_size,
-	    sha, NULL, NULL, &s->heartbeat, &e) : -1;
+	/* An XML file whose SHA-256 the S3 leg already has (this version:
+	 * the stat is checked before and after) is not read whole again,
+	 * only its head. */
+	if (!engine_same_file(&st, en))
+		rc = -1;
+	else if (sha[0] != '\0')
+		rc = 0;
+	else
+		rc = hash_file(fd, (uint64_t)st.st_size, sha, &s->heartbeat,
+		    &e);
 	if (rc == 0 && keep)
 		rc = read_head(fd, st.st_size, mem, &e);
 	if (rc == 0 && (fstat(fd, &now) < 0 || !engine_same_file(&now, en))) {
