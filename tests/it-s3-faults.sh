@@ -5,7 +5,8 @@
 # up), a reply lost after the object was stored, BadDigest. After each,
 # every file is in S3 intact and exactly once in the database, and the
 # proxy's request count shows retries with backoff, not a hot loop. A
-# permanent error (AccessDenied) fails only its entry, until retried.
+# permanent error on one key (AccessDenied again after other files were
+# stored: issue 14's rule) fails only its entry, until retried.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ob.sh"
@@ -47,8 +48,10 @@ t_ok "the stalled transfer was abandoned by the low-speed timeout" \
 	grep -q 'Operation too slow\|timed out\|Timeout' "$IT_DIR/outboxd.log"
 
 # A permanent error: only that entry fails, with S3's message, until retried.
+# Denied once, the entry is retried behind the others (a refusal may be
+# the bucket's); denied again after another file was stored, it fails.
 j=$(new_job)
-s3_fault '{"type":"access_denied","count":1,"match":"denied.xml"}'
+s3_fault '{"type":"access_denied","count":2,"match":"denied.xml"}'
 write_file "$j/denied.xml" "<denied/>"
 write_file "$j/fine.xml" "<fine/>"
 _failed_one() { [ "$(ob_status failed)" = 1 ]; }

@@ -697,6 +697,11 @@ s3_classify(long status, const char *code)
 	};
 	size_t i;
 
+	/* No reply, the server's fault, or too many requests: whatever code
+	 * a body names, trying again is right (found by fuzz-s3error: a 5xx
+	 * naming AccessDenied paused the leg). */
+	if (status == 0 || status >= 500 || status == 429)
+		return ERR_TRANSIENT;
 	if (code != NULL && code[0] != '\0') {
 		for (i = 0; i < ARRAY_SIZE(transient); i++)
 			if (strcmp(code, transient[i]) == 0)
@@ -710,7 +715,7 @@ s3_classify(long status, const char *code)
 	/* A HEAD has no body to name the error: 403 is a refusal. */
 	if (status == 403 && (code == NULL || code[0] == '\0'))
 		return ERR_DENIED;
-	if (status == 0 || status >= 500 || status == 408 || status == 429)
+	if (status == 408)
 		return ERR_TRANSIENT;
 	return ERR_PERMANENT;
 }

@@ -58,6 +58,7 @@ crypto_cflags=$(pc --cflags libcrypto)
 crypto_libs=$(pc --libs libcrypto)
 pq_cflags=$(pc --cflags libpq)
 pq_libs=$(pc --libs libpq)
+systemd_libs=$(pc --libs libsystemd)
 deps_cflags="$xml_cflags $cjson_cflags $curl_cflags $crypto_cflags $pq_cflags"
 
 # obj SRC: compiles $top/SRC once (again when it changed); prints the object
@@ -84,8 +85,9 @@ target() {
 
 target fuzz-dotenv "base/util.c base/strmap.c config/dotenv.c" ""
 target fuzz-keymap "base/util.c base/keymap.c" ""
-target fuzz-s3error "base/util.c agent/s3/sigv4.c agent/s3/s3.c" \
-	"$xml_libs $curl_libs $crypto_libs"
+target fuzz-s3error "base/util.c base/keymap.c base/log.c agent/s3/sigv4.c \
+	agent/s3/creds.c agent/s3/s3.c" \
+	"$xml_libs $curl_libs $crypto_libs $cjson_libs $systemd_libs"
 target fuzz-jobdiff "base/util.c base/keymap.c agent/db/jobmeta.c" "$cjson_libs"
 target fuzz-redact "base/util.c base/keymap.c base/listen.c config/redact.c config/cfg.c" \
 	"$pq_libs $cjson_libs $curl_libs"
