@@ -10,7 +10,11 @@ set -euo pipefail
 it_init diskfull
 state=$IT_DIR/state
 mkdir -p "$state"
-if ! mount -t tmpfs -o size=4m outboxd-test "$state" 2>/dev/null; then
+# 16 MiB: room for a WAL at SQLite's automatic checkpoint (1,000 pages,
+# 4 MiB) beside the outbox once the filler is gone. With 4 MiB the WAL
+# itself filled the disk again before any checkpoint could reset it, and
+# the outcomes never got written (seen in CI under load, schema 4).
+if ! mount -t tmpfs -o size=16m outboxd-test "$state" 2>/dev/null; then
 	t_skip "disk full for the outbox" "cannot mount a tmpfs here (needs root)"
 	t_done
 	exit 0
