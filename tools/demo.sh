@@ -80,6 +80,6 @@ cp -r "$UPLOADS" "$top/_demo/uploads"
 sqlite3 "$OUTBOXD_STATE_DB" ".backup '$top/_demo/outbox.db'"
 echo "== done: the uploads and the outbox are in _demo/; try"
 echo "   sqlite3 -header -column _demo/outbox.db 'select id, path, s3_state, db_state from recent'"
-echo "== the verifying proxy checked $(s3_stats | json_get requests) S3 requests (SigV4, Content-MD5,"
-echo "   x-amz-content-sha256) and refused $(s3_rejections)"
+echo "== the verifying proxy checked $(s3_stats | json_get requests) S3 requests (SigV4 and each body"
+echo "   against its signed x-amz-content-sha256) and refused $(s3_rejections)"
 t_done >/dev/null
