@@ -1,11 +1,12 @@
 #!/usr/bin/python3
-"""report.py RAW.tsv OUTDIR [NOTES.md]
+"""report.py RAW.tsv OUTDIR [NOTES.md ...]
 
 Turns bench/run.sh's raw measurements into OUTDIR/RESULTS.md (tables:
 median, min and max of every run; files/s, MiB/s, client CPU-seconds per
 1,000 files, peak RSS; the ratio of outboxd to each peer from the same
 run; where outboxd stands on each goal) and OUTDIR/results.png (gnuplot).
-NOTES.md, the hand-written analysis, is appended to RESULTS.md.
+Each NOTES.md (the hand-written analysis, and sections measured outside
+run.sh such as W8's) is appended to RESULTS.md in the order given.
 """
 import math
 import os
@@ -258,7 +259,7 @@ def verdict(ok):
 
 def main():
     raw, outdir = sys.argv[1], sys.argv[2]
-    notes = sys.argv[3] if len(sys.argv) > 3 else None
+    notes = sys.argv[3:]
     meta, rows = parse(raw)
     L = []
     A = L.append
@@ -560,10 +561,11 @@ def main():
              lost == 0 and all(r["ok"] for r in rs))
     A("")
 
-    if notes and os.path.exists(notes):
-        with open(notes) as f:
-            A(f.read().rstrip("\n"))
-        A("")
+    for path in notes:
+        if os.path.exists(path):
+            with open(path) as f:
+                A(f.read().rstrip("\n"))
+            A("")
 
     with open(os.path.join(outdir, "RESULTS.md"), "w") as f:
         f.write("\n".join(L) + "\n")

@@ -827,7 +827,7 @@ T_END=$EPOCHREALTIME
 	cat "$RAW"
 } >"$OUT/raw.tsv"
 say "writing $OUT/RESULTS.md and $OUT/results.png"
-"$PY" "$BENCH/report.py" "$OUT/raw.tsv" "$OUT" "$BENCH/notes.md"
+"$PY" "$BENCH/report.py" "$OUT/raw.tsv" "$OUT" "$BENCH/notes.md" "$BENCH/w8.md"
 say "done in $(fsub "$EPOCHREALTIME" "$T_START") s: $OUT/RESULTS.md"
 _it_done=1
 if [ -n "$KEEP" ]; then
