@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -532,6 +533,89 @@ load_s3_storage(struct cfg *c, cfg_getenv_fn get, void *arg,
 		    "GLACIER, DEEP_ARCHIVE, REDUCED_REDUNDANCY, EXPRESS_ONEZONE", v);
 }
 
+/* Is the endpoint's host one of AWS's own (s3.<region>.amazonaws.com and
+ * the like, whose certificates are *.s3.<region>.amazonaws.com)? No
+ * endpoint means AWS's regional one. */
+static int
+aws_endpoint(const char *endpoint)
+{
+	static const char *suffixes[] = { ".amazonaws.com", ".amazonaws.com.cn",
+	    NULL };
+	CURLU *u;
+	char *host = NULL;
+	size_t n, k;
+	int i, aws = 0;
+
+	if (endpoint == NULL)
+		return 1;
+	if ((u = curl_url()) == NULL)
+		abort();
+	if (curl_url_set(u, CURLUPART_URL, endpoint, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+		n = strlen(host);
+		for (i = 0; suffixes[i] != NULL && !aws; i++) {
+			k = strlen(suffixes[i]);
+			aws = n > k && strcasecmp(host + n - k, suffixes[i]) == 0;
+		}
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return aws;
+}
+
+/* An S3 access-point alias (…-s3alias, S3 on Outposts' …--op-s3): a name
+ * S3 takes wherever a bucket name goes, but only in the host. */
+static int
+access_point_alias(const char *bucket)
+{
+	static const char *suffixes[] = { "-s3alias", "--op-s3", NULL };
+	size_t n = strlen(bucket), k;
+	int i;
+
+	for (i = 0; suffixes[i] != NULL; i++) {
+		k = strlen(suffixes[i]);
+		if (n > k && strcmp(bucket + n - k, suffixes[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Virtual-hosted or path-style (DESIGN.md, issue 14, "Addressing"). On
+ * AWS: virtual-hosted, which access points and their aliases require;
+ * path-style for a bucket with dots, whose name breaks the wildcard
+ * certificate's single label over HTTPS. Elsewhere (MinIO, Ceph, an
+ * endpoint from VCAP_SERVICES): path-style, which needs no wildcard DNS
+ * or certificate. S3_FORCE_PATH_STYLE overrides, except where AWS would
+ * certainly refuse the result.
+ */
+static void
+choose_addressing(struct cfg *c, const char *force, struct cfg_problems *p)
+{
+	int aws = aws_endpoint(c->endpoint), ps;
+	int dots = strchr(c->bucket, '.') != NULL;
+	int https = c->endpoint == NULL || strncmp(c->endpoint, "https:", 6) == 0;
+
+	c->path_style = aws ? dots : 1;
+	if (force == NULL || *force == '\0')
+		return;
+	ps = cfg_parse_bool(force);
+	if (ps < 0)
+		problem(p, "S3_FORCE_PATH_STYLE=%s: not a boolean (use "
+		    "true or false)", force);
+	else if (ps && aws && access_point_alias(c->bucket))
+		problem(p, "S3_FORCE_PATH_STYLE=%s: %s is an S3 access-point "
+		    "alias, which AWS takes only virtual-hosted (leave "
+		    "S3_FORCE_PATH_STYLE unset)", force, c->bucket);
+	else if (!ps && aws && dots && https)
+		problem(p, "S3_FORCE_PATH_STYLE=%s: the bucket %s has dots, so "
+		    "its virtual host does not match AWS's TLS certificate "
+		    "(leave S3_FORCE_PATH_STYLE unset for path-style)", force,
+		    c->bucket);
+	else
+		c->path_style = ps;
+}
+
 static void
 load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
     struct cfg_problems *p)
@@ -543,7 +627,6 @@ load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
 	    "AWS_ENDPOINT_URL", NULL };
 	const char *bucket_var = "S3_BUCKET", *endpoint_var = "AWS_ENDPOINT_URL_S3";
 	const char *v, *why;
-	int ps;
 
 	v = first_set(get, arg, bucket_names, &bucket_var);
 	c->s3_source = "environment";
@@ -610,16 +693,7 @@ load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
 			free(shown);
 		}
 	}
-	c->path_style = c->endpoint != NULL || strchr(c->bucket, '.') != NULL;
-	v = get(arg, "S3_FORCE_PATH_STYLE");
-	if (v != NULL && *v != '\0') {
-		ps = cfg_parse_bool(v);
-		if (ps < 0)
-			problem(p, "S3_FORCE_PATH_STYLE=%s: not a boolean (use "
-			    "true or false)", v);
-		else
-			c->path_style = ps;
-	}
+	choose_addressing(c, get(arg, "S3_FORCE_PATH_STYLE"), p);
 	v = get(arg, "AWS_CA_BUNDLE");
 	c->ca_bundle = (v && *v) ? xstrdup(v) : NULL;
 }

@@ -100,6 +100,100 @@ test_s3(void)
 	cfg_problems_free(&p);
 }
 
+/* One case's addressing: path_style (or -1 for "a problem naming
+ * S3_FORCE_PATH_STYLE") from the table's variables. */
+static int
+addressing(const char **env)
+{
+	struct cfg_problems p;
+	struct cfg c;
+	int r;
+
+	load(&c, env, &p);
+	r = has_line(&p, "S3_FORCE_PATH_STYLE=") ? -1 : p.n ? -2 : c.path_style;
+	cfg_free(&c);
+	cfg_problems_free(&p);
+	return r;
+}
+
+#define KEYS "AWS_ACCESS_KEY_ID", "k", "AWS_SECRET_ACCESS_KEY", "s"
+
+/* DESIGN.md, issue 14, "Addressing": what AWS's documentation says works,
+ * case by case (1 = path-style, 0 = virtual-hosted, -1 = refused). */
+static void
+test_addressing(void)
+{
+	const char *alias[] = { KEYS, "S3_BUCKET", "app-uploads-ab12cd-s3alias",
+		NULL };
+	const char *alias_ep[] = { KEYS, "S3_BUCKET", "app-uploads-ab12cd-s3alias",
+		"AWS_ENDPOINT_URL_S3", "https://s3.eu-west-2.amazonaws.com", NULL };
+	const char *alias_fips[] = { KEYS, "S3_BUCKET", "ap-1a2b-s3alias",
+		"AWS_ENDPOINT_URL", "https://s3-fips.us-east-1.amazonaws.com/",
+		NULL };
+	const char *alias_force[] = { KEYS, "S3_BUCKET", "ap-1a2b-s3alias",
+		"S3_FORCE_PATH_STYLE", "true", NULL };
+	const char *outposts[] = { KEYS, "S3_BUCKET",
+		"my-access-po-o01ac5d28a6a232904e8xz5w8ijx1qzlbp3i3kuse10--op-s3",
+		"AWS_ENDPOINT_URL_S3", "https://s3-outposts.us-west-2.amazonaws.com",
+		"S3_FORCE_PATH_STYLE", "1", NULL };
+	const char *alias_minio[] = { KEYS, "S3_BUCKET", "ap-1a2b-s3alias",
+		"AWS_ENDPOINT_URL_S3", "https://minio.example:9000",
+		"S3_FORCE_PATH_STYLE", "true", NULL };
+	const char *dots[] = { KEYS, "S3_BUCKET", "logs.example.com", NULL };
+	const char *dots_cn[] = { KEYS, "S3_BUCKET", "logs.example.com",
+		"AWS_REGION", "cn-north-1", "AWS_ENDPOINT_URL_S3",
+		"https://s3.cn-north-1.amazonaws.com.cn", NULL };
+	const char *dots_force[] = { KEYS, "S3_BUCKET", "logs.example.com",
+		"S3_FORCE_PATH_STYLE", "false", NULL };
+	const char *dots_http[] = { KEYS, "S3_BUCKET", "logs.example.com",
+		"AWS_ENDPOINT_URL_S3", "http://s3.us-east-1.amazonaws.com",
+		"S3_FORCE_PATH_STYLE", "false", NULL };
+	const char *plain[] = { KEYS, "S3_BUCKET", "uploads-1", NULL };
+	const char *plain_force[] = { KEYS, "S3_BUCKET", "uploads-1",
+		"S3_FORCE_PATH_STYLE", "yes", NULL };
+	const char *minio[] = { KEYS, "S3_BUCKET", "uploads-1",
+		"AWS_ENDPOINT_URL_S3", "https://minio.example:9000", NULL };
+	const char *minio_vh[] = { KEYS, "S3_BUCKET", "uploads-1",
+		"AWS_ENDPOINT_URL_S3", "https://storage.example",
+		"S3_FORCE_PATH_STYLE", "false", NULL };
+	const char *vcap_aws[] = { "VCAP_SERVICES",
+	    "{\"s3\": [{\"label\": \"s3\", \"credentials\": {"
+	    "\"access_key_id\": \"A\", \"secret_access_key\": \"B\","
+	    "\"bucket\": \"cg-4f1c-s3alias\", \"region\": \"us-gov-west-1\","
+	    "\"host\": \"s3-fips.us-gov-west-1.amazonaws.com\"}}]}", NULL };
+	const char *vcap_ecs[] = { "VCAP_SERVICES",
+	    "{\"ecs-bucket\": [{\"label\": \"ecs-bucket\", \"credentials\": {"
+	    "\"access_key_id\": \"A\", \"secret_access_key\": \"B\","
+	    "\"bucket\": \"uploads-1\", \"endpoint\": \"https://object.ecs.example\""
+	    "}}]}", NULL };
+
+	tap_int(addressing(alias), 0, "an access-point alias on AWS: "
+	    "virtual-hosted (access points take only virtual-host URLs)");
+	tap_int(addressing(alias_ep), 0, "... also with AWS's regional "
+	    "endpoint given as AWS_ENDPOINT_URL_S3");
+	tap_int(addressing(alias_fips), 0, "... and with a FIPS endpoint");
+	tap_int(addressing(alias_force), -1, "S3_FORCE_PATH_STYLE=true with an "
+	    "alias on AWS is refused, named");
+	tap_int(addressing(outposts), -1, "... an Outposts alias (--op-s3) too");
+	tap_int(addressing(alias_minio), 1, "elsewhere the override stands "
+	    "(the name is only a name there)");
+	tap_int(addressing(dots), 1, "a bucket with dots on AWS: path-style "
+	    "(the wildcard certificate covers one label)");
+	tap_int(addressing(dots_cn), 1, "... in China's partition too");
+	tap_int(addressing(dots_force), -1, "S3_FORCE_PATH_STYLE=false with dots "
+	    "over HTTPS on AWS is refused, named");
+	tap_int(addressing(dots_http), 0, "... over plain HTTP it stands");
+	tap_int(addressing(plain), 0, "a plain bucket on AWS: virtual-hosted");
+	tap_int(addressing(plain_force), 1, "S3_FORCE_PATH_STYLE=yes: path-style");
+	tap_int(addressing(minio), 1, "a custom endpoint: path-style");
+	tap_int(addressing(minio_vh), 0, "S3_FORCE_PATH_STYLE=false: "
+	    "virtual-hosted on a custom endpoint");
+	tap_int(addressing(vcap_aws), 0, "VCAP_SERVICES with an AWS host and an "
+	    "alias: AWS's regional endpoint, virtual-hosted");
+	tap_int(addressing(vcap_ecs), 1, "VCAP_SERVICES with a non-AWS "
+	    "endpoint: path-style");
+}
+
 static void
 test_bad_values(void)
 {
@@ -482,5 +576,6 @@ main(void)
 	test_sizes();
 	test_retention();
 	test_vcap();
+	test_addressing();
 	return tap_done();
 }
