@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -38,6 +39,45 @@ keymap_s3_key(const char *job, const char *rest)
 	if (strncmp(rest, "results/", 8) == 0 && rest[8] != '\0')
 		return xasprintf("jobs/%s/results/%s", job, rest + 8);
 	return xasprintf("jobs/%s/uploads/%s", job, rest);
+}
+
+char *
+keymap_path_of_key(const char *key)
+{
+	char job[37], *rel;
+	const char *rest;
+	size_t jl;
+
+	if (strncmp(key, "jobs/", 5) != 0 || strlen(key) < 5 + 36 + 1)
+		return NULL;
+	memcpy(job, key + 5, 36);
+	job[36] = '\0';
+	rest = key + 5 + 36;
+	if (!uuid_valid(job))
+		return NULL;
+	if (strncmp(rest, "/uploads/", 9) == 0)
+		rel = xasprintf("%s/%s", job, rest + 9);
+	else if (strncmp(rest, "/results/", 9) == 0)
+		rel = xasprintf("%s/%s", job, rest + 1);
+	else
+		return NULL;
+	/* Only a document maps to a key, and only to its own: a key such
+	 * as jobs/<job>/uploads/results/x names no file. */
+	if (keymap_classify(rel, &jl, &rest) != KEYMAP_DOCUMENT) {
+		free(rel);
+		return NULL;
+	}
+	{
+		char *back = keymap_s3_key(job, rest);
+		int same = strcmp(back, key) == 0;
+
+		free(back);
+		if (!same) {
+			free(rel);
+			return NULL;
+		}
+	}
+	return rel;
 }
 
 /* The extension of the last path component, without the dot, or "". */

@@ -35,6 +35,12 @@ enum keymap_kind keymap_classify(const char *rel, size_t *job_len,
 /* The S3 key for rest within job; caller frees. */
 char *keymap_s3_key(const char *job, const char *rest);
 
+/*
+ * The relative path whose S3 key is key (the inverse of keymap_s3_key),
+ * or NULL when no file under the uploads root maps to key; caller frees.
+ */
+char *keymap_path_of_key(const char *key);
+
 /* "result", "documentation", "integration" or "other" (static strings). */
 const char *keymap_document_type(const char *rest);
 

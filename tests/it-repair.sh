@@ -8,6 +8,9 @@
 # daemon's background scrub alone (OUTBOXD_SCRUB_INTERVAL short), at
 # OUTBOXD_SCRUB_RATE HEADs per second as counted at the proxy, while a new
 # file written during the scrub is stored without waiting for it.
+# Objects put into the bucket with no local file (one with a hostile name,
+# 1,100 more so the listing takes two pages) are listed by verify as "in
+# S3 only", are not differences, and --repair leaves them untouched.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ob.sh"
@@ -60,6 +63,28 @@ t_is "$(uploads_updates)" 50 "50 file_upload activities"
 
 # ---- case 1: outboxctl verify --repair
 damage
+# Objects with no local file: put straight into the bucket. One has a name
+# that would forge a line of verify's output if printed raw; 1,100 more
+# are copies made in s3rver's data directory (as fast as cp), so that the
+# listing needs a continuation token.
+JC=$(new_job)
+orphan_a="jobs/$JA/uploads/docs/only-in-s3.txt"
+orphan_evil="jobs/$JB/uploads/x"$'\n'"missing in S3: forged.txt"
+orphan_odd="jobs/$JA/uploads/results/not-a-path.xml"
+printf 'put by someone else' >"$IT_DIR/orphan.bin"
+for k in "$orphan_a" "$orphan_evil" "$orphan_odd" "jobs/$JC/uploads/bulk/o-0.txt"; do
+	s3_put "$k" "$IT_DIR/orphan.bin" >/dev/null
+done
+/usr/bin/python3 - "$S3_DATA_DIR/$S3_BUCKET/jobs/$JC/uploads/bulk" <<'PY'
+import os, shutil, sys
+d = sys.argv[1]
+for i in range(1, 1100):
+    for f in os.listdir(d):
+        if f.startswith('o-0.txt._S3rver_'):
+            shutil.copyfile(os.path.join(d, f), os.path.join(d, f.replace('o-0.txt', 'o-%d.txt' % i)))
+PY
+t_is "$(s3_list "jobs/$JC/" | wc -l)" 1100 "1,100 objects of a job with no local directory"
+etag_a=$(s3_head "$orphan_a" | grep -i '^etag:')
 set +e
 "$OUTBOXCTL" verify >"$IT_DIR/verify1.out" 2>&1
 rc=$?
@@ -70,11 +95,24 @@ for i in $(seq 1 10); do
 	grep -q "docs/file-$i.txt" "$IT_DIR/verify1.out" && named=$((named + 1))
 done
 t_is "$named" 10 "verify names the 10 damaged files"
-t_is "$(grep -c 'missing in S3' "$IT_DIR/verify1.out")" 5 "5 missing in S3"
+t_is "$(grep -c '^missing in S3' "$IT_DIR/verify1.out")" 5 "5 missing in S3"
 t_is "$(grep -c 'missing in the database' "$IT_DIR/verify1.out")" 3 "3 missing in the database"
 t_is "$(grep -c 'differs in S3' "$IT_DIR/verify1.out")" 2 "2 differ in S3"
 grep -q 'file-1[1-9].txt\|file-2[0-9].txt' "$IT_DIR/verify1.out" &&
 	t_diag "$(cat "$IT_DIR/verify1.out")"
+t_is "$(grep -c '^in S3 only: .*(kept; deletions are not propagated)$' "$IT_DIR/verify1.out")" 1103 \
+	"verify lists the 1,103 objects with no local file (2 listing pages)"
+t_ok "by their keys" grep -qxF "in S3 only: $orphan_a (kept; deletions are not propagated)" "$IT_DIR/verify1.out"
+t_ok "a key under uploads/results/ maps to no path: listed too" grep -qF "in S3 only: $orphan_odd " "$IT_DIR/verify1.out"
+t_ok "the 1,100th bulk object is listed (the second page)" grep -qF "in S3 only: jobs/$JC/uploads/bulk/o-999.txt " "$IT_DIR/verify1.out"
+t_ok "a hostile key is printed escaped, on one line" grep -qF 'in S3 only: '"jobs/$JB/uploads/x"'\nmissing in S3: forged.txt (kept' "$IT_DIR/verify1.out"
+t_is "$(grep -c '^missing in S3: forged' "$IT_DIR/verify1.out" || true)" 0 "and forges no line"
+t_ok "the summary counts them apart from the differences" \
+	grep -q '^verified 50 files against S3 and the database: 10 differences (and 1103 objects only in S3, kept, see above)$' "$IT_DIR/verify1.out"
+s3_reset_stats
+"$OUTBOXCTL" verify --job "$JC" >"$IT_DIR/verify-jc.out" 2>&1 || true
+t_is "$(grep -c '^in S3 only: ' "$IT_DIR/verify-jc.out")" 1100 "verify --job lists only that job's objects"
+t_is "$(s3_stats | json_get by_method GET)" 2 "in two signed ListObjectsV2 pages the proxy verified (1,000 keys each at most)"
 
 set +e
 "$OUTBOXCTL" verify --repair >"$IT_DIR/repair.out" 2>&1
@@ -95,6 +133,13 @@ ob_check_s3
 ob_check_db
 t_is "$(activities)" "$acts0" "user_activity gained no row (no file_upload, no file_update)"
 t_is "$(uploads_updates)" 50 "still 50 file_upload/file_update activities"
+t_is "$(s3_head "$orphan_a" | grep -i '^etag:')" "$etag_a" "--repair left an object with no local file as it was"
+t_is "$(s3_list "jobs/$JC/" | wc -l)" 1100 "and all 1,100 others"
+t_ok "and the hostile one" s3_head "$orphan_evil"
+t_is "$(sqlite3 "$OUTBOXD_STATE_DB" "select count(*) from entries where path like '%only-in-s3%' or path like '$JC/%' or path like '%forged%'")" 0 \
+	"nothing was journaled for them"
+# The bulk copies only slow later listings down.
+rm -rf "$S3_DATA_DIR/$S3_BUCKET/jobs/$JC"
 
 t_ok "outboxd stops" ob_stop
 

@@ -51,6 +51,25 @@ main(void)
 	    "only the results/ directory maps to results");
 	free(key);
 
+	/* The way back, for verify's list of objects with no local file. */
+	key = keymap_path_of_key("jobs/" JOB "/uploads/docs/notes.md");
+	tap_str(key, JOB "/docs/notes.md", "an upload key maps back to its path");
+	free(key);
+	key = keymap_path_of_key("jobs/" JOB "/results/generated_iflow.xml");
+	tap_str(key, JOB "/results/generated_iflow.xml",
+	    "a result key maps back to the results/ directory");
+	free(key);
+	tap_ok(keymap_path_of_key("jobs/" JOB "/uploads/results/x.xml") == NULL,
+	    "uploads/results/x names no file (results/x maps to results/)");
+	tap_ok(keymap_path_of_key("jobs/" JOB "/uploads/job.json") == NULL,
+	    "nor does uploads/job.json (job metadata is not uploaded)");
+	tap_ok(keymap_path_of_key("jobs/not-a-uuid/uploads/a.xml") == NULL &&
+	    keymap_path_of_key("jobs/" JOB "/other/a.xml") == NULL &&
+	    keymap_path_of_key("jobs/" JOB "/uploads/") == NULL &&
+	    keymap_path_of_key("jobs/") == NULL &&
+	    keymap_path_of_key("other/" JOB "/uploads/a") == NULL,
+	    "keys outside jobs/<uuid>/uploads|results/ name no file");
+
 	tap_str(keymap_document_type("results/a.md"), "result", "results win");
 	tap_str(keymap_document_type("notes.MD"), "documentation", ".MD");
 	tap_str(keymap_document_type("x.docx"), "documentation", ".docx");

@@ -3,16 +3,84 @@
  * classified: throttling, 5xx and timeouts are retried; wrong credentials
  * or bucket (and ExpiredToken) pause the leg (ERR_REFUSED), AccessDenied is
  * for the engine to place (the leg or the key, ERR_DENIED); key and size
- * errors wait for an admin.
+ * errors wait for an admin. And that a ListObjectsV2 page (verify's list
+ * of objects with no local file) is parsed defensively: url-encoded keys
+ * decoded, bad escapes and NULs handed over raw, continuation tokens
+ * followed, no entity expanded, anything else refused.
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <libxml/parser.h>
 
 #include "agent/s3/s3.h"
 #include "tap.h"
+
+/* Collects a listing's keys, "|"-joined, raw ones marked "!". */
+static void
+gather(void *arg, const char *key, size_t len, int raw)
+{
+	char *out = arg;
+	size_t n = strlen(out);
+
+	snprintf(out + n, 512 - n, "%s%s%.*s", n ? "|" : "", raw ? "!" : "",
+	    (int)len, key);
+}
+
+static void
+listing(void)
+{
+	char keys[512], token[64];
+	const char *page1 = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+	    "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+	    "<Name>b</Name><Prefix>jobs%2F</Prefix><KeyCount>4</KeyCount>"
+	    "<MaxKeys>1000</MaxKeys><EncodingType>url</EncodingType>"
+	    "<IsTruncated>true</IsTruncated><NextContinuationToken>tok+/=1"
+	    "</NextContinuationToken>"
+	    "<Contents><Key>jobs/a%2Bb+c.txt</Key><Size>1</Size></Contents>"
+	    "<Contents><Key>jobs/%E2%9C%93%0A%1B[2J</Key></Contents>"
+	    "<Contents><Key>jobs/nul%00x</Key></Contents>"
+	    "<Contents><Key>jobs/bad%G1</Key></Contents>"
+	    "<Contents><Size>3</Size></Contents>"
+	    "</ListBucketResult>";
+	const char *plain = "<ListBucketResult><IsTruncated>false</IsTruncated>"
+	    "<Contents><Key>jobs/a+b%41 &amp; c</Key></Contents>"
+	    "</ListBucketResult>";
+	const char *xxe = "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY e "
+	    "SYSTEM \"file:///etc/passwd\">]><ListBucketResult><Contents><Key>"
+	    "&e;</Key></Contents></ListBucketResult>";
+	const char *notok = "<ListBucketResult><IsTruncated>true</IsTruncated>"
+	    "<Contents><Key>k</Key></Contents></ListBucketResult>";
+
+	keys[0] = '\0';
+	tap_int(s3_parse_list(page1, strlen(page1), gather, keys, token,
+	    sizeof(token)), 1, "a truncated page says there is more");
+	tap_str(token, "tok+/=1", "and hands over its continuation token as is");
+	tap_str(keys, "jobs/a+b c.txt|jobs/\xe2\x9c\x93\n\x1b[2J|!jobs/nul%00x|"
+	    "!jobs/bad%G1", "url-encoded keys are decoded (+ is a space); a NUL "
+	    "or a bad escape comes raw; a Contents without a Key is skipped");
+	keys[0] = '\0';
+	tap_int(s3_parse_list(plain, strlen(plain), gather, keys, token,
+	    sizeof(token)), 0, "the last page says so");
+	tap_str(keys, "jobs/a+b%41 & c", "without EncodingType url a key is "
+	    "taken as sent (s3rver ignores encoding-type)");
+	keys[0] = '\0';
+	s3_parse_list(xxe, strlen(xxe), gather, keys, token, sizeof(token));
+	tap_ok(strstr(keys, "root") == NULL, "an external entity is not "
+	    "expanded (got \"%s\")", keys);
+	tap_int(s3_parse_list(notok, strlen(notok), gather, keys, token,
+	    sizeof(token)), -1, "more pages without a token is refused");
+	tap_int(s3_parse_list(page1, strlen(page1), gather, keys, token, 4), -1,
+	    "so is a token too long for the caller");
+	tap_int(s3_parse_list("<Error><Code>AccessDenied</Code></Error>", 39,
+	    gather, keys, token, sizeof(token)), -1, "an <Error> is no listing");
+	tap_int(s3_parse_list("<ListBucketResult><Contents>", 28, gather, keys,
+	    token, sizeof(token)), -1, "nor is a cut-off page");
+	tap_int(s3_parse_list("", 0, gather, keys, token, sizeof(token)), -1,
+	    "nor an empty reply");
+}
 
 int
 main(void)
@@ -72,6 +140,7 @@ main(void)
 		    cases[i].want == ERR_TRANSIENT ? "retried" : cases[i].want ==
 		    ERR_REFUSED ? "a refusal that pauses the leg" : cases[i].want ==
 		    ERR_DENIED ? "a denial the engine places" : "permanent");
+	listing();
 	xmlCleanupParser();
 	return tap_done();
 }

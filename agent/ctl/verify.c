@@ -11,7 +11,8 @@
  * (outbox_journal_repair): it goes through the normal legs, so it is
  * retried, recorded and counted like any other, and its database leg adds
  * no user activity. The local disk is the truth: remote copies without a
- * local file are listed, never deleted.
+ * local file are listed, never deleted (objects by a ListObjectsV2 of
+ * jobs/, streamed a page at a time; they are not counted as differences).
  */
 #include "config.h"
 
@@ -140,6 +141,7 @@ sha256_of(int rootfd, const struct vfile *f, char *hex)
 }
 
 static int differences, only_remote;
+static long only_s3;	/* objects with no local file */
 
 /* A name from the uploads tree as it may be printed: in outboxd's one
  * escape form (ctl_esc, buf_escape in util.h), so a hostile name cannot
@@ -301,7 +303,7 @@ judge_row(struct outbox *ob, struct vfile *f, PGresult *r, int k)
 
 static void
 verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
-    struct outbox *ob)
+    struct outbox *ob, struct strmap *db_only)
 {
 	struct strmap *idx = strmap_new();
 	struct pg *p;
@@ -357,6 +359,7 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 			    "deletions are not propagated)\n",
 			    shown(PQgetvalue(r, k, 0), 0));
 			only_remote++;
+			strmap_put(db_only, PQgetvalue(r, k, 0), db_only);
 			continue;
 		}
 		judge_row(ob, f, r, k);
@@ -371,6 +374,75 @@ verify_db(struct cfg *c, struct vfile *v, size_t n, const char *job,
 out:
 	strmap_free(idx);
 	pg_free(p);
+}
+
+/* What the listing compares each key with. */
+struct vlist {
+	struct strmap *local;	/* the walked files' keys */
+	struct strmap *db_only;	/* "<job lower-case>/<rest>" of rows with no
+				 * local file */
+};
+
+/* One listed key: said when no local file maps to it. The key is a
+ * stranger's: it is only compared and printed escaped. */
+static void
+list_key(void *arg, const char *key, size_t len, int raw)
+{
+	struct vlist *l = arg;
+	char *rel, *p;
+	int row = 0;
+
+	(void)len;
+	if (!raw && strmap_get(l->local, key) != NULL)
+		return;
+	if (!raw && (rel = keymap_path_of_key(key)) != NULL) {
+		for (p = rel; *p != '\0' && *p != '/'; p++)
+			*p = (char)tolower((unsigned char)*p);
+		row = strmap_get(l->db_only, rel) != NULL;
+		free(rel);
+	}
+	if (raw)
+		printf("in S3 only: %s (as listed: its %%-escapes do not "
+		    "decode; kept; deletions are not propagated)\n",
+		    shown(key, 0));
+	else
+		printf("in S3 only: %s (%skept; deletions are not "
+		    "propagated)\n", shown(key, 0), row ? "its row is listed "
+		    "above; " : "");
+	only_s3++;
+}
+
+/*
+ * Lists the bucket under jobs/ (jobs/<job>/ with --job) and names every
+ * object no local file maps to. Such an object is kept (the local disk
+ * is the truth, and a local deletion is not propagated), so it is not a
+ * difference: verify's exit status does not count it. A listing that
+ * fails is one, as a HEAD that fails is.
+ */
+static void
+verify_list(const struct cfg *c, const struct vwalk *w,
+    struct strmap *db_only)
+{
+	struct vlist l = { strmap_new(), db_only };
+	struct err e = {0};
+	struct s3 *s;
+	char *prefix;
+	size_t i;
+
+	for (i = 0; i < w->n; i++)
+		strmap_put(l.local, w->v[i].key, &w->v[i]);
+	/* The job's directory spells the keys: use its case when walked. */
+	prefix = w->job == NULL ? xstrdup("jobs/") : xasprintf("jobs/%s/",
+	    w->n > 0 ? w->v[0].job : w->job);
+	s = s3_new(c, &e);
+	if (s == NULL || s3_list(s, prefix, list_key, &l, &e) < 0) {
+		printf("cannot list S3 under %s: %s\n", shown(prefix, 0),
+		    ctl_esc(e.msg));
+		differences++;
+	}
+	s3_free(s);
+	free(prefix);
+	strmap_free(l.local);
 }
 
 /* The ETag the outbox recorded for each file's newest version, so an
@@ -571,20 +643,25 @@ ctl_cmd_verify(struct cfg *c, int argc, char **argv)
 	struct vwalk w = { c, NULL, NULL, 0, 0 };
 	struct vrepair rep = { 0, 0 };
 	struct outbox *ob = NULL;
+	struct strmap *db_only = strmap_new();
 	struct err e = {0};
 	size_t i;
 	int fd, repair = 0;
 
-	if (verify_args(argc, argv, &w.job, &repair) < 0)
+	if (verify_args(argc, argv, &w.job, &repair) < 0) {
+		strmap_free(db_only);
 		return EX_USAGE;
+	}
 	if (c->bucket == NULL && !c->db_on) {
 		fprintf(stderr, "outboxctl: configuration: neither S3_BUCKET nor "
 		    "DATABASE_URL is set: nothing to verify against\n");
+		strmap_free(db_only);
 		return EX_CONFIG;
 	}
 	if (repair && access(c->state_db, F_OK) < 0) {
 		fprintf(stderr, "outboxctl: no outbox at %s (OUTBOXD_STATE_DB): "
 		    "repairs are journaled there\n", c->state_db);
+		strmap_free(db_only);
 		return EX_NOINPUT;
 	}
 	fd = open(c->watch_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -594,6 +671,7 @@ ctl_cmd_verify(struct cfg *c, int argc, char **argv)
 		if (fd >= 0)
 			close(fd);
 		vfiles_free(&w);
+		strmap_free(db_only);
 		return EX_NOINPUT;
 	}
 	for (i = 0; i < w.n; i++)
@@ -606,13 +684,20 @@ ctl_cmd_verify(struct cfg *c, int argc, char **argv)
 	if (c->bucket != NULL)
 		verify_s3(c, w.v, w.n, ob);
 	if (c->db_on)
-		verify_db(c, w.v, w.n, w.job, ob);
+		verify_db(c, w.v, w.n, w.job, ob, db_only);
 	outbox_close(ob);
-	printf("verified %zu file%s against %s%s%s: %d difference%s%s\n", w.n,
+	if (c->bucket != NULL)
+		verify_list(c, &w, db_only);
+	strmap_free(db_only);
+	printf("verified %zu file%s against %s%s%s: %d difference%s%s", w.n,
 	    w.n == 1 ? "" : "s", c->bucket ? "S3" : "",
 	    c->bucket && c->db_on ? " and " : "", c->db_on ? "the database" : "",
 	    differences, differences == 1 ? "" : "s",
 	    only_remote ? " (and rows only in the database, see above)" : "");
+	if (only_s3)
+		printf(" (and %ld object%s only in S3, kept, see above)", only_s3,
+		    only_s3 == 1 ? "" : "s");
+	printf("\n");
 	if (repair) {
 		verify_repair(c, w.v, w.n, &rep);
 		printf("journaled %d repair%s%s", rep.journaled, rep.journaled == 1

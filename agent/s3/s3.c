@@ -14,6 +14,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@
 #define EMPTY_SHA256 \
 	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define REPLY_CAP	(1024 * 1024)	/* bytes of a reply body we keep */
+#define LIST_CAP	(8 * 1024 * 1024)	/* of a listing page: 1,000
+					 * keys of 1,024 bytes, %-encoded */
 #define POOL_MAX	64		/* idle easy handles kept */
 
 struct s3 {
@@ -342,9 +345,14 @@ write_reply(char *src, size_t size, size_t nitems, void *arg)
 	struct s3_req *r = arg;
 	size_t n = size * nitems;
 
-	if (r->body.len + n <= REPLY_CAP)
+	if (r->body.len + n <= (r->body_cap ? r->body_cap : REPLY_CAP)) {
 		buf_append(&r->body, src, n);
-	return n;
+		return n;
+	}
+	r->body_over = 1;
+	/* A caller that set its own cap needs the whole reply (a listing):
+	 * stop at once. Others keep what fits of an error body. */
+	return r->body_cap ? 0 : n;
 }
 
 /* Copies a header's value (trimmed) when its name matches. */
@@ -462,6 +470,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 	r->meta_sha256[0] = '\0';
 	r->content_length = -1;
 	buf_reset(&r->body);
+	r->body_over = 0;
 	p->s = s;
 	r->priv = p;
 	if (!has_body)
@@ -768,6 +777,155 @@ s3_parse_error(const char *xml, size_t len, char *code, size_t ncode,
 	}
 	xmlFreeDoc(doc);
 	return rc;
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes an S3 url-encoded key in place (%XX, and + for a space, as S3
+ * encodes them); -1 when an escape is malformed or yields a NUL. */
+static int
+url_decode(char *s, size_t *len)
+{
+	size_t i, o = 0;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] == '%') {
+			int hi = hex_value(s[i + 1]), lo = hi < 0 ? -1 :
+			    hex_value(s[i + 2]);
+
+			if (lo < 0 || (hi == 0 && lo == 0))
+				return -1;
+			s[o++] = (char)(hi * 16 + lo);
+			i += 2;
+		} else {
+			s[o++] = s[i] == '+' ? ' ' : s[i];
+		}
+	}
+	s[o] = '\0';
+	*len = o;
+	return 0;
+}
+
+int
+s3_parse_list(const char *xml, size_t len, s3_key_fn *each, void *arg,
+    char *token, size_t ntoken)
+{
+	xmlDocPtr doc;
+	const xmlNode *root, *n;
+	char flag[16], enc[16];
+	int rc = -1, url;
+
+	token[0] = '\0';
+	if (len == 0 || len > LIST_CAP || len > INT_MAX)
+		return -1;
+	/* No DTD loading, no entity substitution, no network. */
+	doc = xmlReadMemory(xml, (int)len, "list.xml", NULL, XML_PARSE_NONET |
+	    XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_NOBLANKS);
+	if (doc == NULL)
+		return -1;
+	root = xmlDocGetRootElement(doc);
+	if (root == NULL || strcmp((const char *)root->name,
+	    "ListBucketResult") != 0)
+		goto out;
+	node_text(child(root, "EncodingType"), enc, sizeof(enc));
+	url = strcmp(enc, "url") == 0;
+	for (n = root->children; n != NULL; n = n->next) {
+		const xmlNode *k;
+		xmlChar *t;
+		size_t kl;
+
+		if (n->type != XML_ELEMENT_NODE ||
+		    strcmp((const char *)n->name, "Contents") != 0 ||
+		    (k = child(n, "Key")) == NULL ||
+		    (t = xmlNodeGetContent(k)) == NULL)
+			continue;
+		kl = strlen((const char *)t);
+		if (url) {
+			char *raw = xstrdup((const char *)t);
+
+			if (url_decode((char *)t, &kl) < 0)
+				each(arg, raw, strlen(raw), 1);
+			else
+				each(arg, (const char *)t, kl, 0);
+			free(raw);
+		} else {
+			each(arg, (const char *)t, kl, 0);
+		}
+		xmlFree(t);
+	}
+	node_text(child(root, "IsTruncated"), flag, sizeof(flag));
+	rc = 0;
+	if (strcmp(flag, "true") == 0) {
+		xmlChar *t = NULL;
+		const xmlNode *tn = child(root, "NextContinuationToken");
+
+		if (tn != NULL)
+			t = xmlNodeGetContent(tn);
+		rc = t != NULL && t[0] != '\0' &&
+		    strlen((const char *)t) < ntoken ? 1 : -1;
+		if (rc == 1)
+			memcpy(token, t, strlen((const char *)t) + 1);
+		xmlFree(t);
+	}
+out:
+	xmlFreeDoc(doc);
+	return rc;
+}
+
+long
+s3_list(struct s3 *s, const char *prefix, s3_key_fn *each, void *arg,
+    struct err *e)
+{
+	struct s3_req r;
+	char token[1024] = "", next[1024];
+	long pages = 0;
+	int more;
+
+	do {
+		memset(&r, 0, sizeof(r));
+		r.method = "GET";
+		r.key = "";
+		r.fd = -1;
+		r.body_cap = LIST_CAP;
+		r.query[r.n_query++] = (struct sigv4_pair){ "list-type", "2" };
+		r.query[r.n_query++] = (struct sigv4_pair){ "prefix", prefix };
+		r.query[r.n_query++] = (struct sigv4_pair){ "max-keys", "1000" };
+		r.query[r.n_query++] = (struct sigv4_pair){ "encoding-type",
+		    "url" };
+		if (token[0] != '\0')
+			r.query[r.n_query++] = (struct sigv4_pair){
+			    "continuation-token", token };
+		if (s3_perform(s, &r) < 0) {
+			err_set(e, r.err.cls, "listing %s: %s", prefix, r.err.msg);
+			if (r.body_over)
+				err_set(e, ERR_PERMANENT, "listing %s: a page "
+				    "longer than %d MiB", prefix, LIST_CAP >> 20);
+			buf_free(&r.body);
+			return -1;
+		}
+		more = s3_parse_list(r.body.data ? r.body.data : "", r.body.len,
+		    each, arg, next, sizeof(next));
+		buf_free(&r.body);
+		if (more < 0 || (more == 1 && strcmp(next, token) == 0)) {
+			err_set(e, ERR_PERMANENT, "listing %s: page %ld is not a "
+			    "ListObjectsV2 reply, or repeats its token", prefix,
+			    pages + 1);
+			return -1;
+		}
+		memcpy(token, next, sizeof(token));
+		pages++;
+	} while (more == 1);
+	return pages;
 }
 
 /* Turns a finished transfer into r->status, r->code and r->err. */

@@ -30,7 +30,8 @@ struct s3_req {
 	/* Set by the caller. */
 	const char *method;		/* "PUT", "POST", "DELETE", "HEAD", "GET" */
 	char *key;			/* object key, unencoded; owned by caller */
-	struct sigv4_pair query[2];	/* e.g. partNumber, uploadId */
+	struct sigv4_pair query[5];	/* e.g. partNumber, uploadId; a
+					 * listing (s3_list) takes 5 */
 	size_t n_query;
 	int fd;				/* body from this file ..., or -1 */
 	uint64_t offset, length;	/* ... these bytes of it */
@@ -41,6 +42,7 @@ struct s3_req {
 	const char *content_disposition; /* NULL for none */
 	const char *job_id;		/* x-amz-meta-job-id, or NULL */
 	const char *file_sha256;	/* x-amz-meta-sha256, or NULL */
+	size_t body_cap;		/* reply bytes kept, 0: 1 MiB */
 	void *user;			/* the caller's */
 
 	/* Filled when finished. */
@@ -50,6 +52,7 @@ struct s3_req {
 	char meta_sha256[65];		/* x-amz-meta-sha256 of a HEAD, or "" */
 	int64_t content_length;		/* Content-Length of the reply, or -1 */
 	struct buf body;		/* reply body (capped), for errors/XML */
+	int body_over;			/* the reply was longer than the cap */
 	struct err err;			/* cls ERR_NONE on success */
 	char code[64];			/* S3 error code, "" when none */
 
@@ -105,6 +108,34 @@ enum err_class s3_classify(long status, const char *code);
  */
 int s3_parse_error(const char *xml, size_t len, char *code, size_t ncode,
     char *message, size_t nmessage);
+
+/*
+ * A listing's object keys are handed one at a time to an s3_key_fn: key
+ * is decoded (len bytes, NUL-terminated, no NUL inside) unless raw is 1,
+ * when it is the key as the server sent it because it did not decode
+ * (a bad %-escape, or a NUL). Keys come from whoever can write to the
+ * bucket: escape them before printing.
+ */
+typedef void s3_key_fn(void *arg, const char *key, size_t len, int raw);
+
+/*
+ * Parses one ListObjectsV2 page (ListBucketResult): calls each for every
+ * <Contents><Key>, decoding it when the page says EncodingType url.
+ * Returns 1 with token set when there are more pages, 0 after the last,
+ * -1 when it is not a listing, or claims more pages without a token that
+ * fits. Pure; unit-tested.
+ */
+int s3_parse_list(const char *xml, size_t len, s3_key_fn *each, void *arg,
+    char *token, size_t ntoken);
+
+/*
+ * Lists the keys under prefix with ListObjectsV2, 1,000 to a page, asking
+ * for URL-encoded keys, one page in memory at a time (each page's reply
+ * is capped at 8 MiB). Returns the number of pages, or -1 with e (the
+ * keys of the pages before the failing one were handed to each).
+ */
+long s3_list(struct s3 *s, const char *prefix, s3_key_fn *each, void *arg,
+    struct err *e);
 
 /* The clock offset in seconds applied when signing (server - local). */
 long s3_clock_offset(const struct s3 *s);
