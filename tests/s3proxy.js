@@ -88,6 +88,12 @@
  *                        before the request is checked and forwarded, as S3
  *                        accepts the ETags it gave out.  {"on": false} ends
  *                        it.  Not touched by /__proxy/clear.
+ *   POST /__proxy/checksum {"path": "/bucket/key", "sha256": "BASE64[-N]"}
+ *                        from now on HEAD and GET in checksum mode answer this
+ *                        as the checksum stored with the object (an object
+ *                        whose stored checksum differs from its bytes: what
+ *                        outboxctl verify must notice); {"path", "clear": true}
+ *                        forgets it; /__proxy/clear forgets all
  *   GET  /__proxy/stats  {"requests", "by_method", "by_path", "rejected",
  *                         "faults_injected", "armed": [...]}
  *
@@ -100,7 +106,12 @@
  * x-amz-content-sha256), a missing or non-hex x-amz-content-sha256 on a
  * header-signed request (UNSIGNED-PAYLOAD only on presigned URLs, no
  * aws-chunked), a wrong signature, an x-amz-content-sha256 or Content-MD5
- * that does not match the body, a PUT with a body covered by no digest
+ * that does not match the body, an x-amz-checksum-sha256 that is not a
+ * base64 SHA-256 (400 InvalidRequest) or does not match the body (400
+ * BadDigest), a CompleteMultipartUpload of an upload created with
+ * x-amz-checksum-algorithm SHA256 whose part list lacks a part's
+ * ChecksumSHA256 (400 InvalidRequest) or names another than the part was
+ * sent with (400 InvalidPart), a PUT with a body covered by no digest
  * (UNSIGNED-PAYLOAD, so a presigned PUT, without Content-MD5), and
  * with --data-dir the multipart errors S3 reports (see Proxy.multipart).
  *
@@ -156,7 +167,30 @@ const EMPTY_SHA256 =
 const KMS_MASK = Buffer.from('a5c3e1f00f1e3c5a5ac3e1f00f1e3ca5', 'hex');
 /* request headers the PUT/POST log keeps (GET /__proxy/writes) */
 const STORAGE_HEADERS = ['x-amz-server-side-encryption',
-  'x-amz-server-side-encryption-aws-kms-key-id', 'x-amz-storage-class'];
+  'x-amz-server-side-encryption-aws-kms-key-id', 'x-amz-storage-class',
+  'x-amz-checksum-sha256', 'x-amz-checksum-algorithm', 'x-amz-trailer',
+  'content-encoding', 'x-amz-decoded-content-length'];
+/* The checksum S3 keeps with an object, emulated: s3rver knows nothing of
+ * x-amz-checksum-*, so the proxy stores what it verified as metadata that
+ * s3rver keeps (a PUT's header, a multipart upload's metadata file) under
+ * these names, strips them from every reply, and answers
+ * x-amz-checksum-sha256 on HEAD and GET in checksum mode, as S3 does. */
+const HIDDEN_CHECKSUM = 'x-amz-meta-s3proxy-checksum-sha256';
+const HIDDEN_ALGORITHM = 'x-amz-meta-s3proxy-checksum-algorithm';
+
+/* A base64 SHA-256 as S3 takes it in x-amz-checksum-sha256: 32 bytes. */
+function validChecksum(v) {
+  return typeof v === 'string' && /^[A-Za-z0-9+/]{43}=$/.test(v) &&
+    Buffer.from(v, 'base64').length === 32;
+}
+
+/* S3's composite checksum of a multipart upload: the SHA-256 of the
+ * parts' binary SHA-256s, in part order, base64, then "-" and the count. */
+function compositeChecksum(partChecksums) {
+  const h = crypto.createHash('sha256');
+  for (const c of partChecksums) h.update(Buffer.from(c, 'base64'));
+  return `${h.digest('base64')}-${partChecksums.length}`;
+}
 
 function kmsEtag(etag) {
   if (typeof etag !== 'string') return etag;
@@ -604,6 +638,7 @@ class Proxy {
     this.sockets = new Set();
     this.kms = null; /* { match } while SSE-KMS is emulated */
     this.temporary = new Map(); /* access key -> { secret, token, expiresMs } */
+    this.checksumOverride = new Map(); /* decoded path -> stored checksum */
     this.resetCounters();
     this.upAgent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
   }
@@ -731,6 +766,7 @@ class Proxy {
     }
     if (req.method === 'POST' && dpath === '/__proxy/clear') {
       this.faults = [];
+      this.checksumOverride.clear();
       return json(200, { ok: true });
     }
     if (req.method === 'POST' && dpath === '/__proxy/reset') {
@@ -762,6 +798,15 @@ class Proxy {
         this.kms = spec.match === undefined ? {} : { match: String(spec.match) };
       }
       this.log(`SSE-KMS emulation ${this.kms ? JSON.stringify(this.kms) : 'off'}`);
+      return json(200, { ok: true });
+    }
+    if (req.method === 'POST' && dpath === '/__proxy/checksum') {
+      let spec;
+      try { spec = JSON.parse(body || '{}'); } catch (e) { return json(400, { error: `bad JSON: ${e.message}` }); }
+      if (typeof spec.path !== 'string') return json(400, { error: 'need path (the decoded /bucket/key)' });
+      if (spec.clear) this.checksumOverride.delete(spec.path);
+      else if (typeof spec.sha256 === 'string') this.checksumOverride.set(spec.path, spec.sha256);
+      else return json(400, { error: 'need sha256 (base64, "-N" for composite) or clear' });
       return json(200, { ok: true });
     }
     if (req.method === 'GET' && dpath === '/__proxy/stats') {
@@ -839,7 +884,8 @@ class Proxy {
       this.puts.push({ time: new Date().toISOString(), started, path: dpath, query: dquery, length,
         sha256: bodySha, fault: fault ? fault.type : null,
         content_sha256: req.headers['x-amz-content-sha256'] || null,
-        content_md5: req.headers['content-md5'] !== undefined });
+        content_md5: req.headers['content-md5'] !== undefined,
+        checksum_sha256: req.headers['x-amz-checksum-sha256'] || null });
     }
     if (req.method === 'PUT' || req.method === 'POST') {
       /* what a client asked of the stored object, and whether it signed it */
@@ -896,6 +942,22 @@ class Proxy {
         "The provided 'x-amz-content-sha256' header does not match what was computed.",
         { ClientComputedContentSHA256: auth.payloadHash, S3ComputedContentSHA256: bodySha }), dpath);
     }
+    /* the checksum S3 keeps: checked against the body like S3 does */
+    const cksum = header1(headers, 'x-amz-checksum-sha256');
+    let storeChecksum = null;
+    if (cksum !== undefined) {
+      if (!validChecksum(cksum)) {
+        return this.reject(req, res, s3err(400, 'InvalidRequest',
+          'Value for x-amz-checksum-sha256 header is invalid.'), dpath);
+      }
+      const bodyB64 = Buffer.from(bodySha, 'hex').toString('base64');
+      if (cksum !== bodyB64) {
+        return this.reject(req, res, s3err(400, 'BadDigest',
+          'The SHA256 you specified did not match the calculated checksum.',
+          { ExpectedChecksum: cksum, CalculatedChecksum: bodyB64 }), dpath);
+      }
+      storeChecksum = cksum;
+    }
     const cmd5 = header1(headers, 'content-md5');
     if (cmd5 !== undefined) {
       const raw = /^[A-Za-z0-9+/]{22}==$/.test(cmd5) ? Buffer.from(cmd5, 'base64') : null;
@@ -928,13 +990,29 @@ class Proxy {
     }
 
     if (this.o['data-dir'] && /[?&]uploadId=/.test(req.url)) {
-      const done = this.multipart(req, res, dpath, parseQuery(rawQuery), body, kms);
+      const done = this.multipart(req, res, dpath, parseQuery(rawQuery), body, kms, storeChecksum);
       if (done) return;
+    }
+
+    /* what s3rver keeps for the checksum emulation (HIDDEN_*) */
+    const extra = {};
+    const pq = parseQuery(rawQuery);
+    if (req.method === 'PUT' && pq.uploadId === undefined && storeChecksum) {
+      extra[HIDDEN_CHECKSUM] = storeChecksum;
+    }
+    if (req.method === 'POST' && pq.uploads !== undefined &&
+        header1(headers, 'x-amz-checksum-algorithm') !== undefined) {
+      const alg = header1(headers, 'x-amz-checksum-algorithm');
+      if (alg !== 'SHA256') {
+        return this.reject(req, res, s3err(400, 'InvalidRequest',
+          `Checksum algorithm ${alg} is not emulated by this test proxy (SHA256 is)`), dpath);
+      }
+      extra[HIDDEN_ALGORITHM] = alg;
     }
 
     if (fault && fault.type === 'delay') await new Promise(r => setTimeout(r, fault.ms));
     await this.forward(req, res, body, bodyLength, fault && fault.type === 'lost_reply', kms,
-      body !== chunks);
+      body !== chunks, extra);
   }
 
   /*
@@ -946,7 +1024,7 @@ class Proxy {
    * is missing, its ETag differs, the parts are out of order, or a part other
    * than the last is under 5 MiB.  Returns true when it answered.
    */
-  multipart(req, res, dpath, query, chunks, kms) {
+  multipart(req, res, dpath, query, chunks, kms, partChecksum) {
     const uploadId = query.uploadId;
     const m = /^\/([^/]+)\/(.+)$/.exec(dpath);
     if (typeof uploadId !== 'string' || !m) return false;
@@ -1002,6 +1080,11 @@ class Proxy {
           { ArgumentName: 'partNumber', ArgumentValue: String(pn) }), dpath);
         return true;
       }
+      /* the part's verified checksum, for Complete's list and the
+       * composite (s3rver keeps the part in this directory) */
+      const f = path.join(dir, `${Number(pn)}.s3proxy-sha256`);
+      if (partChecksum) fs.writeFileSync(f, partChecksum);
+      else fs.rmSync(f, { force: true });
       return false;
     }
     if (req.method === 'POST') {
@@ -1015,7 +1098,9 @@ class Proxy {
             'The XML you provided was not well-formed or did not validate against our published schema.'), dpath);
           return true;
         }
-        want.push({ n: Number(num[1]), etag: et[1].replace(/&quot;|&#34;|"/g, '').trim() });
+        const ck = /<ChecksumSHA256>([\s\S]*?)<\/ChecksumSHA256>/.exec(pm[1]);
+        want.push({ n: Number(num[1]), etag: et[1].replace(/&quot;|&#34;|"/g, '').trim(),
+          checksum: ck ? ck[1].trim() : null });
       }
       if (!/<CompleteMultipartUpload[\s>]/.test(body) || want.length === 0) {
         this.reject(req, res, s3err(400, 'MalformedXML',
@@ -1046,12 +1131,40 @@ class Proxy {
           return true;
         }
       }
+      /* an upload created with a checksum algorithm: S3 wants each part's
+       * checksum in the list, as the part was sent, and keeps the
+       * composite with the object */
+      let meta = null;
+      try { meta = JSON.parse(fs.readFileSync(path.join(dir, 'metadata'), 'utf8')); } catch (e) { meta = null; }
+      if (meta && meta[HIDDEN_ALGORITHM] === 'SHA256') {
+        const sums = [];
+        for (const w of want) {
+          let stored = null;
+          try { stored = fs.readFileSync(path.join(dir, `${w.n}.s3proxy-sha256`), 'utf8'); } catch (e) { stored = null; }
+          if (w.checksum === null) {
+            this.reject(req, res, s3err(400, 'InvalidRequest',
+              'The upload was created using a sha256 checksum. The complete request must include the ' +
+              `checksum for each part. It was missing for part ${w.n} in the request.`), dpath);
+            return true;
+          }
+          if (stored === null || stored !== w.checksum) {
+            this.reject(req, res, s3err(400, 'InvalidPart',
+              "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
+              { UploadId: uploadId, PartNumber: String(w.n), ChecksumSHA256: w.checksum,
+                StoredChecksumSHA256: stored || '(none)' }), dpath);
+            return true;
+          }
+          sums.push(stored);
+        }
+        meta[HIDDEN_CHECKSUM] = compositeChecksum(sums);
+        fs.writeFileSync(path.join(dir, 'metadata'), JSON.stringify(meta));
+      }
       return false;
     }
     return false;
   }
 
-  forward(req, res, chunks, length, loseReply, kms, rewritten) {
+  forward(req, res, chunks, length, loseReply, kms, rewritten, extra) {
     const headers = {};
     const caseOf = {};
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
@@ -1064,6 +1177,12 @@ class Proxy {
         : [].concat(headers[name], req.rawHeaders[i + 1]);
     }
     headers['Content-Length'] = String(length);
+    for (const [k, v] of Object.entries(extra || {})) headers[k] = v;
+    /* checksum mode: the stored checksum goes back (checksumOverride: a
+     * test's stand-in for an object whose stored checksum differs) */
+    const checksumMode = (req.method === 'HEAD' || req.method === 'GET') &&
+      String(req.headers['x-amz-checksum-mode'] || '').toUpperCase() === 'ENABLED';
+    const override = this.checksumOverride.get(pctDecode(splitUrl(req.url).rawPath).toString('utf8'));
     /* s3rver knows only its own key: a request verified here with
      * temporary credentials goes on under that key (s3rver checks the key,
      * not the signature) */
@@ -1109,6 +1228,14 @@ class Proxy {
             if (lk === 'connection' || lk === 'keep-alive' || lk === 'transfer-encoding') continue;
             if (kms && ok && lk.startsWith('x-amz-server-side-encryption')) continue;
             if (kms && ok && rewriteBody && lk === 'content-length') continue;
+            if (lk === HIDDEN_ALGORITHM) continue;
+            if (lk === HIDDEN_CHECKSUM) {
+              const v = override !== undefined ? override : ures.rawHeaders[i + 1];
+              if (checksumMode && ok) {
+                rh.push('x-amz-checksum-sha256', v, 'x-amz-checksum-type', /-\d+$/.test(v) ? 'COMPOSITE' : 'FULL_OBJECT');
+              }
+              continue;
+            }
             const v = kms && ok && lk === 'etag' ? kmsEtag(ures.rawHeaders[i + 1]) : ures.rawHeaders[i + 1];
             rh.push(ures.rawHeaders[i], v);
           }

@@ -1,8 +1,9 @@
 /*
  * verify.c - outboxctl verify [--repair] [--job ID]: walks the uploads
- * tree, hashes each document and compares it with S3 (HEAD, 16 at a time:
- * size, x-amz-meta-sha256, or the ETag outboxd recorded where the object
- * has no SHA-256) and the database's documents table (size, SHA-256, and
+ * tree, hashes each document and compares it with S3 (HEAD in checksum
+ * mode, 16 at a time: size, the full-object x-amz-checksum-sha256 S3
+ * keeps, x-amz-meta-sha256, or the ETag outboxd recorded where the object
+ * has neither: s3_head_matches) and the database's documents table (size, SHA-256, and
  * the ETag the row records against the one S3 answers); exit 1 on any
  * difference, saying when the outbox simply has not got to a file yet.
  *
@@ -200,8 +201,9 @@ difference(struct outbox *ob, const struct vfile *f, const char *fmt, ...)
 }
 
 /* Judges a HEAD's answer for f: S3 holds the file's version when the size
- * matches and so does x-amz-meta-sha256 (outboxd always sends it) or,
- * for an object without it, the ETag outboxd recorded for it. */
+ * matches and so do the checksum S3 keeps and x-amz-meta-sha256 where it
+ * returns them, or, for an object with neither, the ETag outboxd recorded
+ * for it (s3_head_matches). */
 static void
 judge_s3(struct outbox *ob, struct vfile *f, const struct s3_req *r)
 {
@@ -214,15 +216,17 @@ judge_s3(struct outbox *ob, struct vfile *f, const struct s3_req *r)
 		mark(f, &f->s3, V_UNKNOWN, NULL);
 		difference(ob, f, "cannot check %s in S3: %s", k,
 		    ctl_esc(r->err.msg));
-	} else if (r->content_length != f->size || (r->meta_sha256[0] ?
-	    strcmp(r->meta_sha256, f->sha256) != 0 : f->known_etag[0] != '\0'
-	    && strcmp(r->etag, f->known_etag) != 0)) {
+	} else if (!s3_head_matches(r, f->size, f->sha256, f->known_etag)) {
+		char mine[45];
+
+		s3_checksum_b64(f->sha256, mine);
 		mark(f, &f->s3, V_BAD, "differs in S3");
 		difference(ob, f, "differs in S3: %s (S3 has %lld bytes, sha256 "
-		    "%.12s, ETag %s; the file has %lld, %.12s)", k,
-		    (long long)r->content_length, r->meta_sha256[0] ?
-		    r->meta_sha256 : "unknown", r->etag, (long long)f->size,
-		    f->sha256);
+		    "%.12s, checksum %s, ETag %s; the file has %lld, %.12s, "
+		    "checksum %s)", k, (long long)r->content_length,
+		    r->meta_sha256[0] ? r->meta_sha256 : "unknown",
+		    r->checksum[0] ? ctl_esc(r->checksum) : "none",
+		    ctl_esc(r->etag), (long long)f->size, f->sha256, mine);
 	} else {
 		mark(f, &f->s3, V_OK, NULL);
 		snprintf(f->s3_etag, sizeof(f->s3_etag), "%s", r->etag);

@@ -314,10 +314,8 @@ judge(struct sync *s, struct item *it, const struct s3_req *r)
 			s3_bad = "missing in S3";
 		else if (r->err.cls != ERR_NONE)
 			return;		/* not checked: the next pass will */
-		else if (r->content_length != it->en.size || (r->meta_sha256[0] ?
-		    strcmp(r->meta_sha256, it->en.sha256) != 0 :
-		    it->en.s3_etag != NULL && strcmp(r->etag, it->en.s3_etag)
-		    != 0))
+		else if (!s3_head_matches(r, it->en.size, it->en.sha256,
+		    it->en.s3_etag))
 			s3_bad = "differs in S3";
 		else
 			etag = r->etag;

@@ -655,9 +655,16 @@ send_complete(struct upload *u, int *slots)
 
 	buf_puts(&q->xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws"
 	    ".com/doc/2006-03-01/\">");
-	for (i = 0; i < u->nparts; i++)
+	for (i = 0; i < u->nparts; i++) {
+		char checksum[45];
+
+		/* Each part's checksum, as its UploadPart sent it: S3 refuses
+		 * the list unless they match (the upload declared SHA256). */
+		s3_checksum_b64(u->parts[i].sha256, checksum);
 		buf_printf(&q->xml, "<Part><PartNumber>%d</PartNumber><ETag>%s"
-		    "</ETag></Part>", i + 1, u->parts[i].etag);
+		    "</ETag><ChecksumSHA256>%s</ChecksumSHA256></Part>", i + 1,
+		    u->parts[i].etag, checksum);
+	}
 	buf_puts(&q->xml, "</CompleteMultipartUpload>");
 	EVP_Digest(q->xml.data, q->xml.len, sha, NULL, EVP_sha256(), NULL);
 	hex_encode(sha, sizeof(sha), q->req.sha256);

@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <openssl/evp.h>
 
 #include "agent/s3/creds.h"
 #include "agent/s3/s3.h"
@@ -396,6 +397,9 @@ read_header(char *line, size_t size, size_t nitems, void *arg)
 	else if (header_value(line, len, "x-amz-meta-sha256", r->meta_sha256,
 	    sizeof(r->meta_sha256)))
 		;
+	else if (header_value(line, len, "x-amz-checksum-sha256", r->checksum,
+	    sizeof(r->checksum)))
+		;
 	else if (header_value(line, len, "Content-Length", tmp, sizeof(tmp)))
 		r->content_length = strtoll(tmp, NULL, 10);
 	return len;
@@ -452,10 +456,10 @@ int
 s3_start(struct s3 *s, struct s3_req *r)
 {
 	struct req_priv *p = xcalloc(1, sizeof(*p));
-	struct sigv4_pair hdr[12];
+	struct sigv4_pair hdr[16];
 	size_t nh = 0, i;
 	struct buf auth = {0}, url = {0};
-	char amz_date[17], *path;
+	char amz_date[17], *path, checksum[45];
 	int has_body = r->fd >= 0 || r->mem != NULL;
 	struct sigv4_request sr;
 	struct creds_val cv;
@@ -468,6 +472,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 	r->code[0] = '\0';
 	r->kms = 0;
 	r->meta_sha256[0] = '\0';
+	r->checksum[0] = '\0';
 	r->content_length = -1;
 	buf_reset(&r->body);
 	r->body_over = 0;
@@ -504,6 +509,21 @@ s3_start(struct s3 *s, struct s3_req *r)
 	if (creates_object(r) && s->storage_class != NULL)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-storage-class",
 		    s->storage_class };
+	/* The checksum S3 keeps: every body's SHA-256 (an object's, or a
+	 * part's, from which S3 derives the composite), declared when a
+	 * multipart upload is created, and asked for back on HEAD and GET
+	 * (S3 returns it only in checksum mode). */
+	if (strcmp(r->method, "PUT") == 0 &&
+	    s3_checksum_b64(r->sha256, checksum) == 0)
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-checksum-sha256",
+		    checksum };
+	else if (strcmp(r->method, "POST") == 0 && creates_object(r))
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-checksum-algorithm",
+		    "SHA256" };
+	else if (strcmp(r->method, "HEAD") == 0 ||
+	    strcmp(r->method, "GET") == 0)
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-checksum-mode",
+		    "ENABLED" };
 	if (sc.session_token != NULL)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-security-token",
 		    sc.session_token };
@@ -683,6 +703,68 @@ s3_cancel_all(struct s3 *s)
 }
 
 /* ---- outcomes ------------------------------------------------------------ */
+
+int
+s3_checksum_b64(const char *hex, char out[45])
+{
+	unsigned char bin[32];
+	size_t i;
+
+	out[0] = '\0';
+	if (strlen(hex) != 64)
+		return -1;
+	for (i = 0; i < 32; i++) {
+		unsigned v = 0;
+		int k;
+
+		for (k = 0; k < 2; k++) {
+			char c = hex[2 * i + (size_t)k];
+
+			v <<= 4;
+			if (c >= '0' && c <= '9')
+				v |= (unsigned)(c - '0');
+			else if (c >= 'a' && c <= 'f')
+				v |= (unsigned)(c - 'a' + 10);
+			else if (c >= 'A' && c <= 'F')
+				v |= (unsigned)(c - 'A' + 10);
+			else
+				return -1;
+		}
+		bin[i] = (unsigned char)v;
+	}
+	EVP_EncodeBlock((unsigned char *)out, bin, sizeof(bin));
+	return 0;
+}
+
+int
+s3_head_matches(const struct s3_req *head, int64_t size, const char *sha256,
+    const char *known_etag)
+{
+	char want[45];
+	int judged = 0;
+
+	if (head->content_length != size)
+		return 0;
+	/* A full-object checksum is the file's SHA-256 as S3 computed it
+	 * from the bytes it holds; a composite one ("<base64>-N") is of the
+	 * parts' checksums, which S3 checked part by part: the file's own
+	 * digest is then x-amz-meta-sha256. */
+	if (head->checksum[0] != '\0' && strchr(head->checksum, '-') == NULL) {
+		if (s3_checksum_b64(sha256, want) < 0 ||
+		    strcmp(head->checksum, want) != 0)
+			return 0;
+		judged = 1;
+	}
+	if (head->meta_sha256[0] != '\0') {
+		if (strcmp(head->meta_sha256, sha256) != 0)
+			return 0;
+		judged = 1;
+	}
+	if (!judged && known_etag != NULL && known_etag[0] != '\0' &&
+	    strcmp(head->etag, known_etag) != 0)
+		return 0;
+	return 1;
+}
 
 enum err_class
 s3_classify(long status, const char *code)

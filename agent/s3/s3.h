@@ -50,6 +50,9 @@ struct s3_req {
 	char etag[128];			/* ETag header, quotes included */
 	int kms;			/* server-side encryption was aws:kms */
 	char meta_sha256[65];		/* x-amz-meta-sha256 of a HEAD, or "" */
+	char checksum[64];		/* x-amz-checksum-sha256 of a HEAD (asked
+					   for with checksum mode): base64, with
+					   "-N" for a multipart object; or "" */
 	int64_t content_length;		/* Content-Length of the reply, or -1 */
 	struct buf body;		/* reply body (capped), for errors/XML */
 	int body_over;			/* the reply was longer than the cap */
@@ -136,6 +139,24 @@ int s3_parse_list(const char *xml, size_t len, s3_key_fn *each, void *arg,
  */
 long s3_list(struct s3 *s, const char *prefix, s3_key_fn *each, void *arg,
     struct err *e);
+
+/*
+ * The checksum S3 keeps for a body whose hex SHA-256 is hex: the base64 of
+ * the binary digest (x-amz-checksum-sha256, <ChecksumSHA256>). out holds
+ * 45 bytes. Returns -1 when hex is not 64 hex digits.
+ */
+int s3_checksum_b64(const char *hex, char out[45]);
+
+/*
+ * Judges a HEAD's answer against a local file's version (size, hex
+ * SHA-256, the ETag outboxd recorded or NULL): 1 when S3 holds it. The
+ * checksum S3 keeps decides where the object has a full-object one; a
+ * composite one ("-N", multipart) covers the parts, not the file, so
+ * x-amz-meta-sha256 decides there; the recorded ETag only when S3 returns
+ * neither. Used by outboxctl verify and the scrub. Pure.
+ */
+int s3_head_matches(const struct s3_req *head, int64_t size,
+    const char *sha256, const char *known_etag);
 
 /* The clock offset in seconds applied when signing (server - local). */
 long s3_clock_offset(const struct s3 *s);
