@@ -511,8 +511,9 @@ s3_start(struct s3 *s, struct s3_req *r)
 		    s->storage_class };
 	/* The checksum S3 keeps: every body's SHA-256 (an object's, or a
 	 * part's, from which S3 derives the composite), declared when a
-	 * multipart upload is created, and asked for back on HEAD and GET
-	 * (S3 returns it only in checksum mode). */
+	 * multipart upload is created, and asked for back on an object's
+	 * HEAD and GET (S3 returns it only in checksum mode; not on a
+	 * listing). */
 	if (strcmp(r->method, "PUT") == 0 &&
 	    s3_checksum_b64(r->sha256, checksum) == 0)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-checksum-sha256",
@@ -520,8 +521,8 @@ s3_start(struct s3 *s, struct s3_req *r)
 	else if (strcmp(r->method, "POST") == 0 && creates_object(r))
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-checksum-algorithm",
 		    "SHA256" };
-	else if (strcmp(r->method, "HEAD") == 0 ||
-	    strcmp(r->method, "GET") == 0)
+	else if ((strcmp(r->method, "HEAD") == 0 ||
+	    strcmp(r->method, "GET") == 0) && r->n_query == 0)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-checksum-mode",
 		    "ENABLED" };
 	if (sc.session_token != NULL)
