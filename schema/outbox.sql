@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS files (
     versions INTEGER NOT NULL,              -- entries journaled for it
     entry_id INTEGER NOT NULL               -- the newest one
 ) WITHOUT ROWID;
+-- The scrub walks paths whose entries retention pruned in entry id order
+-- (outbox_scrub_pruned), a range at a time.
+CREATE INDEX IF NOT EXISTS files_entry ON files (entry_id);
 
 -- Top-level directories that are not jobs (not a UUID): skipped, counted.
 CREATE TABLE IF NOT EXISTS not_jobs (

@@ -2186,6 +2186,65 @@ outbox_scrub_batch(struct outbox *o, int64_t after, int max,
 	return rc;
 }
 
+int
+outbox_scrub_pruned(struct outbox *o, int64_t after, int64_t upto, int max,
+    struct outbox_entry **v, size_t *n, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	size_t cap = 0;
+	int rc;
+
+	*v = NULL;
+	*n = 0;
+	/* By files_entry from the cursor, to upto: each files row is looked
+	 * at once a pass. */
+	if (sqlite3_prepare_v2(o->db, "SELECT entry_id, path, size, mtime_ns, "
+	    "inode, versions FROM files WHERE entry_id > ?1 AND entry_id <= ?2 "
+	    "AND NOT EXISTS (SELECT 1 FROM entries WHERE id = files.entry_id) "
+	    "ORDER BY entry_id LIMIT ?3", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "reading pruned paths to scrub");
+		return -1;
+	}
+	sqlite3_bind_int64(s, 1, after);
+	sqlite3_bind_int64(s, 2, upto);
+	sqlite3_bind_int(s, 3, max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *path = (const char *)sqlite3_column_text(s, 1);
+		const char *rest = NULL;
+		struct outbox_entry *en;
+		size_t jl = 0;
+
+		if (path == NULL || keymap_classify(path, &jl, &rest) !=
+		    KEYMAP_DOCUMENT || jl >= sizeof(en->job_id))
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 16;
+			*v = xrealloc(*v, cap * sizeof(**v));
+		}
+		en = &(*v)[(*n)++];
+		memset(en, 0, sizeof(*en));
+		en->id = sqlite3_column_int64(s, 0);
+		memcpy(en->job_id, path, jl);
+		en->job_id[jl] = '\0';
+		en->path = xstrdup(path);
+		en->s3_key = keymap_s3_key(en->job_id, rest);
+		en->size = sqlite3_column_int64(s, 2);
+		en->mtime_ns = sqlite3_column_int64(s, 3);
+		en->inode = sqlite3_column_int64(s, 4);
+		en->version = sqlite3_column_int(s, 5);
+		en->s3_state = en->db_state = OUTBOX_DONE;
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, "reading pruned paths to scrub");
+		outbox_entries_free(*v, *n);
+		*v = NULL;
+		*n = 0;
+		return -1;
+	}
+	return 0;
+}
+
 int64_t
 outbox_max_id(struct outbox *o)
 {

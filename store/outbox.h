@@ -280,7 +280,8 @@ struct outbox_repair {
 	const char *sha256;	/* of the file now, or NULL: of's */
 	const char *s3_etag;	/* S3 holds the version already, or NULL */
 	const char *why;	/* what was found, for people */
-	const char *path;	/* of = 0: the path, and its stat now */
+	const char *path;	/* of = 0: the path, and its stat now
+				   (otherwise unused) */
 	int64_t size, mtime_ns, inode;
 };
 int outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
@@ -296,6 +297,16 @@ int outbox_newest(struct outbox *o, const char *path, struct outbox_entry *en,
  * The caller frees *v with outbox_entries_free. */
 int outbox_scrub_batch(struct outbox *o, int64_t after, int max,
     struct outbox_entry **v, size_t *n, struct err *e);
+/*
+ * Up to max document paths whose entries retention pruned (their files
+ * row names an entry that is gone), with after < that entry's id <= upto,
+ * by that id: what the scrub checks beside outbox_scrub_batch's entries.
+ * Each comes as an entry with the pruned entry's id, the files row's
+ * stat and version, its S3 key, sha256 "" (the scrub hashes the file)
+ * and both legs done. Free *v with outbox_entries_free.
+ */
+int outbox_scrub_pruned(struct outbox *o, int64_t after, int64_t upto,
+    int max, struct outbox_entry **v, size_t *n, struct err *e);
 /* The largest entry id so far (0 when none). */
 int64_t outbox_max_id(struct outbox *o);
 

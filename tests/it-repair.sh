@@ -218,4 +218,42 @@ OUTBOXD_SCRUB_INTERVAL=0 ob_start
 t_ok "the repair arrives" ob_wait_idle 60
 t_ok "verify exits 0" "$OUTBOXCTL" verify
 t_ok "outboxd stops" ob_stop
+
+# ---- case 4: the scrub covers pruned paths, and retries a failed HEAD
+# Two more paths pruned as outbox_prune leaves them; one's object deleted,
+# the other's intact (the scrub hashes the file to judge it: no entry has
+# its SHA-256). A HEAD of a third file fails once with a 500: the pass
+# sends it again rather than leaving the file unchecked for a week.
+prune_path() {
+	sqlite3 "$OUTBOXD_STATE_DB" "delete from parts where entry_id in (select id from entries where path = '$1'); delete from entries where path = '$1'"
+}
+p13="$JA/docs/file-13.txt"
+p14="$JA/docs/file-14.txt"
+prune_path "$p13"
+prune_path "$p14"
+s3_delete "jobs/$JA/uploads/docs/file-13.txt" >/dev/null
+started=$(sqlite3 "$OUTBOXD_STATE_DB" "select value from meta where key = 'scrub.started_at'")
+_pass2_due() { [ $(($(date +%s) - $(date -d "$started" +%s))) -ge 21 ]; }
+wait_for 30 _pass2_due
+s3_reset_stats
+s3_fault '{"type":"error500","count":1,"method":"HEAD","match":"docs/file-15.txt"}' >/dev/null
+export OUTBOXD_SCRUB_INTERVAL=20s OUTBOXD_SCRUB_RATE=10
+ob_start
+_pass2_done() { [ "$(scrub running)" = false ] && [ "$(scrub pass)" = 2 ]; }
+t_ok "pass 2 runs and finishes" wait_for 60 _pass2_done
+t_is "$(scrub checked)" 51 "it checked all 51 paths: 49 entries, the 2 pruned paths, and file-15 despite its failed HEAD"
+t_is "$(scrub found)" 1 "it found the pruned path whose object was deleted"
+t_is "$(scrub repaired)" 1 "and journaled its repair"
+t_ok "the log says so" grep -q "scrub: missing in S3 (its entries were pruned); repair journaled" "$IT_DIR/outboxd.log"
+t_is "$(s3_stats | json_get faults_injected)" 1 "the proxy answered one HEAD 500"
+t_is "$(s3_stats | json_get by_path "/$S3_BUCKET/jobs/$JA/uploads/docs/file-15.txt")" 2 \
+	"file-15 was HEADed twice in the pass: the 500, then again"
+t_ok "the repair arrives" ob_wait_idle 60
+t_is "$(sqlite3 "$OUTBOXD_STATE_DB" "select count(*) from entries where path = '$p13' and repair is not null and s3_state = 'done' and db_state = 'done'")" 1 \
+	"the pruned path's repair entry is done through both legs"
+t_is "$(sqlite3 "$OUTBOXD_STATE_DB" "select count(*) from entries where path = '$p14'")" 0 \
+	"the intact pruned path, judged by its file's hash, got none"
+t_ok "verify exits 0" "$OUTBOXCTL" verify
+ob_check_s3
+t_ok "outboxd stops" ob_stop
 t_done

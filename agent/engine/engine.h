@@ -70,6 +70,8 @@ struct rec {
 	struct outbox_outcome oc;	/* R_LEG; strings are copies */
 	char *s1, *s2, *s3;		/* see enum rec_kind */
 	int64_t n1, n2;
+	struct outbox_repair rp;	/* R_REPAIR; strings are copies */
+	int told;			/* R_REPAIR: the scrub was told */
 	struct rec *next;
 };
 
@@ -128,6 +130,8 @@ void engine_outcome(struct sync *s, enum outbox_leg leg, int64_t id,
 /* Queues progress of entry id (see enum rec_kind; strings copied). */
 void engine_note(struct sync *s, enum rec_kind kind, int64_t id,
     const char *s1, const char *s2, const char *s3, int64_t n1, int64_t n2);
+/* Queues a repair (outbox_journal_repair; strings copied). */
+void engine_note_repair(struct sync *s, const struct outbox_repair *rp);
 /* Writes the queue in one outbox transaction; 0 when it is empty after. */
 int engine_flush(struct sync *s);
 

@@ -10,6 +10,12 @@
  * like any outcome and written in the turn's transaction), which goes
  * through the normal legs.
  *
+ * Paths whose entries retention pruned (the files row remains) are walked
+ * with them, in the order of the pruned entry's id (outbox_scrub_pruned):
+ * with no entry to give their SHA-256, each file is hashed (on the
+ * hasher's worker, one file at a time) and judged the same way; a repair
+ * is made from the files row (outbox_journal_repair with of = 0).
+ *
  * It never delays new files: it checks at most OUTBOXD_SCRUB_RATE entries
  * a second, keeps few HEADs in flight, starts one only while a transfer
  * slot is free and the S3 leg is healthy, and not at all in --once. Where
@@ -23,8 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "agent/engine/engine.h"
+#include "agent/engine/hasher.h"
 #include "agent/engine/scrub.h"
 #include "base/log.h"
 #include "watchers/tree.h"
@@ -32,6 +42,9 @@
 #define SCRUB_BATCH	32		/* entries read (and rows fetched) at once */
 #define CHECK_EVERY_MS	60000		/* how often an idle scrub looks if due */
 #define PERSIST_MS	1000		/* the cursor is written this often */
+#define HEAD_TRIES	3		/* a HEAD that fails is sent again
+					   within the pass, this often at most */
+#define HEAD_RETRY_MS	1000		/* after this long times the tries */
 
 /* One entry of the batch being checked. */
 struct item {
@@ -41,6 +54,14 @@ struct item {
 	struct pg_row row;		/* its documents row, when read */
 	int started;			/* checked or HEAD sent */
 	int decided;			/* nothing more to do for it */
+	int pruned;			/* a files row whose entries were
+					   pruned: en.sha256 is hashed here */
+	int hashing;			/* hj is the hasher's; fd is open */
+	int ready;			/* hashed, or a HEAD to send again */
+	int tries;			/* HEADs sent */
+	int64_t retry_at;		/* monotonic: not again before */
+	int fd;				/* the file being hashed */
+	struct hash_job hj;		/* its digest, on a worker */
 };
 
 struct scrub {
@@ -53,6 +74,7 @@ struct scrub {
 	int rows_read;			/* the batch's rows are in items */
 	int64_t persisted_ms;		/* monotonic: state last queued */
 	int inflight;			/* HEADs in flight */
+	int hashing;			/* a pruned path's file is hashing */
 	int64_t next_ms;		/* monotonic: the next check not before */
 	int64_t idle_until;		/* monotonic: no pass due before */
 };
@@ -78,6 +100,9 @@ batch_free(struct scrub *sc)
 	size_t i;
 
 	for (i = 0; i < sc->n; i++) {
+		/* Only at the end (the hasher is gone: its jobs are done). */
+		if (sc->items[i].hashing)
+			close(sc->items[i].fd);
 		outbox_entry_free(&sc->items[i].en);
 		free(sc->items[i].row.s3_key);
 		buf_free(&sc->items[i].req.body);
@@ -87,6 +112,7 @@ batch_free(struct scrub *sc)
 	sc->n = 0;
 	sc->passed = 0;
 	sc->rows_read = 0;
+	sc->hashing = 0;
 }
 
 void
@@ -192,34 +218,64 @@ pass_end(struct sync *s, struct scrub *sc)
 	persist(s);
 }
 
-/* Reads the next batch after the cursor; 0 when the pass is over. */
+/* Adds en (taken over) to the batch. */
+static void
+batch_add(struct scrub *sc, struct outbox_entry *en, int pruned)
+{
+	struct item *it = &sc->items[sc->n++];
+
+	it->sc = sc;
+	it->en = *en;
+	it->pruned = pruned;
+	it->fd = -1;
+	memset(en, 0, sizeof(*en));
+}
+
+/*
+ * Reads the next batch after the cursor; 0 when the pass is over. It is
+ * every settled entry and every pruned path with an id in (cursor, upto],
+ * merged in id order: upto is where the fuller of the two reads stopped,
+ * so nothing in the range is skipped and each files row is read once.
+ */
 static int
 batch_load(struct sync *s, struct scrub *sc)
 {
-	struct outbox_entry *v = NULL;
+	struct outbox_entry *v = NULL, *p = NULL;
 	struct err e = {0};
-	size_t n = 0, i, keep = 0;
+	size_t n = 0, np = 0, i = 0, j = 0;
+	int64_t upto = sc->st.end_id;
 
 	if (outbox_scrub_batch(s->ob, sc->st.cursor, SCRUB_BATCH, &v, &n,
-	    &e) < 0) {
-		log_err("scrub: %s", e.msg);
-		sc->next_ms = time_mono_ms() + CHECK_EVERY_MS;
-		return -1;
+	    &e) < 0)
+		goto fail;
+	if (n == SCRUB_BATCH && v[n - 1].id < upto)
+		upto = v[n - 1].id;
+	if (outbox_scrub_pruned(s->ob, sc->st.cursor, upto, SCRUB_BATCH, &p,
+	    &np, &e) < 0) {
+		outbox_entries_free(v, n);
+		goto fail;
 	}
-	sc->items = xcalloc(n ? n : 1, sizeof(*sc->items));
+	if (np == SCRUB_BATCH)
+		upto = p[np - 1].id;
+	sc->items = xcalloc(n + np + 1, sizeof(*sc->items));
 	/* Entries journaled after the pass began (its own repairs among
 	 * them) wait for the next pass. */
-	for (i = 0; i < n; i++) {
-		if (v[i].id > sc->st.end_id) {
-			outbox_entry_free(&v[i]);
-			continue;
+	while (i < n || j < np) {
+		if (j >= np || (i < n && v[i].id < p[j].id)) {
+			if (v[i].id <= upto)
+				batch_add(sc, &v[i], 0);
+			i++;
+		} else {
+			batch_add(sc, &p[j++], 1);
 		}
-		sc->items[keep].sc = sc;
-		sc->items[keep++].en = v[i];
 	}
-	free(v);
-	sc->n = keep;
-	return keep > 0;
+	outbox_entries_free(v, n);
+	outbox_entries_free(p, np);
+	return sc->n > 0;
+fail:
+	log_err("scrub: %s", e.msg);
+	sc->next_ms = time_mono_ms() + CHECK_EVERY_MS;
+	return -1;
 }
 
 /* Reads the batch's documents rows in one query; 0, or -1 to try later. */
@@ -271,12 +327,15 @@ repair(struct sync *s, struct item *it, const char *why, const char *etag)
 
 	it->sc->st.found++;
 	it->sc->st.total_found++;
-	log_msg(LOG_WARNING, &ctx, "scrub: %s; repair journaled", why);
-	engine_note(s, R_REPAIR, it->en.id, why, etag, NULL, 0, 0);
-	it->sc->st.repaired++;
-	it->sc->st.total_repaired++;
+	log_msg(LOG_WARNING, &ctx, "scrub: %s%s; repair journaled", why,
+	    it->pruned ? " (its entries were pruned)" : "");
+	/* Counted as a repair when the outbox takes it (scrub_repaired):
+	 * it drops one when a newer version was journaled meanwhile. */
+	engine_note_repair(s, &(struct outbox_repair){ it->pruned ? 0 :
+	    it->en.id, it->pruned ? it->en.sha256 : NULL, etag, why,
+	    it->en.path, it->en.size, it->en.mtime_ns,
+	    it->en.inode });
 	metrics_add(&s->live, M_SCRUB_FOUND, 0, 1);
-	metrics_add(&s->live, M_SCRUB_REPAIRED, 0, 1);
 	/* The counts go with the repair, in one transaction. */
 	advance(it->sc);
 	persist(s);
@@ -312,8 +371,17 @@ judge(struct sync *s, struct item *it, const struct s3_req *r)
 	if (r != NULL) {
 		if (r->status == 404)
 			s3_bad = "missing in S3";
-		else if (r->err.cls != ERR_NONE)
-			return;		/* not checked: the next pass will */
+		else if (r->err.cls != ERR_NONE) {
+			/* A 5xx or a timeout: again in a while, this pass;
+			 * after the last try the next pass checks it. */
+			if (r->err.cls == ERR_TRANSIENT && it->tries < HEAD_TRIES) {
+				it->decided = 0;
+				it->ready = 1;
+				it->retry_at = time_mono_ms() + HEAD_RETRY_MS *
+				    it->tries;
+			}
+			return;
+		}
 		else if (!s3_head_matches(r, it->en.size, it->en.sha256,
 		    it->en.s3_etag))
 			s3_bad = "differs in S3";
@@ -342,7 +410,8 @@ scrub_reply(struct sync *s, struct s3_req *r)
 }
 
 /* 1 when the local file is still the entry's version; else the entry is
- * decided (gone: not propagated; changed: the watcher journals it). */
+ * decided, and not counted as checked (gone: not propagated; changed:
+ * the watcher journals it). */
 static int
 file_still(struct sync *s, struct item *it)
 {
@@ -350,11 +419,91 @@ file_still(struct sync *s, struct item *it)
 	struct err e = {0};
 
 	if (tree_stat(s->rootfd, it->en.path, &st, &e) == 0 &&
-	    engine_same_file(&st, &it->en) && it->en.sha256[0] != '\0')
+	    engine_same_file(&st, &it->en) && (it->pruned ||
+	    it->en.sha256[0] != '\0'))
 		return 1;
 	it->decided = 1;
-	count_checked(s, it->sc);
 	return 0;
+}
+
+/* A pruned path's file has no entry to give its SHA-256: hashes it, on
+ * the hasher's worker (hash_collect finishes it), or here without one
+ * (the simulator's small files). 1 when the digest is known now; 0 while
+ * it hashes, or when the entry is decided (the file changed or cannot
+ * be read: the watcher's to journal). */
+static int
+hash_start(struct sync *s, struct scrub *sc, struct item *it)
+{
+	struct stat st;
+	struct err e = {0};
+	unsigned char buf[16384], md[32];
+	EVP_MD_CTX *ctx;
+	ssize_t got = 0;
+	int64_t left;
+	int fd = tree_open_file(s->rootfd, it->en.path, &st, &e);
+
+	if (fd < 0 || !engine_same_file(&st, &it->en)) {
+		if (fd >= 0)
+			close(fd);
+		it->decided = 1;
+		return 0;
+	}
+	if (s->env.hasher != NULL) {
+		memset(&it->hj, 0, sizeof(it->hj));
+		it->hj.fd = fd;
+		it->hj.length = (uint64_t)it->en.size;
+		it->fd = fd;
+		it->hashing = sc->hashing = 1;
+		hasher_submit(s->env.hasher, &it->hj);
+		return 0;
+	}
+	ctx = EVP_MD_CTX_new();
+	if (ctx == NULL)
+		abort();
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	for (left = it->en.size; left > 0; left -= got) {
+		got = read(fd, buf, left < (int64_t)sizeof(buf) ? (size_t)left :
+		    sizeof(buf));
+		if (got <= 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, (size_t)got);
+	}
+	EVP_DigestFinal_ex(ctx, md, NULL);
+	EVP_MD_CTX_free(ctx);
+	close(fd);
+	if (left != 0) {
+		it->decided = 1;
+		return 0;
+	}
+	hex_encode(md, sizeof(md), it->en.sha256);
+	return 1;
+}
+
+/* Takes back a finished hash: the item is ready for its HEAD when the
+ * file was read whole and still has the stat it was judged by. */
+static void
+hash_collect(struct sync *s, struct scrub *sc)
+{
+	struct stat st;
+	struct err e = {0};
+	size_t i;
+
+	for (i = 0; i < sc->n && sc->hashing; i++) {
+		struct item *it = &sc->items[i];
+
+		if (!it->hashing || !hash_job_done(&it->hj))
+			continue;
+		it->hashing = sc->hashing = 0;
+		close(it->fd);
+		it->fd = -1;
+		if (it->hj.result == HASH_OK && tree_stat(s->rootfd, it->en.path,
+		    &st, &e) == 0 && engine_same_file(&st, &it->en)) {
+			memcpy(it->en.sha256, it->hj.sha256, sizeof(it->en.sha256));
+			it->ready = 1;
+		} else {
+			it->decided = 1;
+		}
+	}
 }
 
 /* 1 when no live leg of the entry is still to do; else it is decided
@@ -370,6 +519,18 @@ settled(const struct sync *s, struct item *it)
 	return 1;
 }
 
+/* 1 when it has a step to take: not started yet (a pruned path only when
+ * no other file is hashing), or ready (hashed, or a HEAD to send again). */
+static int
+startable(const struct scrub *sc, const struct item *it)
+{
+	if (it->decided || it->hashing)
+		return 0;
+	if (it->started)
+		return it->ready;
+	return !it->pruned || !sc->hashing;
+}
+
 /* Starts the check of the next entries the rate and slots allow. */
 static void
 check_some(struct sync *s, struct scrub *sc)
@@ -382,20 +543,26 @@ check_some(struct sync *s, struct scrub *sc)
 	for (i = 0; i < sc->n && now >= sc->next_ms; i++) {
 		struct item *it = &sc->items[i];
 
-		if (it->started)
+		if (!startable(sc, it) || now < it->retry_at)
 			continue;
 		if (s3_on(s) && (sc->inflight >= max_inflight ||
 		    s->io.s3.running(s->io.s3.h) >= s->cfg->concurrency ||
 		    engine_leg_allowance(s, OUTBOX_S3, 1) == 0))
 			return;
-		it->started = 1;
 		sc->next_ms = (sc->next_ms > now ? sc->next_ms : now) + step;
-		if (!settled(s, it) || !file_still(s, it))
-			continue;
+		if (!it->started) {
+			it->started = 1;
+			if (!settled(s, it) || !file_still(s, it))
+				continue;
+			if (it->pruned && !hash_start(s, sc, it))
+				continue;
+		}
+		it->ready = 0;
 		if (!s3_on(s)) {
 			judge(s, it, NULL);
 			continue;
 		}
+		it->tries++;
 		it->req.method = "HEAD";
 		it->req.key = it->en.s3_key;
 		it->req.fd = -1;
@@ -460,6 +627,7 @@ scrub_turn(struct sync *s, int stopping)
 		}
 		pass_start(s, sc);
 	}
+	hash_collect(s, sc);
 	if (advance(sc) && time_mono_ms() - sc->persisted_ms >= PERSIST_MS)
 		persist(s);
 	if (time_mono_ms() < sc->next_ms)
@@ -487,12 +655,28 @@ int64_t
 scrub_wait_ms(const struct sync *s)
 {
 	const struct scrub *sc = s->scrub;
-	int64_t left;
+	int64_t at = -1, now = time_mono_ms();
+	size_t i;
 
 	if (sc == NULL || !allowed(s, 0) || !sc->st.running)
 		return -1;
-	left = sc->next_ms - time_mono_ms();
-	return left > 0 ? left : 0;
+	if (sc->n == 0 || batch_done(sc))
+		at = sc->next_ms;	/* the next batch */
+	/* Else when an entry can start: a HEAD back or a hash done wakes
+	 * the loop anyway, so waiting on those is no reason to spin. */
+	for (i = 0; i < sc->n; i++) {
+		const struct item *it = &sc->items[i];
+		int64_t t = it->retry_at > sc->next_ms ? it->retry_at :
+		    sc->next_ms;
+
+		if (!startable(sc, it))
+			continue;
+		if (at < 0 || t < at)
+			at = t;
+	}
+	if (at < 0)
+		return -1;
+	return at > now ? at - now : 0;
 }
 
 void
@@ -502,6 +686,23 @@ scrub_stop(struct sync *s)
 		return;
 	advance(s->scrub);
 	persist(s);
+}
+
+void
+scrub_repaired(struct sync *s, int journaled, const char *path)
+{
+	struct log_ctx ctx = { NULL, path, NULL, 0 };
+
+	if (s->scrub == NULL)
+		return;
+	if (!journaled) {
+		log_msg(LOG_INFO, &ctx, "scrub: repair dropped: a newer version "
+		    "was journaled meanwhile (it restores both stores)");
+		return;
+	}
+	s->scrub->st.repaired++;
+	s->scrub->st.total_repaired++;
+	metrics_add(&s->live, M_SCRUB_REPAIRED, 0, 1);
 }
 
 int

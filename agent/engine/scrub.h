@@ -23,6 +23,9 @@ int scrub_owns(const struct s3_req *r);
 void scrub_reply(struct sync *s, struct s3_req *r);
 /* Milliseconds until the scrub has its next check to make, -1 none. */
 int64_t scrub_wait_ms(const struct sync *s);
+/* The outbox took a repair the scrub queued (journaled 1), or dropped it
+ * (0: a newer version of path was journaled meanwhile): counts it. */
+void scrub_repaired(struct sync *s, int journaled, const char *path);
 /* Writes the scrub's state to the outbox (a queued R_SCRUB record). */
 int scrub_write(struct sync *s, struct err *e);
 /* Queues the state as it stands, at a stop (after the HEADs are back). */

@@ -70,6 +70,10 @@ rec_free(struct rec *r)
 	free(r->s1);
 	free(r->s2);
 	free(r->s3);
+	free((char *)r->rp.sha256);
+	free((char *)r->rp.s3_etag);
+	free((char *)r->rp.why);
+	free((char *)r->rp.path);
 	free(r);
 }
 
@@ -117,6 +121,38 @@ engine_note(struct sync *s, enum rec_kind kind, int64_t id, const char *s1,
 	if (kind == R_UPLOAD_ID)
 		s->flush_now = 1;
 	enqueue(s, r);
+}
+
+void
+engine_note_repair(struct sync *s, const struct outbox_repair *rp)
+{
+	struct rec *r = xcalloc(1, sizeof(*r));
+
+	r->kind = R_REPAIR;
+	r->id = rp->of;
+	r->rp = *rp;
+	r->rp.sha256 = dup_or_null(rp->sha256);
+	r->rp.s3_etag = dup_or_null(rp->s3_etag);
+	r->rp.why = dup_or_null(rp->why);
+	r->rp.path = dup_or_null(rp->path);
+	enqueue(s, r);
+}
+
+/* Writes a scrub's repair. The scrub counts it once, when the outbox
+ * takes it or drops it (a newer version came first): r->told, since a
+ * failed transaction writes the queue again. */
+static int
+apply_repair(struct sync *s, struct rec *r, struct err *e)
+{
+	int rc = outbox_journal_repair(s->ob, &r->rp, NULL, e);
+
+	if (rc < 0)
+		return -1;
+	if (!r->told) {
+		r->told = 1;
+		scrub_repaired(s, rc == 1, r->rp.path);
+	}
+	return 0;
 }
 
 /*
@@ -167,9 +203,7 @@ write_rec(struct sync *s, struct rec *r, struct err *e)
 	case R_ETAG_DONE:
 		return outbox_etag_done(s->ob, r->id, e);
 	case R_REPAIR:
-		return outbox_journal_repair(s->ob, &(struct outbox_repair){
-		    r->id, NULL, r->s2, r->s1, NULL, 0, 0, 0 }, NULL, e) < 0 ?
-		    -1 : 0;
+		return apply_repair(s, r, e);
 	case R_SCRUB:
 		return scrub_write(s, e);
 	case R_LEG_PAUSE:
