@@ -616,6 +616,32 @@ choose_addressing(struct cfg *c, const char *force, struct cfg_problems *p)
 		c->path_style = ps;
 }
 
+/*
+ * OUTBOXD_S3_STREAMING: whether a large single PUT sends its SHA-256 in an
+ * aws-chunked trailer, computed while it is sent (https, the default: only
+ * to an https endpoint, as the AWS SDKs do, since over plain http nothing
+ * but the trailer, itself unsigned, vouches for the bytes; always; off).
+ * Runs after load_s3 (the endpoint).
+ */
+static void
+load_s3_streaming(struct cfg *c, cfg_getenv_fn get, void *arg,
+    struct cfg_problems *p)
+{
+	const char *v = get(arg, "OUTBOXD_S3_STREAMING");
+	int https = c->endpoint == NULL ||
+	    strncasecmp(c->endpoint, "https://", 8) == 0;
+
+	if (v == NULL || *v == '\0' || strcmp(v, "https") == 0)
+		c->s3_streaming = https;
+	else if (strcmp(v, "always") == 0)
+		c->s3_streaming = 1;
+	else if (strcmp(v, "off") == 0)
+		c->s3_streaming = 0;
+	else
+		problem(p, "OUTBOXD_S3_STREAMING=%s: must be https (stream large "
+		    "PUTs to an https endpoint only), always or off", v);
+}
+
 static void
 load_s3(struct cfg *c, cfg_getenv_fn get, void *arg, struct cfg_vcap *vcap,
     struct cfg_problems *p)
@@ -771,6 +797,7 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 
 	load_s3(c, get, arg, &vcap, p);
 	load_s3_storage(c, get, arg, p);
+	load_s3_streaming(c, get, arg, p);
 	load_db(c, get, arg, &vcap, p);
 
 	v = get(arg, "OUTBOXD_DEFAULT_USER");

@@ -54,6 +54,10 @@ struct cfg {
 	char *sse;			/* OUTBOXD_S3_SSE: AES256 or aws:kms */
 	char *sse_kms_key_id;		/* OUTBOXD_S3_SSE_KMS_KEY_ID */
 	char *storage_class;		/* OUTBOXD_S3_STORAGE_CLASS */
+	int s3_streaming;		/* OUTBOXD_S3_STREAMING resolved: large
+					   single PUTs go aws-chunked with a
+					   trailing checksum (https: only to
+					   an https endpoint) */
 	uint64_t max_bandwidth;		/* OUTBOXD_MAX_BANDWIDTH: bytes per
 					   second for all uploads, 0 = no cap */
 

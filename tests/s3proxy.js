@@ -51,6 +51,9 @@
  *         down           the connection is reset at once (an unfiltered one
  *                        already when a connection is accepted)
  *         delay          verified, then forwarded after "ms" (1000) ms
+ *         corrupt        one byte in the middle of the body is flipped as it
+ *                        arrives (damage in transit), then verified as
+ *                        usual: the digest that covers the body must refuse it
  *       answers {"ok":true,"id":N}, or 400 for a bad spec
  *   POST /__proxy/clear  disarms every fault
  *   POST /__proxy/reset  zeroes the counters and forgets the PUT log
@@ -60,8 +63,11 @@
  *                        (the body's end), started (when its body began),
  *                        path, query, length, sha256 (of the body), fault
  *                        (the type injected, or null), content_sha256 (the
- *                        x-amz-content-sha256 header) and content_md5 (whether
- *                        a Content-MD5 header came); lets a test prove that
+ *                        x-amz-content-sha256 header), content_md5 (whether
+ *                        a Content-MD5 header came), checksum_sha256 (the
+ *                        x-amz-checksum-sha256 header) and, for an aws-chunked
+ *                        body, content_encoding, decoded_length and
+ *                        trailer_checksum (null when it did not decode); lets a test prove that
  *                        a body was, or was never, sent, and what covered it
  *   GET  /__proxy/writes every PUT and POST whose body the proxy read whole (as
  *                        the PUT log, and CreateMultipartUpload,
@@ -104,8 +110,10 @@
  * access key, a region other than --region, x-amz-date more than 15 minutes
  * off, an expired presigned URL, unsigned x-amz-* headers (as S3 does, but
  * x-amz-content-sha256), a missing or non-hex x-amz-content-sha256 on a
- * header-signed request (UNSIGNED-PAYLOAD only on presigned URLs, no
- * aws-chunked), a wrong signature, an x-amz-content-sha256 or Content-MD5
+ * header-signed request (UNSIGNED-PAYLOAD only on presigned URLs; of the
+ * aws-chunked forms only STREAMING-UNSIGNED-PAYLOAD-TRAILER, decoded and its
+ * trailing x-amz-checksum-sha256 checked against the decoded body, 400
+ * BadDigest, with S3's framing errors: see decodeAwsChunked), a wrong signature, an x-amz-content-sha256 or Content-MD5
  * that does not match the body, an x-amz-checksum-sha256 that is not a
  * base64 SHA-256 (400 InvalidRequest) or does not match the body (400
  * BadDigest), a CompleteMultipartUpload of an upload created with
@@ -182,6 +190,84 @@ const HIDDEN_ALGORITHM = 'x-amz-meta-s3proxy-checksum-algorithm';
 function validChecksum(v) {
   return typeof v === 'string' && /^[A-Za-z0-9+/]{43}=$/.test(v) &&
     Buffer.from(v, 'base64').length === 32;
+}
+
+/*
+ * Decodes an aws-chunked body sent with x-amz-content-sha256:
+ * STREAMING-UNSIGNED-PAYLOAD-TRAILER, as S3 does: chunks "<hex>\r\n<data>\r\n"
+ * (each but the last >= 8 KiB, no chunk signatures), "0\r\n", trailer lines
+ * "name:value\r\n", "\r\n". The decoded length must be
+ * x-amz-decoded-content-length, Content-Encoding must name aws-chunked,
+ * x-amz-trailer must announce x-amz-checksum-sha256 and the trailer carry
+ * it, and it must be the decoded body's SHA-256 (else 400 BadDigest).
+ * Returns { ok: true, body, checksum } or an s3err(...).
+ */
+function decodeAwsChunked(raw, h) {
+  const enc = (header1(h, 'content-encoding') || '').split(',').map(x => x.trim());
+  if (!enc.includes('aws-chunked')) {
+    return s3err(400, 'InvalidRequest', 'A STREAMING-* payload needs Content-Encoding: aws-chunked');
+  }
+  const declen = header1(h, 'x-amz-decoded-content-length');
+  if (declen === undefined || !/^[0-9]+$/.test(declen)) {
+    return s3err(411, 'MissingContentLength', 'You must provide the x-amz-decoded-content-length header.');
+  }
+  if (header1(h, 'x-amz-trailer') !== 'x-amz-checksum-sha256') {
+    return s3err(400, 'InvalidRequest',
+      `x-amz-trailer must be x-amz-checksum-sha256 here (got ${header1(h, 'x-amz-trailer')})`);
+  }
+  const incomplete = () => s3err(400, 'IncompleteBody',
+    'The request body terminated unexpectedly (aws-chunked framing)');
+  const parts = [];
+  let pos = 0, total = 0, last = -1;
+  for (;;) {
+    const eol = raw.indexOf('\r\n', pos);
+    if (eol < 0 || eol - pos > 64) return incomplete();
+    const line = raw.subarray(pos, eol).toString('latin1');
+    if (!/^[0-9a-fA-F]+$/.test(line)) {
+      return s3err(400, 'InvalidRequest', `Invalid chunk header "${line.slice(0, 40)}" (no chunk signature on an unsigned stream)`);
+    }
+    const size = parseInt(line, 16);
+    pos = eol + 2;
+    if (size === 0) break;
+    if (last >= 0 && last < 8192) {
+      return s3err(400, 'InvalidChunkSizeError', 'Only the last chunk is allowed to have a size less than 8192 bytes');
+    }
+    if (pos + size + 2 > raw.length || raw[pos + size] !== 13 || raw[pos + size + 1] !== 10) return incomplete();
+    parts.push(raw.subarray(pos, pos + size));
+    total += size;
+    last = size;
+    pos += size + 2;
+  }
+  const trailers = {};
+  for (;;) {
+    const eol = raw.indexOf('\r\n', pos);
+    if (eol < 0) return incomplete();
+    const line = raw.subarray(pos, eol).toString('latin1');
+    pos = eol + 2;
+    if (line === '') break;
+    const c = line.indexOf(':');
+    if (c <= 0) return s3err(400, 'MalformedTrailerError', `The request contained a malformed trailer line "${line.slice(0, 60)}"`);
+    trailers[line.slice(0, c).trim().toLowerCase()] = line.slice(c + 1).trim();
+  }
+  if (pos !== raw.length) return incomplete();
+  if (String(total) !== declen) {
+    return s3err(400, 'IncompleteBody',
+      `You did not provide the number of bytes specified by x-amz-decoded-content-length (${declen}; the chunks hold ${total})`);
+  }
+  const checksum = trailers['x-amz-checksum-sha256'];
+  if (checksum === undefined) {
+    return s3err(400, 'MalformedTrailerError', 'The x-amz-checksum-sha256 trailer announced in x-amz-trailer is missing');
+  }
+  if (!validChecksum(checksum)) {
+    return s3err(400, 'InvalidRequest', 'Value for x-amz-checksum-sha256 trailing header is invalid.');
+  }
+  const body = Buffer.concat(parts);
+  const calc = crypto.createHash('sha256').update(body).digest('base64');
+  if (calc !== checksum) {
+    return s3err(400, 'BadDigest', 'The SHA256 you specified did not match the calculated checksum.',
+      { ExpectedChecksum: checksum, CalculatedChecksum: calc });
+  }
+  return { ok: true, body, checksum };
 }
 
 /* S3's composite checksum of a multipart upload: the SHA-256 of the
@@ -512,9 +598,14 @@ async function verifyAuth(r) {
         'x-amz-content-sha256: UNSIGNED-PAYLOAD is accepted only on presigned URLs by this test proxy ' +
         '(outboxd must sign its payloads)');
     }
+  } else if (payloadHash === 'STREAMING-UNSIGNED-PAYLOAD-TRAILER' && !presigned) {
+    /* aws-chunked with a trailing checksum: the literal is the payload
+     * hash in the canonical request; the caller decodes the body and
+     * checks the trailer (decodeAwsChunked) */
   } else if (/^STREAMING-/.test(payloadHash)) {
     return s3err(400, 'InvalidRequest',
-      `x-amz-content-sha256: ${payloadHash} (aws-chunked uploads) is not supported by this test proxy`);
+      `x-amz-content-sha256: ${payloadHash} is not supported by this test proxy ` +
+      '(of the aws-chunked forms it takes STREAMING-UNSIGNED-PAYLOAD-TRAILER)');
   } else if (!/^[0-9a-f]{64}$/.test(payloadHash)) {
     return s3err(400, 'InvalidArgument',
       'x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD, ' +
@@ -598,7 +689,7 @@ async function verifyAuth(r) {
 /* the proxy                                                           */
 
 const FAULT_TYPES = new Set(['slowdown', 'error500', 'reset', 'stall', 'lost_reply',
-  'bad_digest', 'access_denied', 'skewed', 'down', 'delay']);
+  'bad_digest', 'access_denied', 'skewed', 'down', 'delay', 'corrupt']);
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection',
   'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect', 'content-length']);
 
@@ -858,7 +949,7 @@ class Proxy {
     const started = new Date().toISOString();
     const sha = crypto.createHash('sha256');
     const md5 = crypto.createHash('md5');
-    const chunks = [];
+    let chunks = [];
     let length = 0;
     let tooLarge = false;
     await new Promise((resolve, reject) => {
@@ -878,10 +969,18 @@ class Proxy {
       return this.reject(req, res, s3err(400, 'EntityTooLarge',
         'Your proposed upload exceeds the maximum allowed object size.'), dpath);
     }
-    const bodySha = sha.digest('hex');
-    const bodyMd5 = md5.digest('base64');
+    let bodySha = sha.digest('hex');
+    let bodyMd5 = md5.digest('base64');
+    if (fault && fault.type === 'corrupt' && length > 0) {
+      const b = Buffer.concat(chunks);
+      b[b.length >> 1] ^= 0x20;
+      chunks = [b];
+      bodySha = crypto.createHash('sha256').update(b).digest('hex');
+      bodyMd5 = crypto.createHash('md5').update(b).digest('base64');
+    }
+    let putEntry = null;
     if (req.method === 'PUT') {
-      this.puts.push({ time: new Date().toISOString(), started, path: dpath, query: dquery, length,
+      this.puts.push(putEntry = { time: new Date().toISOString(), started, path: dpath, query: dquery, length,
         sha256: bodySha, fault: fault ? fault.type : null,
         content_sha256: req.headers['x-amz-content-sha256'] || null,
         content_md5: req.headers['content-md5'] !== undefined,
@@ -937,14 +1036,28 @@ class Proxy {
     });
     if (!auth.ok) return this.reject(req, res, auth, dpath);
     if (auth.temporaryKey) req.temporaryKey = auth.temporaryKey;
-    if (auth.payloadHash !== 'UNSIGNED-PAYLOAD' && auth.payloadHash !== bodySha) {
+    let streamed = null;
+    if (auth.payloadHash === 'STREAMING-UNSIGNED-PAYLOAD-TRAILER') {
+      streamed = decodeAwsChunked(Buffer.concat(chunks), headers);
+      if (putEntry) {
+        putEntry.content_encoding = req.headers['content-encoding'] || null;
+        putEntry.decoded_length = streamed.ok ? streamed.body.length : null;
+        putEntry.trailer_checksum = streamed.ok ? streamed.checksum : null;
+      }
+      if (!streamed.ok) return this.reject(req, res, streamed, dpath);
+      chunks = [streamed.body];
+      length = streamed.body.length;
+      bodySha = crypto.createHash('sha256').update(streamed.body).digest('hex');
+      bodyMd5 = crypto.createHash('md5').update(streamed.body).digest('base64');
+    }
+    if (auth.payloadHash !== 'UNSIGNED-PAYLOAD' && !streamed && auth.payloadHash !== bodySha) {
       return this.reject(req, res, s3err(400, 'XAmzContentSHA256Mismatch',
         "The provided 'x-amz-content-sha256' header does not match what was computed.",
         { ClientComputedContentSHA256: auth.payloadHash, S3ComputedContentSHA256: bodySha }), dpath);
     }
     /* the checksum S3 keeps: checked against the body like S3 does */
     const cksum = header1(headers, 'x-amz-checksum-sha256');
-    let storeChecksum = null;
+    let storeChecksum = streamed ? streamed.checksum : null;
     if (cksum !== undefined) {
       if (!validChecksum(cksum)) {
         return this.reject(req, res, s3err(400, 'InvalidRequest',
@@ -999,6 +1112,12 @@ class Proxy {
     const pq = parseQuery(rawQuery);
     if (req.method === 'PUT' && pq.uploadId === undefined && storeChecksum) {
       extra[HIDDEN_CHECKSUM] = storeChecksum;
+    }
+    if (streamed) {
+      /* s3rver gets the decoded body, as S3 stores it (aws-chunked is
+       * not kept as the object's Content-Encoding) */
+      for (const k of ['content-encoding', 'x-amz-decoded-content-length', 'x-amz-trailer']) extra[k] = null;
+      extra['x-amz-content-sha256'] = bodySha;
     }
     if (req.method === 'POST' && pq.uploads !== undefined &&
         header1(headers, 'x-amz-checksum-algorithm') !== undefined) {
@@ -1177,7 +1296,10 @@ class Proxy {
         : [].concat(headers[name], req.rawHeaders[i + 1]);
     }
     headers['Content-Length'] = String(length);
-    for (const [k, v] of Object.entries(extra || {})) headers[k] = v;
+    for (const [k, v] of Object.entries(extra || {})) {
+      for (const name of Object.keys(headers)) if (name.toLowerCase() === k) delete headers[name];
+      if (v !== null) headers[k] = v;
+    }
     /* checksum mode: the stored checksum goes back (checksumOverride: a
      * test's stand-in for an object whose stored checksum differs) */
     const checksumMode = (req.method === 'HEAD' || req.method === 'GET') &&

@@ -91,6 +91,9 @@ struct upload {
 	struct part_job pjobs[HASH_AHEAD];	/* threaded: parts */
 	int next_part_job;	/* threaded: first part not yet queued */
 	unsigned char *mem;	/* small single-PUT body */
+	int stream;		/* a single PUT hashed as it is sent (its
+				   SHA-256 in an aws-chunked trailer): no
+				   hashing first, no x-amz-meta-sha256 */
 	char sha256[65];	/* of the whole file */
 	int multipart;		/* above OUTBOXD_MULTIPART_THRESHOLD */
 	uint64_t part_size;	/* bytes per part but the last */
@@ -314,6 +317,16 @@ upload_new(const struct upload_env *env, struct outbox_entry *en,
 		}
 		if (u->size <= SMALL_FILE)
 			u->mem = xmalloc(u->size ? u->size : 1);
+	}
+	/* A single PUT too large to keep in memory streams when the
+	 * configuration allows (OUTBOXD_S3_STREAMING): its SHA-256 is
+	 * computed as it is sent, so it starts at once. Not in the
+	 * simulator (no hasher): its fake S3 takes digests up front. */
+	if (!u->multipart && u->mem == NULL && env->hasher != NULL &&
+	    env->cfg->s3_streaming) {
+		u->stream = 1;
+		u->phase = P_PUT;
+		return u;
 	}
 	/* A body kept in memory is read here anyway; the rest is hashed on
 	 * the hasher's threads when there is one. */
@@ -604,7 +617,11 @@ send_put(struct upload *u, int *slots)
 	q->req.content_disposition =
 	    keymap_content_disposition(q->req.content_type);
 	q->req.job_id = u->en.job_id;
-	q->req.file_sha256 = u->sha256;
+	/* A streamed PUT's digest is known only once sent: S3 keeps it as
+	 * the object's checksum, which verify reads (there is no
+	 * x-amz-meta-sha256 to compare). */
+	q->req.file_sha256 = u->stream ? NULL : u->sha256;
+	q->req.stream = u->stream;
 	u->put_sent = 1;
 	start(u, q, slots);
 }
@@ -835,6 +852,25 @@ reply_put(struct upload *u, struct s3_req *r)
 	 * the bytes hashed (it refuses others: XAmzContentSHA256Mismatch),
 	 * the version journaled: stored, even if the file has changed since
 	 * (its next version is journaled and sent after this one). */
+	if (u->stream) {
+		/* Hashed while sent: S3 holds the bytes of the trailer's
+		 * SHA-256 (it refuses others: BadDigest), but they are the
+		 * version journaled only if the file did not change while
+		 * it was read (as file_hashed checks after hashing). */
+		unsigned char extra;
+		struct stat now;
+		ssize_t n;
+
+		do
+			n = pread(u->fd, &extra, 1, (off_t)u->size);
+		while (n < 0 && errno == EINTR);
+		if (n != 0 || fstat(u->fd, &now) < 0 ||
+		    !engine_same_file(&now, &u->en)) {
+			changed(u, "while it was being sent");
+			return;
+		}
+		snprintf(u->sha256, sizeof(u->sha256), "%s", r->sha256);
+	}
 	done(u, r->etag);
 }
 

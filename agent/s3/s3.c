@@ -14,6 +14,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,11 @@
 #define LIST_CAP	(8 * 1024 * 1024)	/* of a listing page: 1,000
 					 * keys of 1,024 bytes, %-encoded */
 #define POOL_MAX	64		/* idle easy handles kept */
+#define STREAM_CHUNK	(64 * 1024)	/* decoded bytes per aws-chunked chunk,
+					   as the SDKs send (S3 wants >= 8 KiB
+					   but for the last) */
+#define STREAMING	"STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+#define TRAILER		"x-amz-checksum-sha256"
 
 struct s3 {
 	CURLM *multi;
@@ -76,6 +82,12 @@ struct req_priv {
 	int read_errno;
 	time_t server_date;	/* from the Date header, 0 if none */
 	unsigned creds_gen;	/* the credentials it was signed with */
+	EVP_MD_CTX *sha;	/* stream: the body's SHA-256 so far */
+	uint64_t at;		/* stream: body bytes read so far */
+	uint64_t chunk_left;	/* stream: data bytes left in this chunk */
+	char frame[96];		/* stream: framing bytes to send next */
+	size_t frame_len, frame_off;
+	int ended;		/* stream: the trailer is framed */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -328,6 +340,150 @@ read_body(char *dst, size_t size, size_t nitems, void *arg)
 	return (size_t)n;
 }
 
+/* ---- aws-chunked bodies -------------------------------------------------- */
+
+/*
+ * A streaming PUT (s3_req.stream) sends the file as S3's aws-chunked
+ * encoding with an unsigned payload and a trailing checksum:
+ *
+ *   10000\r\n <64 KiB>\r\n ... <last size>\r\n <rest>\r\n
+ *   0\r\n x-amz-checksum-sha256:<base64>\r\n \r\n
+ *
+ * so the SHA-256 is computed as the bytes are read and sent, not in a pass
+ * before the first byte. The encoded length is known in advance (the
+ * trailer's value has a fixed length), so the request has a
+ * Content-Length, as S3 requires.
+ */
+static uint64_t
+hex_digits(uint64_t n)
+{
+	uint64_t d = 1;
+
+	while (n >= 16) {
+		n /= 16;
+		d++;
+	}
+	return d;
+}
+
+static uint64_t
+chunked_length(uint64_t n)
+{
+	uint64_t full = n / STREAM_CHUNK, rest = n % STREAM_CHUNK;
+	uint64_t len = full * (hex_digits(STREAM_CHUNK) + 4 + STREAM_CHUNK);
+
+	if (rest > 0)
+		len += hex_digits(rest) + 4 + rest;
+	/* "0\r\n", the trailer line (a base64 SHA-256 is 44 bytes), "\r\n" */
+	return len + 3 + strlen(TRAILER) + 1 + 44 + 2 + 2;
+}
+
+static void
+frame_set(struct req_priv *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+frame_set(struct req_priv *p, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(p->frame, sizeof(p->frame), fmt, ap);
+	va_end(ap);
+	p->frame_len = n > 0 && (size_t)n < sizeof(p->frame) ? (size_t)n : 0;
+	p->frame_off = 0;
+}
+
+/* All bytes read: the digest goes to r->sha256 and into the trailer. */
+static void
+stream_end(struct s3_req *r, struct req_priv *p)
+{
+	unsigned char md[32];
+	char b64[45];
+
+	EVP_DigestFinal_ex(p->sha, md, NULL);
+	hex_encode(md, sizeof(md), r->sha256);
+	EVP_EncodeBlock((unsigned char *)b64, md, sizeof(md));
+	frame_set(p, "0\r\n" TRAILER ":%s\r\n\r\n", b64);
+	p->ended = 1;
+}
+
+static size_t
+read_stream(char *dst, size_t size, size_t nitems, void *arg)
+{
+	struct s3_req *r = arg;
+	struct req_priv *p = r->priv;
+	size_t want, out = 0, n;
+	ssize_t got;
+
+	if (p->ended && p->frame_off == p->frame_len)
+		return 0;
+	want = bw_take(p->s, p, size * nitems);
+	if (want == 0) {
+		p->paused = 1;
+		p->s->bw_paused++;
+		return CURL_READFUNC_PAUSE;
+	}
+	while (out < want) {
+		if (p->frame_off < p->frame_len) {
+			n = p->frame_len - p->frame_off;
+			if (n > want - out)
+				n = want - out;
+			memcpy(dst + out, p->frame + p->frame_off, n);
+			p->frame_off += n;
+			out += n;
+		} else if (p->chunk_left > 0) {
+			n = p->chunk_left < want - out ? (size_t)p->chunk_left :
+			    want - out;
+			got = pread(r->fd, dst + out, n, (off_t)(r->offset + p->at));
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got < 0) {
+				p->read_errno = errno;
+				return CURL_READFUNC_ABORT;
+			}
+			if (got == 0) {
+				p->short_read = 1;	/* the file shrank */
+				return CURL_READFUNC_ABORT;
+			}
+			EVP_DigestUpdate(p->sha, dst + out, (size_t)got);
+			p->at += (uint64_t)got;
+			p->chunk_left -= (uint64_t)got;
+			out += (size_t)got;
+			if (p->chunk_left == 0)
+				frame_set(p, "\r\n");
+		} else if (p->ended) {
+			break;
+		} else if (p->at < r->length) {
+			p->chunk_left = r->length - p->at < STREAM_CHUNK ?
+			    r->length - p->at : STREAM_CHUNK;
+			frame_set(p, "%llx\r\n", (unsigned long long)p->chunk_left);
+		} else {
+			stream_end(r, p);
+		}
+	}
+	bw_spend(p->s, p, out);
+	return out;
+}
+
+/* curl resends a body from the start (a dead keep-alive connection):
+ * the digest starts over with it. */
+static int
+seek_stream(void *arg, curl_off_t offset, int origin)
+{
+	struct s3_req *r = arg;
+	struct req_priv *p = r->priv;
+
+	if (origin != SEEK_SET || offset != 0)
+		return CURL_SEEKFUNC_CANTSEEK;
+	EVP_DigestInit_ex(p->sha, EVP_sha256(), NULL);
+	p->at = p->chunk_left = 0;
+	p->frame_len = p->frame_off = 0;
+	p->ended = 0;
+	return CURL_SEEKFUNC_OK;
+}
+
 static int
 seek_body(void *arg, curl_off_t offset, int origin)
 {
@@ -459,7 +615,8 @@ s3_start(struct s3 *s, struct s3_req *r)
 	struct sigv4_pair hdr[16];
 	size_t nh = 0, i;
 	struct buf auth = {0}, url = {0};
-	char amz_date[17], *path, checksum[45];
+	char amz_date[17], *path, checksum[45], declen[24];
+	const char *payload;
 	int has_body = r->fd >= 0 || r->mem != NULL;
 	struct sigv4_request sr;
 	struct creds_val cv;
@@ -486,7 +643,25 @@ s3_start(struct s3 *s, struct s3_req *r)
 	sc = (struct sigv4_creds){ cv.access_key, cv.secret_key,
 	    cv.token[0] ? cv.token : NULL };
 
-	hdr[nh++] = (struct sigv4_pair){ "x-amz-content-sha256", r->sha256 };
+	/* A streaming PUT signs the literal STREAMING-... in place of the
+	 * payload's hash: its checksum comes in the trailer, which S3 checks
+	 * against the decoded body before it stores it. */
+	r->stream = r->stream && r->fd >= 0 && strcmp(r->method, "PUT") == 0;
+	payload = r->stream ? STREAMING : r->sha256;
+	hdr[nh++] = (struct sigv4_pair){ "x-amz-content-sha256", payload };
+	if (r->stream) {
+		snprintf(declen, sizeof(declen), "%llu",
+		    (unsigned long long)r->length);
+		hdr[nh++] = (struct sigv4_pair){ "Content-Encoding",
+		    "aws-chunked" };
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-decoded-content-length",
+		    declen };
+		hdr[nh++] = (struct sigv4_pair){ "x-amz-trailer", TRAILER };
+		p->sha = EVP_MD_CTX_new();
+		if (p->sha == NULL)
+			abort();
+		EVP_DigestInit_ex(p->sha, EVP_sha256(), NULL);
+	}
 	if (r->md5[0] != '\0')
 		hdr[nh++] = (struct sigv4_pair){ "Content-MD5", r->md5 };
 	if (r->content_type != NULL)
@@ -514,7 +689,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 	 * multipart upload is created, and asked for back on an object's
 	 * HEAD and GET (S3 returns it only in checksum mode; not on a
 	 * listing). */
-	if (strcmp(r->method, "PUT") == 0 &&
+	if (strcmp(r->method, "PUT") == 0 && !r->stream &&
 	    s3_checksum_b64(r->sha256, checksum) == 0)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-checksum-sha256",
 		    checksum };
@@ -534,7 +709,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 		.method = r->method, .host = s->host, .path = path,
 		.query = r->query, .n_query = r->n_query,
 		.headers = hdr, .n_headers = nh,
-		.payload_hash = r->sha256, .region = s->region,
+		.payload_hash = payload, .region = s->region,
 		.service = "s3", .time = time(NULL) + s->clock_offset,
 	};
 	sigv4_sign(&sr, &sc, &auth, amz_date, NULL);
@@ -592,15 +767,18 @@ s3_start(struct s3 *s, struct s3_req *r)
 	curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, write_reply);
 	curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, r);
 	if (has_body) {
-		curl_easy_setopt(p->easy, CURLOPT_READFUNCTION, read_body);
+		curl_easy_setopt(p->easy, CURLOPT_READFUNCTION, r->stream ?
+		    read_stream : read_body);
 		curl_easy_setopt(p->easy, CURLOPT_READDATA, r);
-		curl_easy_setopt(p->easy, CURLOPT_SEEKFUNCTION, seek_body);
+		curl_easy_setopt(p->easy, CURLOPT_SEEKFUNCTION, r->stream ?
+		    seek_stream : seek_body);
 		curl_easy_setopt(p->easy, CURLOPT_SEEKDATA, r);
 	}
 	if (strcmp(r->method, "PUT") == 0) {
 		curl_easy_setopt(p->easy, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(p->easy, CURLOPT_INFILESIZE_LARGE,
-		    (curl_off_t)(has_body ? r->length : 0));
+		    (curl_off_t)(r->stream ? chunked_length(r->length) :
+		    has_body ? r->length : 0));
 		if (!has_body) {
 			r->length = 0;
 			curl_easy_setopt(p->easy, CURLOPT_READFUNCTION, read_body);
@@ -643,6 +821,7 @@ s3_req_clear(struct s3_req *r)
 	struct req_priv *p = r->priv;
 
 	if (p != NULL) {
+		EVP_MD_CTX_free(p->sha);
 		curl_slist_free_all(p->headers);
 		free(p->url);
 		free(p);

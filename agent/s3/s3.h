@@ -42,6 +42,9 @@ struct s3_req {
 	const char *content_disposition; /* NULL for none */
 	const char *job_id;		/* x-amz-meta-job-id, or NULL */
 	const char *file_sha256;	/* x-amz-meta-sha256, or NULL */
+	int stream;			/* a PUT from fd sent aws-chunked with its
+					   SHA-256 in a trailer, hashed as it is
+					   read: sha256 is filled, not read */
 	size_t body_cap;		/* reply bytes kept, 0: 1 MiB */
 	void *user;			/* the caller's */
 

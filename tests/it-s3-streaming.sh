@@ -1,0 +1,139 @@
+#!/bin/bash
+# it-s3-streaming.sh - issue 15's streaming PUT: with OUTBOXD_S3_STREAMING
+# a single PUT of a file over 256 KiB goes aws-chunked
+# (STREAMING-UNSIGNED-PAYLOAD-TRAILER, signed with that literal) with its
+# SHA-256 in a trailing x-amz-checksum-sha256 computed while it is sent;
+# the proxy verifies the seed signature, decodes the body, checks the
+# trailer against it and forwards the decoded bytes. By default (https
+# only) nothing streams to this plain-http endpoint. The documents row's
+# sha256 is the one computed during the send; the object has no
+# x-amz-meta-sha256, so verify judges it by the checksum S3 keeps (and
+# notices when that differs). A body damaged in transit is refused
+# (BadDigest) and sent again; hand-made bodies with a wrong trailer or
+# broken framing are refused; a bad setting stops outboxd (exit 78).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/ob.sh"
+it_init s3-streaming
+pg_start
+s3_start
+ob_setup
+
+b64sha() { openssl dgst -sha256 -binary "$@" | base64; }
+# _puts FILTER: "N S" = PUTs matching FILTER (a JS expression of p), and
+# how many of them were streamed with a trailer that was their decoded
+# body's checksum
+_puts() {
+	curl -sS --noproxy '*' -f "$S3_PROXY_URL/__proxy/puts" | node -e '
+		let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
+			const v = JSON.parse(s).filter(p => ('"$1"'));
+			const st = v.filter(p => p.content_sha256 === "STREAMING-UNSIGNED-PAYLOAD-TRAILER" &&
+				p.content_encoding === "aws-chunked" && p.trailer_checksum !== null &&
+				p.decoded_length !== null && p.length > p.decoded_length);
+			console.log(`${v.length} ${st.length}`);
+		});'
+}
+
+set +e
+OUTBOXD_S3_STREAMING=sometimes "$OUTBOXD" --once >"$IT_DIR/bad.out" 2>&1
+rc=$?
+set -e
+t_is "$rc" 78 "OUTBOXD_S3_STREAMING=sometimes stops outboxd with EX_CONFIG"
+t_ok "and is named" grep -q 'OUTBOXD_S3_STREAMING=sometimes: must be https' "$IT_DIR/bad.out"
+
+# The default streams only to https endpoints: this one is plain http.
+j=$(new_job)
+mkdir -p "$UPLOADS/$j"
+head -c $((3 * 1024 * 1024)) /dev/urandom >"$IT_DIR/plain.bin"
+mv "$IT_DIR/plain.bin" "$UPLOADS/$j/"
+ob_start
+t_ok "a 3 MiB file is stored" ob_wait_idle 60 1
+read -r n st <<<"$(_puts "p.path.endsWith('/plain.bin')")"
+t_ok "by default (https only) it is not streamed to a plain-http endpoint ($st of $n)" test "$n" -ge 1 -a "$st" = 0
+ob_stop
+
+export OUTBOXD_S3_STREAMING=always
+s3_reset_stats
+head -c $((3 * 1024 * 1024 + 12345)) /dev/urandom >"$IT_DIR/s3.bin"
+head -c $((40 * 1024 * 1024)) /dev/urandom >"$IT_DIR/s40.bin"
+head -c $((100 * 1024)) /dev/urandom >"$IT_DIR/small.bin"
+mv "$IT_DIR/s3.bin" "$IT_DIR/s40.bin" "$IT_DIR/small.bin" "$UPLOADS/$j/"
+ob_start
+t_ok "with OUTBOXD_S3_STREAMING=always a 3 MiB, a 40 MiB and a 100 KiB file are stored" ob_wait_idle 60 4
+t_is "$(ob_status failed)" 0 "nothing failed"
+t_is "$(s3_rejections)" 0 "the proxy refused nothing"
+for f in s3.bin s40.bin small.bin; do
+	t_ok "$f: the object has the file's bytes (decoded by the proxy)" cmp "$UPLOADS/$j/$f" "$(s3_object_file "jobs/$j/uploads/$f")"
+done
+read -r n st <<<"$(_puts "/\\/s(3|40)\\.bin$/.test(p.path)")"
+t_ok "both large PUTs went aws-chunked with a trailing checksum ($st of $n)" test "$n" = 2 -a "$st" = 2
+read -r n st <<<"$(_puts "p.path.endsWith('/small.bin')")"
+t_ok "the 100 KiB one (kept in memory) is signed with its SHA-256 as before ($st of $n streamed)" test "$n" = 1 -a "$st" = 0
+got=$(curl -sS --noproxy '*' -f "$S3_PROXY_URL/__proxy/puts" | node -e '
+	let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
+		const p = JSON.parse(s).find(p => p.path.endsWith("/s40.bin"));
+		console.log(p.trailer_checksum);
+	});')
+t_is "$got" "$(b64sha "$UPLOADS/$j/s40.bin")" "the trailer is the file's SHA-256"
+meta=$(s3_object_metadata "jobs/$j/uploads/s40.bin")
+t_ok "a streamed object has no x-amz-meta-sha256" sh -c "! grep -q 'x-amz-meta-sha256' '$meta'"
+t_ok "and no aws-chunked Content-Encoding" sh -c "! grep -qi 'aws-chunked' '$meta'"
+row=$(pg_psql -c "select sha256 from is_migration.documents where file_path like '%s40.bin'")
+t_is "$row" "$(sha256sum <"$UPLOADS/$j/s40.bin" | cut -d' ' -f1)" "the documents row's sha256 is the one computed while sending"
+ob_check_db
+
+# verify: judged by the checksum S3 keeps (no x-amz-meta-sha256 here).
+t_ok "outboxctl verify passes" "$OUTBOXCTL" verify
+curl -sS --noproxy '*' -f -o /dev/null -X POST -H 'Content-Type: application/json' \
+	--data-binary "{\"path\":\"/$S3_BUCKET/jobs/$j/uploads/s40.bin\",\"sha256\":\"$(b64sha "$UPLOADS/$j/small.bin")\"}" \
+	"$S3_PROXY_URL/__proxy/checksum"
+set +e
+"$OUTBOXCTL" verify >"$IT_DIR/verify.out" 2>&1
+rc=$?
+set -e
+t_is "$rc" 1 "verify exits 1 when a streamed object's stored checksum differs"
+t_ok "naming it" grep -q "^differs in S3: jobs/$j/uploads/s40.bin " "$IT_DIR/verify.out"
+s3_clear_faults
+
+# Damage in transit: the proxy flips a byte of outboxd's body; the trailer
+# check refuses it (BadDigest, retried) and the file arrives intact.
+s3_reset_stats
+s3_fault '{"type":"corrupt","count":1,"method":"PUT","match":"/again.bin"}'
+head -c $((2 * 1024 * 1024)) /dev/urandom >"$IT_DIR/again.bin"
+mv "$IT_DIR/again.bin" "$UPLOADS/$j/"
+t_ok "a streamed file whose body was damaged in transit is stored after all" ob_wait_idle 60 5
+t_ok "intact" cmp "$UPLOADS/$j/again.bin" "$(s3_object_file "jobs/$j/uploads/again.bin")"
+t_ok "the damaged PUT was refused with BadDigest" grep -q '"code":"BadDigest".*again.bin\|again.bin.*"code":"BadDigest"' "$IT_DIR/s3proxy-rejections.jsonl"
+read -r n st <<<"$(_puts "p.path.endsWith('/again.bin')")"
+t_ok "and it was sent again: 2 streamed PUTs, the second decoded with a good trailer ($st of $n)" test "$n" = 2 -a "$st" = 1
+ob_stop
+
+# Hand-made aws-chunked PUTs: a wrong trailer, and broken framing.
+# chunked FILE TRAILER: the aws-chunked encoding of FILE (one chunk)
+chunked() {
+	printf '%x\r\n' "$(stat -c %s "$1")"
+	cat "$1"
+	printf '\r\n0\r\nx-amz-checksum-sha256:%s\r\n\r\n' "$2"
+}
+put_chunked() {	# put_chunked BODYFILE DECODEDLEN KEY: HTTP status
+	_it_s3_curl -o "$IT_DIR/reply.xml" -w '%{http_code}' -X PUT --data-binary "@$1" \
+		-H 'x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER' \
+		-H 'Content-Encoding: aws-chunked' -H "x-amz-decoded-content-length: $2" \
+		-H 'x-amz-trailer: x-amz-checksum-sha256' "$S3_PROXY_URL/$S3_BUCKET/$3"
+}
+echo "hello, streamed world" >"$IT_DIR/h.txt"
+echo "another body" >"$IT_DIR/o.txt"
+hl=$(stat -c %s "$IT_DIR/h.txt")
+chunked "$IT_DIR/h.txt" "$(b64sha "$IT_DIR/h.txt")" >"$IT_DIR/good.body"
+chunked "$IT_DIR/h.txt" "$(b64sha "$IT_DIR/o.txt")" >"$IT_DIR/wrong.body"
+head -c $(($(stat -c %s "$IT_DIR/good.body") - 30)) "$IT_DIR/good.body" >"$IT_DIR/cut.body"
+t_is "$(put_chunked "$IT_DIR/good.body" "$hl" probe/good.txt)" 200 "a hand-made aws-chunked PUT with the right trailer is stored"
+t_ok "decoded" cmp "$IT_DIR/h.txt" "$(s3_object_file probe/good.txt)"
+t_is "$(put_chunked "$IT_DIR/wrong.body" "$hl" probe/wrong.txt)" 400 "one whose trailer is another body's checksum is refused"
+t_ok "with BadDigest" grep -q '<Code>BadDigest</Code>' "$IT_DIR/reply.xml"
+t_is "$(put_chunked "$IT_DIR/cut.body" "$hl" probe/cut.txt)" 400 "one whose framing is cut short is refused"
+t_ok "with IncompleteBody" grep -q '<Code>IncompleteBody</Code>' "$IT_DIR/reply.xml"
+t_is "$(put_chunked "$IT_DIR/good.body" "$((hl + 1))" probe/len.txt)" 400 "one whose x-amz-decoded-content-length is wrong is refused"
+t_ok "and none of the refused ones is stored" sh -c "! ls '$S3_DATA_DIR/$S3_BUCKET/probe/' | grep -Eq 'wrong|cut|len'"
+s3_expect_rejections 4
+t_done
