@@ -792,6 +792,20 @@ heal_scrub(struct sim *m)
 			nlost += lost_db[i] = fake_db_lose(m->w.db, f->rel);
 		free(key);
 	}
+	/* Half the schedules: retention prunes every done entry first (the
+	 * files rows stay, as OUTBOXD_RETENTION leaves them), so the scrub
+	 * judges each path by its file, hashed, and repairs from the row. */
+	if (world_rand(&m->w, 2) == 0) {
+		struct outbox_prune p = {0};
+
+		do
+			if (outbox_prune(m->wob, INT64_C(4102444800000), 256, &p,
+			    &e) < 0) {
+				world_violation(&m->w, "scrub: pruning: %s", e.msg);
+				return;
+			}
+		while (!p.finished);
+	}
 	/* A pass is due: the outbox is old, the interval short. */
 	outbox_meta_set(m->wob, "created_at", "2020-01-01T00:00:00.000Z", &e);
 	m->cfg.scrub_interval_s = 3600;
@@ -809,10 +823,18 @@ heal_scrub(struct sim *m)
 		int64_t running = query_int(m, "SELECT value FROM meta WHERE key "
 		    "= 'scrub.running'");
 
+		int64_t repairs = query_int(m, "SELECT count(*) FROM entries "
+		    "WHERE repair IS NOT NULL");
+
 		if (passes != 1 || running != 0)
 			world_violation(&m->w, "scrub: %lld pass(es), running %lld "
 			    "after its time (want one finished)", (long long)passes,
 			    (long long)running);
+		/* One repair per lost copy: none for a path whose copies are
+		 * intact, pruned (judged by its hashed file) or not. */
+		else if (repairs != nlost)
+			world_violation(&m->w, "scrub: %lld repairs journaled for "
+			    "%d lost copies", (long long)repairs, nlost);
 	}
 	for (i = 0; i < NFILES; i++) {
 		const char *job = m->jobs[i / NNAMES];
