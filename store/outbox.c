@@ -277,6 +277,10 @@ static const char sql_last_done[] =
     " (SELECT value FROM meta WHERE key = 'last_s3_done'), "
     " (SELECT value FROM meta WHERE key = 'last_db_done')";
 
+/* Slots of struct outbox's named[]. */
+enum { NAMED_BEGIN, NAMED_COMMIT, NAMED_ETAG_DUE, NAMED_ABORT_DUE,
+	NAMED_COUNT };
+
 struct outbox {
 	sqlite3 *db;			/* this thread's connection */
 	sqlite3_stmt *st[ST_COUNT];	/* prepared lazily, reset after use */
@@ -285,6 +289,8 @@ struct outbox {
 	int depth;			/* nested outbox_begin calls */
 	int64_t horizon_ms;		/* a next attempt later than now + this
 					   means the clock was set back */
+	sqlite3_stmt *named[NAMED_COUNT];	/* statements run every turn
+					   outside stmt_sql, prepared once */
 };
 
 static void
@@ -310,6 +316,31 @@ stmt(struct outbox *o, enum stmt_id id, struct err *e)
 		return NULL;
 	}
 	return o->st[id];
+}
+
+/* A statement of named[] (sql is always the same for a slot). */
+static sqlite3_stmt *
+named_stmt(struct outbox *o, int slot, const char *sql)
+{
+	if (o->named[slot] == NULL)
+		sqlite3_prepare_v3(o->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+		    &o->named[slot], NULL);
+	return o->named[slot];
+}
+
+/* Runs a statement of named[] that returns no rows; SQLITE_DONE or the
+ * error. */
+static int
+named_run(struct outbox *o, int slot, const char *sql)
+{
+	sqlite3_stmt *s = named_stmt(o, slot, sql);
+	int rc;
+
+	if (s == NULL)
+		return sqlite3_errcode(o->db);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? SQLITE_DONE : rc;
 }
 
 static void
@@ -500,6 +531,8 @@ outbox_close(struct outbox *o)
 		return;
 	for (i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(o->st[i]);
+	for (i = 0; i < NAMED_COUNT; i++)
+		sqlite3_finalize(o->named[i]);
 	sqlite3_close(o->db);
 	if (o->lock_fd >= 0)
 		close(o->lock_fd);
@@ -590,12 +623,17 @@ int
 outbox_begin(struct outbox *o, struct err *e)
 {
 	char sql[48];
+	int rc;
 
+	/* The outermost, once a turn, is prepared once. */
 	if (o->depth == 0)
-		snprintf(sql, sizeof(sql), "BEGIN IMMEDIATE");
-	else
+		rc = named_run(o, NAMED_BEGIN, "BEGIN IMMEDIATE") == SQLITE_DONE ?
+		    SQLITE_OK : SQLITE_ERROR;
+	else {
 		snprintf(sql, sizeof(sql), "SAVEPOINT s%d", o->depth);
-	if (sqlite3_exec(o->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
+	}
+	if (rc != SQLITE_OK) {
 		db_err(o, e, "BEGIN");
 		return -1;
 	}
@@ -607,16 +645,20 @@ int
 outbox_commit(struct outbox *o, struct err *e)
 {
 	char sql[48];
+	int rc;
 
 	if (o->depth == 0) {
 		err_set(e, ERR_FATAL, "outbox %s: COMMIT without BEGIN", o->path);
 		return -1;
 	}
 	if (o->depth == 1)
-		snprintf(sql, sizeof(sql), "COMMIT");
-	else
+		rc = named_run(o, NAMED_COMMIT, "COMMIT") == SQLITE_DONE ?
+		    SQLITE_OK : SQLITE_ERROR;
+	else {
 		snprintf(sql, sizeof(sql), "RELEASE s%d", o->depth - 1);
-	if (sqlite3_exec(o->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
+	}
+	if (rc != SQLITE_OK) {
 		db_err(o, e, "COMMIT");
 		outbox_rollback(o);
 		return -1;
@@ -1241,13 +1283,13 @@ outbox_etag_todo(struct outbox *o, int max, struct outbox_entry **out,
 int
 outbox_etag_due(struct outbox *o)
 {
-	sqlite3_stmt *s = NULL;
+	sqlite3_stmt *s = named_stmt(o, NAMED_ETAG_DUE, sql_etag_due);
 	int due = 0;
 
-	if (sqlite3_prepare_v2(o->db, sql_etag_due, -1, &s, NULL) == SQLITE_OK
-	    && sqlite3_step(s) == SQLITE_ROW)
+	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
 		due = 1;
-	sqlite3_finalize(s);
+	if (s != NULL)
+		sqlite3_reset(s);
 	return due;
 }
 
@@ -1931,14 +1973,14 @@ int
 outbox_abort_due(struct outbox *o, int max, struct outbox_abort **v,
     size_t *n, struct err *e)
 {
-	sqlite3_stmt *s = NULL;
+	sqlite3_stmt *s = named_stmt(o, NAMED_ABORT_DUE, sql_abort_due);
 	char now[32];
 	int rc;
 
 	*v = xcalloc((size_t)max, sizeof(**v));
 	*n = 0;
 	now_iso(now);
-	if (sqlite3_prepare_v2(o->db, sql_abort_due, -1, &s, NULL) != SQLITE_OK) {
+	if (s == NULL) {
 		db_err(o, e, "reading aborts");
 		return -1;
 	}
@@ -1950,11 +1992,12 @@ outbox_abort_due(struct outbox *o, int max, struct outbox_abort **v,
 		(*v)[*n].attempts = sqlite3_column_int(s, 2);
 		(*n)++;
 	}
-	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		db_err(o, e, "reading aborts");
+		done_with(s);
 		return -1;
 	}
+	done_with(s);
 	return 0;
 }
 
