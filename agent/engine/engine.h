@@ -99,6 +99,15 @@ struct sync {
 	int queue_failing;		/* the last flush failed (logged once) */
 	int flush_now;			/* a multipart upload id is queued: it
 					   must be durable before its parts go */
+	int nrecs;			/* records in the queue */
+	int64_t recs_since;		/* monotonic ms the oldest was queued */
+	int recs_urgent;		/* a finding about the file system is
+					   queued: written at the turn's end */
+	int64_t claimed_at[2];		/* monotonic ms of each leg's last
+					   claim that took legs */
+	int wrote;			/* this turn wrote the queue */
+	int deferred;			/* this turn let a claim or the queue
+					   wait for company (BATCH_WAIT_MS) */
 	struct strmap *job_users;	/* job id -> user id ("" unknown) */
 	struct leg legs[2];		/* OUTBOX_S3, OUTBOX_DB */
 	int dead;			/* sync_crash: write nothing more */

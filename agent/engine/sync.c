@@ -50,6 +50,13 @@
 #define ONCE_REFUSALS	3		/* --once stops probing refused keys */
 #define STOP_GRACE_MS	30000		/* transfers may finish after a stop */
 #define MIN_PART	(8ull * 1024 * 1024)
+/* While uploads are in flight, a claim of few S3 legs and a queue of few
+ * outcomes wait this long for company: each outbox transaction costs its
+ * pages (the row's, every index's, the counts'), so a backlog is claimed
+ * and recorded half the concurrency at a time, not one file per turn. */
+#define BATCH_WAIT_MS	25
+#define DB_WAIT_MS	50		/* the same for the database leg's claim */
+#define QUEUE_MAX	256		/* records written at once, at most */
 
 static const char *const leg_names[2] = { "s3", "db" };
 
@@ -84,8 +91,11 @@ enqueue(struct sync *s, struct rec *r)
 		rec_free(r);
 		return;
 	}
+	if (s->recs == NULL)
+		s->recs_since = time_mono_ms();
 	*s->recs_tail = r;
 	s->recs_tail = &r->next;
+	s->nrecs++;
 }
 
 void
@@ -102,6 +112,10 @@ engine_outcome(struct sync *s, enum outbox_leg leg, int64_t id,
 	r->oc.etag = dup_or_null(oc->etag);
 	r->oc.sha256 = dup_or_null(oc->sha256);
 	metrics_outcome(&s->live, leg, oc->event);
+	/* Findings that forget a path's stat are written at the end of the
+	 * turn that made them (STYLE.md, issue 11): never held longer. */
+	if (oc->event == EV_GONE || oc->event == EV_CHANGED)
+		s->recs_urgent = 1;
 	enqueue(s, r);
 }
 
@@ -253,6 +267,9 @@ flush_and(struct sync *s, int (*claim)(struct sync *, struct turn_claims *,
 		rec_free(r);
 	}
 	s->recs_tail = &s->recs;
+	s->nrecs = 0;
+	s->recs_urgent = 0;
+	s->wrote = 1;
 	if (s->queue_failing)
 		log_info("the outbox takes outcomes again");
 	s->queue_failing = 0;
@@ -661,6 +678,45 @@ claim_turn(struct sync *s, struct turn_claims *tc, struct err *e)
 	return 0;
 }
 
+/*
+ * Whether leg claims now, with room for that many: always when no upload is
+ * in flight (a lone file goes at once), with room for half the concurrency
+ * (S3), or once the leg's last claim is BATCH_WAIT_MS (DB_WAIT_MS) old.
+ * Otherwise the turn waits for more uploads to finish (BATCH_WAIT_MS).
+ */
+static int
+claim_now(struct sync *s, enum outbox_leg leg, int room)
+{
+	int64_t wait = leg == OUTBOX_S3 ? BATCH_WAIT_MS : DB_WAIT_MS;
+
+	if (s->nups == 0 || (leg == OUTBOX_S3 && room * 2 >= s->cfg->concurrency)
+	    || time_mono_ms() - s->claimed_at[leg] >= wait)
+		return 1;
+	s->deferred = 1;
+	return 0;
+}
+
+/*
+ * Whether the turn writes its queue now (else a later turn does, with its
+ * claims): when stopping, when nothing is in flight (the turn may be the
+ * last before a rest), for a finding about the file system, for a long
+ * queue, or once the oldest record is BATCH_WAIT_MS old. A turn that
+ * wrote already waits for the next (one transaction per turn).
+ */
+static int
+queue_due(struct sync *s, int stopping)
+{
+	if (s->recs == NULL)
+		return 0;
+	if (stopping || s->nups == 0 || s->recs_urgent ||
+	    s->nrecs >= QUEUE_MAX)
+		return 1;
+	if (!s->wrote && time_mono_ms() - s->recs_since >= BATCH_WAIT_MS)
+		return 1;
+	s->deferred = 1;
+	return 0;
+}
+
 /* What the turn may claim: room and a due leg (read first, so an idle
  * turn opens no write transaction). */
 static int
@@ -674,6 +730,8 @@ claims_wanted(struct sync *s, int stopping, struct turn_claims *tc)
 	if (s3_on(s)) {
 		tc->s3_room = engine_leg_allowance(s, OUTBOX_S3,
 		    s->cfg->concurrency - s->nups);
+		if (tc->s3_room > 0 && !claim_now(s, OUTBOX_S3, tc->s3_room))
+			tc->s3_room = 0;
 		if (tc->s3_room > 0 &&
 		    outbox_next_due(s->ob, OUTBOX_S3, 1, &e) != 0)
 			tc->s3_room = 0;
@@ -683,6 +741,8 @@ claims_wanted(struct sync *s, int stopping, struct turn_claims *tc)
 		 * rows are written now and get the ETag later. */
 		tc->db_s3_on = s3_on(s) && s->legs[OUTBOX_S3].failures == 0;
 		tc->db_want = engine_leg_allowance(s, OUTBOX_DB, DB_BATCH);
+		if (tc->db_want > 0 && !claim_now(s, OUTBOX_DB, tc->db_want))
+			tc->db_want = 0;
 		if (tc->db_want > 0 && outbox_next_due(s->ob, OUTBOX_DB,
 		    tc->db_s3_on, &e) != 0)
 			tc->db_want = 0;
@@ -1199,12 +1259,14 @@ idle_timeout(struct sync *s, int busy)
 	 * covers retries falling due meanwhile without asking the outbox
 	 * every turn. */
 	if (s3_busy(s) > 0)
-		return 100;
+		return s->deferred ? BATCH_WAIT_MS : 100;
 	t = next_work(s);
 	if (t < 0 || t > 1000)
 		t = 1000;
 	if (scrub_wait_ms(s) >= 0 && scrub_wait_ms(s) < t)
 		t = scrub_wait_ms(s);	/* its next check, at its rate */
+	if (s->deferred && t > BATCH_WAIT_MS)
+		t = BATCH_WAIT_MS;	/* a claim or the queue waits */
 	/* Due but not claimable (its path is in flight): do not spin. */
 	if (t < 20)
 		t = 20;
@@ -1249,13 +1311,21 @@ step_work(struct sync *s, int stopping)
 	 * (not later: a vanished file's finding is written soon, and
 	 * gone_unless_back looks again then, in case the watcher thread saw
 	 * the file come back in between). */
-	if (!claims_wanted(s, stopping, &tc))
-		engine_flush(s);
-	else if (flush_and(s, claim_turn, &tc) < 0) {
+	s->wrote = 0;
+	s->deferred = 0;
+	if (!claims_wanted(s, stopping, &tc)) {
+		if (queue_due(s, stopping))
+			engine_flush(s);
+	} else if (flush_and(s, claim_turn, &tc) < 0) {
 		/* Rolled back: nothing was claimed. */
 		outbox_entries_free(tc.s3, tc.ns3);
 		outbox_entries_free(tc.db, tc.ndb);
 		memset(&tc, 0, sizeof(tc));
+	} else {
+		if (tc.ns3 > 0)
+			s->claimed_at[OUTBOX_S3] = time_mono_ms();
+		if (tc.ndb > 0)
+			s->claimed_at[OUTBOX_DB] = time_mono_ms();
 	}
 	start_uploads(s, &tc);
 	hashing = run_s3(s, stopping);
@@ -1265,7 +1335,8 @@ step_work(struct sync *s, int stopping)
 		/* Last: only what slots the legs left free. */
 		scrub_turn(s, stopping);
 	}
-	engine_flush(s);
+	if (queue_due(s, stopping))
+		engine_flush(s);
 	/* Hashing left, or a full batch: more is waiting right now. */
 	return hashing || recorded >= DB_BATCH || etags >= ETAG_BATCH;
 }
