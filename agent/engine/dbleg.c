@@ -545,10 +545,18 @@ dbleg_etags(struct sync *s, int stopping)
 	if (s->io.db.h == NULL || stopping ||
 	    engine_leg_allowance(s, OUTBOX_DB, 1) == 0)
 		return 0;
+	/* Asked once a second, or at once when a row may lack its ETag
+	 * (engine_outcome) or a full batch came back. */
+	if (s->etags_read_at != 0 &&
+	    time_mono_ms() - s->etags_read_at < RECHECK_MS)
+		return 0;
+	s->etags_read_at = time_mono_ms();
 	if (outbox_etag_todo(s->ob, ETAG_BATCH, &v, &n, &e) < 0) {
 		log_err("%s", e.msg);
 		return 0;
 	}
+	if (n == ETAG_BATCH)
+		s->etags_read_at = 0;
 	for (i = 0; i < n; i++) {
 		const char *rest = v[i].path + strlen(v[i].job_id) + 1;
 

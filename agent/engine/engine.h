@@ -30,6 +30,7 @@
 #include "store/poison.h"
 
 #define DENIED_MAX	64	/* entries remembered as denied once */
+#define RECHECK_MS	1000	/* aborts and ETags due: asked this often */
 
 /* A leg's circuit breaker. */
 struct leg {
@@ -108,6 +109,9 @@ struct sync {
 	int wrote;			/* this turn wrote the queue */
 	int deferred;			/* this turn let a claim or the queue
 					   wait for company (BATCH_WAIT_MS) */
+	int64_t aborts_read_at;		/* monotonic ms send_aborts last
+					   asked the outbox; 0: ask next turn */
+	int64_t etags_read_at;		/* the same for dbleg_etags */
 	struct strmap *job_users;	/* job id -> user id ("" unknown) */
 	struct leg legs[2];		/* OUTBOX_S3, OUTBOX_DB */
 	int dead;			/* sync_crash: write nothing more */

@@ -7,8 +7,9 @@
  * pipelined batch of due database legs and back-fill ETags learned late
  * (dbleg.c); wait in curl (or on the watcher's eventfd) until a transfer
  * finishes, the watcher journals something, or the next retry is due;
- * collect the finished transfers; and write every outcome of the step in
- * one outbox transaction (engine_flush). Every state a leg takes comes
+ * collect the finished transfers; and write the step's outcomes in one
+ * outbox transaction (engine_flush), or, while a backlog keeps uploads in
+ * flight, with a later step's claims (at most BATCH_WAIT_MS later). Every state a leg takes comes
  * from the state table (store/legstate.h), applied by outbox_apply.
  *
  * The S3 leg of each entry is a struct upload (upload.c): the file is
@@ -116,6 +117,12 @@ engine_outcome(struct sync *s, enum outbox_leg leg, int64_t id,
 	 * turn that made them (STYLE.md, issue 11): never held longer. */
 	if (oc->event == EV_GONE || oc->event == EV_CHANGED)
 		s->recs_urgent = 1;
+	/* A leg that ends otherwise than stored may queue its multipart
+	 * upload's abort; a row written without its ETag needs it later. */
+	if (oc->event != EV_STORED)
+		s->aborts_read_at = 0;
+	if (oc->event == EV_STORED_NO_ETAG || oc->event == EV_DUPLICATE)
+		s->etags_read_at = 0;
 	enqueue(s, r);
 }
 
@@ -134,6 +141,13 @@ engine_note(struct sync *s, enum rec_kind kind, int64_t id, const char *s1,
 	r->n2 = n2;
 	if (kind == R_UPLOAD_ID)
 		s->flush_now = 1;
+	/* Progress other than a part is read back by the next turn (the
+	 * aborts due, the ETags to back-fill, the scrub's state): it is
+	 * written at the end of this one, as outcomes are not always. */
+	if (kind != R_PART)
+		s->recs_urgent = 1;
+	if (kind == R_ABORT_ADD || kind == R_ABORT_LATER)
+		s->aborts_read_at = 0;
 	enqueue(s, r);
 }
 
@@ -784,10 +798,18 @@ send_aborts(struct sync *s, int *slots)
 	if (*slots <= 0 || s->naborts >= ABORT_BATCH ||
 	    engine_leg_allowance(s, OUTBOX_S3, 1) == 0)
 		return;
+	/* Asked again once a second, or at once after this engine queued
+	 * or delayed an abort (the watcher's come within the second). */
+	if (s->aborts_read_at != 0 &&
+	    time_mono_ms() - s->aborts_read_at < RECHECK_MS)
+		return;
+	s->aborts_read_at = time_mono_ms();
 	if (outbox_abort_due(s->ob, ABORT_BATCH - s->naborts, &v, &n, &e) < 0) {
 		outbox_aborts_free(v, n);
 		return;
 	}
+	if (n == (size_t)(ABORT_BATCH - s->naborts))
+		s->aborts_read_at = 0;	/* maybe more */
 	for (i = 0; i < n && *slots > 0; i++) {
 		struct abort_req *a = xcalloc(1, sizeof(*a));
 
@@ -1221,9 +1243,12 @@ next_work(struct sync *s)
 
 	/* An ETag to back-fill, or a multipart abort due, is work due once
 	 * its leg's pause ends (--once waits for them). */
-	if (s->io.db.h != NULL && outbox_etag_due(s->ob))
+	if (s->io.db.h != NULL && outbox_etag_due(s->ob)) {
 		best = pause_left(s, OUTBOX_DB, 0);
+		s->etags_read_at = 0;
+	}
 	if (s3_on(s) && abort_due(s)) {
+		s->aborts_read_at = 0;
 		int64_t t = pause_left(s, OUTBOX_S3, 0);
 
 		if (best < 0 || t < best)
@@ -1307,10 +1332,13 @@ step_work(struct sync *s, int stopping)
 		s->flush_now = 0;
 	}
 	/* Both legs' claims in one outbox transaction, with any outcome
-	 * still queued; the outcomes this turn learns are written at its end
-	 * (not later: a vanished file's finding is written soon, and
-	 * gone_unless_back looks again then, in case the watcher thread saw
-	 * the file come back in between). */
+	 * still queued. While uploads are in flight, a turn with room for few
+	 * claims and few outcomes queued writes nothing (claim_now,
+	 * queue_due): a later one writes them together, within BATCH_WAIT_MS.
+	 * A finding about the file system (gone, changed) and progress the
+	 * next turn reads back are written at the end of the turn that made
+	 * them, as before (gone_unless_back looks again then, in case the
+	 * watcher thread saw the file come back in between). */
 	s->wrote = 0;
 	s->deferred = 0;
 	if (!claims_wanted(s, stopping, &tc)) {
