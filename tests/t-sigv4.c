@@ -121,6 +121,47 @@ test_put(void)
 	buf_free(&canon);
 }
 
+/* The signing key is kept per thread for the next request of the same day
+ * and scope (sigv4.c): a rotated secret must not sign with the old key,
+ * and the old secret signs as before once it is back. */
+static void
+test_key_cache(void)
+{
+	static const struct sigv4_creds rotated = {
+		"AKIAIOSFODNN7EXAMPLE", "another-secret-of-the-same-key", NULL
+	};
+	struct sigv4_pair h[] = {
+		{ "Range", "bytes=0-9" },
+		{ "x-amz-content-sha256", EMPTY_SHA256 },
+	};
+	struct sigv4_request r = {
+		.method = "GET", .host = "examplebucket.s3.amazonaws.com",
+		.path = "/test.txt", .headers = h, .n_headers = 2,
+		.payload_hash = EMPTY_SHA256, .region = "us-east-1",
+		.service = "s3", .time = vector_time(),
+	};
+	struct buf a1 = {0}, a2 = {0}, a3 = {0};
+	char date[17];
+
+	sigv4_sign(&r, &creds, &a1, date, NULL);
+	sigv4_sign(&r, &rotated, &a2, date, NULL);
+	sigv4_sign(&r, &creds, &a3, date, NULL);
+	tap_str(signature_of(a1.data), expected[0],
+	    "key cache: signing again reproduces AWS's signature");
+	tap_ok(strcmp(signature_of(a2.data), expected[0]) != 0,
+	    "key cache: a rotated secret signs with its own key");
+	tap_str(signature_of(a3.data), expected[0],
+	    "key cache: the first secret signs as before after the rotation");
+	r.region = "eu-west-1";
+	buf_free(&a2);
+	sigv4_sign(&r, &creds, &a2, date, NULL);
+	tap_ok(strcmp(signature_of(a2.data), expected[0]) != 0,
+	    "key cache: another region gets another key");
+	buf_free(&a1);
+	buf_free(&a2);
+	buf_free(&a3);
+}
+
 static void
 test_presign(void)
 {
@@ -204,6 +245,7 @@ main(int argc, char **argv)
 		return tap_done();
 	test_get_range();
 	test_put();
+	test_key_cache();
 	test_presign();
 	test_encoding();
 	test_session_token_presign();

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
@@ -181,6 +182,46 @@ signing_key(const char *secret, const char *date, const char *region,
 }
 
 /*
+ * The last signing key this thread derived, for the next request of the
+ * same day and scope: four HMACs less per request (each one fetches its
+ * algorithm anew; together about a twelfth of outboxd's CPU on small files,
+ * issue 11). The secret is known by its SHA-256 only, never kept.
+ */
+static _Thread_local struct {
+	int set;
+	char date[9], region[64], service[16];
+	unsigned char secret_sha[32];
+	unsigned char key[32];
+} key_cache;
+
+static void
+signing_key_cached(const char *secret, const char *date, const char *region,
+    const char *service, unsigned char *key)
+{
+	unsigned char sha[32];
+
+	SHA256((const unsigned char *)secret, strlen(secret), sha);
+	if (key_cache.set && strcmp(key_cache.date, date) == 0 &&
+	    strcmp(key_cache.region, region) == 0 &&
+	    strcmp(key_cache.service, service) == 0 &&
+	    CRYPTO_memcmp(key_cache.secret_sha, sha, sizeof(sha)) == 0) {
+		memcpy(key, key_cache.key, 32);
+		return;
+	}
+	signing_key(secret, date, region, service, key);
+	if (strlen(date) >= sizeof(key_cache.date) ||
+	    strlen(region) >= sizeof(key_cache.region) ||
+	    strlen(service) >= sizeof(key_cache.service))
+		return;		/* not kept: too long for the cache */
+	strcpy(key_cache.date, date);
+	strcpy(key_cache.region, region);
+	strcpy(key_cache.service, service);
+	memcpy(key_cache.secret_sha, sha, sizeof(sha));
+	memcpy(key_cache.key, key, 32);
+	key_cache.set = 1;
+}
+
+/*
  * Tasks 1, 2 and 4: builds the canonical request from the given headers
  * (host and x-amz-date are added here when add_date is set), and writes the
  * signature's hex into sig (65 bytes) and the signed header list into
@@ -234,7 +275,7 @@ sign_common(const struct sigv4_request *r, const struct sigv4_creds *c,
 	    creq_hash);
 
 	/* Tasks 3 and 4: the key and the signature. */
-	signing_key(c->secret_key, date, r->region, r->service, key);
+	signing_key_cached(c->secret_key, date, r->region, r->service, key);
 	hmac(key, sizeof(key), sts.data, mac);
 	hex_encode(mac, sizeof(mac), sig);
 	OPENSSL_cleanse(key, sizeof(key));
