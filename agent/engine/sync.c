@@ -141,11 +141,11 @@ engine_note(struct sync *s, enum rec_kind kind, int64_t id, const char *s1,
 	r->n2 = n2;
 	if (kind == R_UPLOAD_ID)
 		s->flush_now = 1;
-	/* Progress other than a part is read back by the next turn (the
-	 * aborts due, the ETags to back-fill, the scrub's state): it is
-	 * written at the end of this one, as outcomes are not always. */
-	if (kind != R_PART)
-		s->recs_urgent = 1;
+	/* Progress is written at the end of the turn that queued it, as
+	 * outcomes are not always: the next turn reads it back (the aborts
+	 * due, the ETags to back-fill, the scrub's state), and a part S3
+	 * acknowledged is not sent again after a crash (it-multipart). */
+	s->recs_urgent = 1;
 	if (kind == R_ABORT_ADD || kind == R_ABORT_LATER)
 		s->aborts_read_at = 0;
 	enqueue(s, r);
