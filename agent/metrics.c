@@ -220,6 +220,10 @@ render_outbox(struct buf *b, const struct outbox_counts *c, long long now_ms)
 		buf_printf(b, "outboxd_last_success_timestamp_seconds{leg=\"%s\"} "
 		    "%.3f\n", legs[i], ms > 0 ? (double)ms / 1000.0 : 0.0);
 	}
+	family(b, "outboxd_entries_pruned_total", "counter", "Done entries "
+	    "retention deleted from the outbox (OUTBOXD_RETENTION).");
+	buf_printf(b, "outboxd_entries_pruned_total %lld\n",
+	    (long long)c->pruned);
 	family(b, "outboxd_not_job_directories", "gauge", "Top-level "
 	    "directories skipped because their name is not a UUID.");
 	buf_printf(b, "outboxd_not_job_directories %lld\n",

@@ -32,9 +32,13 @@ sqlite3 "$OUTBOXD_STATE_DB" "UPDATE entries SET journaled_at = '$old', updated_a
 	UPDATE entries SET db_state = 'pending' WHERE id = 5;"
 
 export OUTBOXD_RETENTION=30d
+export OUTBOXD_METRICS_FILE=$IT_DIR/outboxd.prom
 ob_start
 _pruned() { grep -q 'retention: pruned 3 done entries older than 30d' "$IT_DIR/outboxd.log"; }
 t_ok "the daemon prunes the 3 done entries older than 30 days" wait_for 30 _pruned
+_metric_pruned() { grep -qx 'outboxd_entries_pruned_total 3' "$OUTBOXD_METRICS_FILE" 2>/dev/null; }
+t_ok "the metrics count the 3 pruned entries (outboxd_entries_pruned_total)" wait_for 30 _metric_pruned
+unset OUTBOXD_METRICS_FILE
 ob_wait_idle 30 >/dev/null || true
 ob_stop
 t_is "$(sqlite3 "$OUTBOXD_STATE_DB" "SELECT group_concat(id) FROM (SELECT id FROM entries ORDER BY id)")" \
