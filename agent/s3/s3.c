@@ -40,6 +40,9 @@
 					   as the SDKs send (S3 wants >= 8 KiB
 					   but for the last) */
 #define STREAMING	"STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+#ifndef STREAM_UPLOAD_BUFFER
+#define STREAM_UPLOAD_BUFFER	(256 * 1024)	/* curl's buffer for one */
+#endif
 #define TRAILER		"x-amz-checksum-sha256"
 
 struct s3 {
@@ -774,6 +777,11 @@ s3_start(struct s3 *s, struct s3_req *r)
 		    seek_stream : seek_body);
 		curl_easy_setopt(p->easy, CURLOPT_SEEKDATA, r);
 	}
+	/* A streamed body is read, hashed and framed in the read callback:
+	 * larger reads mean fewer calls and sends per byte (bench W3). */
+	if (r->stream)
+		curl_easy_setopt(p->easy, CURLOPT_UPLOAD_BUFFERSIZE,
+		    (long)STREAM_UPLOAD_BUFFER);
 	if (strcmp(r->method, "PUT") == 0) {
 		curl_easy_setopt(p->easy, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(p->easy, CURLOPT_INFILESIZE_LARGE,
