@@ -141,6 +141,16 @@ main(void)
 		    ERR_REFUSED ? "a refusal that pauses the leg" : cases[i].want ==
 		    ERR_DENIED ? "a denial the engine places" : "permanent");
 	listing();
+	tap_int(s3_classify_reply("HEAD", 400, ""), ERR_REFUSED, "a HEAD's bare "
+	    "400 (an expired token: S3 sends a HEAD no body) pauses the leg");
+	tap_int(s3_classify_reply("HEAD", 403, ""), ERR_DENIED, "a HEAD's bare "
+	    "403 is a denial the engine places");
+	tap_int(s3_classify_reply("HEAD", 404, ""), ERR_PERMANENT, "a HEAD's 404 "
+	    "is the object's");
+	tap_int(s3_classify_reply("PUT", 400, ""), ERR_PERMANENT, "a PUT's 400 "
+	    "without a code stays permanent (a PUT's error has a body)");
+	tap_int(s3_classify_reply("PUT", 400, "ExpiredToken"), ERR_REFUSED,
+	    "a PUT's ExpiredToken is a refusal");
 	xmlCleanupParser();
 	return tap_done();
 }

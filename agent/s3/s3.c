@@ -999,6 +999,15 @@ s3_classify(long status, const char *code)
 	return ERR_PERMANENT;
 }
 
+enum err_class
+s3_classify_reply(const char *method, long status, const char *code)
+{
+	if (strcmp(method, "HEAD") == 0 && status == 400 &&
+	    (code == NULL || code[0] == '\0'))
+		return ERR_REFUSED;
+	return s3_classify(status, code);
+}
+
 static const xmlNode *
 child(const xmlNode *n, const char *name)
 {
@@ -1230,17 +1239,21 @@ conclude(struct s3 *s, struct s3_req *r, CURLcode cc)
 		/* Sign with the server's idea of now from here on. */
 		s->clock_offset = (long)(p->server_date - time(NULL));
 	}
-	/* Refresh now: the next probe signs with the new keys. */
+	/* Refresh now: the next probe signs with the new keys. A HEAD's
+	 * bare 400 is most likely the same (s3_classify_reply). */
 	if (strcmp(r->code, "ExpiredToken") == 0 ||
 	    strcmp(r->code, "TokenRefreshRequired") == 0 ||
-	    strcmp(r->code, "InvalidToken") == 0)
+	    strcmp(r->code, "InvalidToken") == 0 ||
+	    (r->code[0] == '\0' && s3_classify_reply(r->method, r->status,
+	    r->code) == ERR_REFUSED))
 		creds_expired(s->creds, p->creds_gen);
 	if (strcmp(r->code, "PermanentRedirect") == 0 ||
 	    strcmp(r->code, "AuthorizationHeaderMalformed") == 0)
 		snprintf(message + strlen(message), sizeof(message) -
 		    strlen(message), " (is AWS_REGION=%s the bucket's region?)",
 		    s->region);
-	err_set(&r->err, s3_classify(r->status, r->code), "%s %s: HTTP %ld%s%s%s%s",
+	err_set(&r->err, s3_classify_reply(r->method, r->status, r->code),
+	    "%s %s: HTTP %ld%s%s%s%s",
 	    r->method, r->key, r->status, r->code[0] ? " " : "", r->code,
 	    message[0] ? ": " : "", message);
 }

@@ -107,6 +107,16 @@ char *s3_presign(struct s3 *s, const char *key, long expires);
  * error code ("" when none). Pure; unit-tested.
  */
 enum err_class s3_classify(long status, const char *code);
+/*
+ * s3_classify for a reply to method: S3 sends no body to a HEAD, so a
+ * HEAD's bare 400 is taken for what it nearly always is, an expired or
+ * malformed token or Authorization (the SDKs print "400 Bad Request"
+ * there): a refusal that pauses the leg, not a permanent failure of the
+ * object (found by t-sim's expired-token-at-head: it failed a multipart
+ * upload whose Complete reply had been lost).
+ */
+enum err_class s3_classify_reply(const char *method, long status,
+    const char *code);
 
 /*
  * Parses an S3 XML error body: fills code and message (truncated to fit).

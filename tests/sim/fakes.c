@@ -106,6 +106,10 @@ struct freq {
 struct fake_s3 {
 	struct world *w;
 	enum store_mode mode;
+	int refusal;			/* under MODE_REFUSED: which */
+	int lose_complete;		/* trap: lose the next Complete's reply */
+	int refuse_at_head;		/* trap: refusal kind + 1 at a HEAD */
+	int trapped;			/* the HEAD trap fired */
 	enum fault forced;
 	struct freq *flight;		/* requests in flight */
 	struct freq *done, **done_tail;	/* finished, for done() */
@@ -174,9 +178,65 @@ fake_s3_free(struct fake_s3 *f)
 	free(f);
 }
 
+/* S3's refusals of the credentials or the bucket: status and code of a
+ * request with a body, and the status of a HEAD, which has none (S3
+ * sends no body to a HEAD: the SDKs print "400 Bad Request" for an
+ * expired token there). */
+static const struct refusal {
+	long status, head_status;
+	const char *code, *msg;
+} refusals[FAKE_S3_REFUSALS] = {
+	{ 403, 403, "InvalidAccessKeyId", "The AWS Access Key Id you provided "
+	    "does not exist in our records." },
+	{ 403, 403, "SignatureDoesNotMatch", "The request signature we "
+	    "calculated does not match the signature you provided." },
+	{ 400, 400, "ExpiredToken", "The provided token has expired." },
+	{ 403, 403, "AccessDenied", "Access Denied" },	/* the bucket's policy */
+	{ 404, 404, "NoSuchBucket", "The specified bucket does not exist" },
+	{ 301, 301, "PermanentRedirect", "The bucket you are attempting to "
+	    "access must be addressed using the specified endpoint." },
+};
+
+const char *
+fake_s3_refusal_name(int kind)
+{
+	return refusals[kind].code;
+}
+
+void
+fake_s3_refuse(struct fake_s3 *f, int kind)
+{
+	f->refusal = kind >= 0 ? kind : (int)world_rand(f->w, FAKE_S3_REFUSALS);
+	if (f->mode != MODE_REFUSED)
+		f->w->refusals++;
+	f->mode = MODE_REFUSED;
+}
+
+void
+fake_s3_lose_next_complete(struct fake_s3 *f)
+{
+	f->lose_complete = 1;
+}
+
+void
+fake_s3_refuse_at_head(struct fake_s3 *f, int kind)
+{
+	f->refuse_at_head = kind + 1;
+}
+
+int
+fake_s3_trapped(const struct fake_s3 *f)
+{
+	return f->trapped;
+}
+
 void
 fake_s3_mode(struct fake_s3 *f, enum store_mode m)
 {
+	if (m == MODE_REFUSED) {
+		fake_s3_refuse(f, -1);
+		return;
+	}
 	f->mode = m;
 }
 
@@ -247,8 +307,9 @@ reply_error(struct s3_req *r, long status, const char *code, const char *msg)
 		    msg);
 		snprintf(r->code, sizeof(r->code), "%s", code);
 	}
-	err_set(&r->err, s3_classify(status, code ? code : ""), "%s %s: HTTP "
-	    "%ld %s: %s", r->method, r->key, status, code ? code : "", msg);
+	err_set(&r->err, s3_classify_reply(r->method, status, code ? code : ""),
+	    "%s %s: HTTP %ld %s: %s", r->method, r->key, status, code ? code :
+	    "", msg);
 }
 
 static void
@@ -440,6 +501,23 @@ execute(struct fake_s3 *f, struct freq *q)
 		    "Connection refused", r->method, r->key);
 		return;
 	}
+	if (f->refuse_at_head && strcmp(r->method, "HEAD") == 0) {
+		fake_s3_refuse(f, f->refuse_at_head - 1);
+		f->refuse_at_head = 0;
+		f->trapped = 1;
+	}
+	if (f->mode == MODE_REFUSED) {
+		const struct refusal *x = &refusals[f->refusal];
+		char msg[256];
+
+		f->w->refused++;
+		snprintf(msg, sizeof(msg), "%s %s", x->msg, SIM_REFUSED);
+		if (strcmp(r->method, "HEAD") == 0)
+			reply_error(r, x->head_status, NULL, SIM_REFUSED);
+		else
+			reply_error(r, x->status, x->code, msg);
+		return;
+	}
 	switch (q->fault) {
 	case F_500:
 		reply_error(r, 500, "InternalError", "We encountered an "
@@ -536,8 +614,13 @@ s3_start_fake(void *h, struct s3_req *r)
 	r->err = (struct err){0};
 	buf_free(&r->body);
 	q->r = r;
-	q->fault = f->mode == MODE_DOWN ? F_NONE : draw_fault(f->w, f->mode,
-	    &f->forced);
+	q->fault = f->mode == MODE_DOWN || f->mode == MODE_REFUSED ? F_NONE :
+	    draw_fault(f->w, f->mode, &f->forced);
+	if (f->lose_complete && strcmp(r->method, "POST") == 0 &&
+	    query(r, "uploadId") != NULL) {
+		q->fault = F_LOST;
+		f->lose_complete = 0;
+	}
 	q->due = f->w->mono + 1 + (int64_t)world_rand(f->w, 120);
 	if (q->fault == F_STALL)
 		q->due = f->w->mono + 30000;	/* the client's timeout */
@@ -662,6 +745,8 @@ fake_s3_io(struct fake_s3 *f, struct engine_s3 *io)
 struct fake_db {
 	struct world *w;
 	enum store_mode mode;
+	int refusal;			/* under MODE_REFUSED: 0 password,
+					   1 privilege */
 	enum fault forced;
 	struct strmap *events;		/* applied event ids */
 	struct strmap *docs;		/* <job>/<file_path> -> struct fdoc */
@@ -708,6 +793,10 @@ fake_db_free(struct fake_db *f)
 void
 fake_db_mode(struct fake_db *f, enum store_mode m)
 {
+	if (m == MODE_REFUSED && f->mode != MODE_REFUSED) {
+		f->w->refusals++;
+		f->refusal = (int)world_rand(f->w, 2);
+	}
 	f->mode = m;
 }
 
@@ -754,6 +843,16 @@ db_trouble(struct fake_db *f, int *lost, struct err *e)
 		f->w->requests++;
 		err_set(e, ERR_TRANSIENT, "connection to server failed: "
 		    "Connection refused");
+		return 1;
+	}
+	if (f->mode == MODE_REFUSED) {
+		/* As pg_classify classes 28P01 and 42501. */
+		f->w->requests++;
+		f->w->refused++;
+		err_set(e, ERR_REFUSED, "%s %s", f->refusal ? "ERROR:  "
+		    "permission denied for function outboxd_record_document" :
+		    "FATAL:  password authentication failed for user "
+		    "\"writer\"", SIM_REFUSED);
 		return 1;
 	}
 	fl = draw_fault(f->w, f->mode, &f->forced);

@@ -13,7 +13,8 @@
  * truncating rewrites with pauses, renames to ignored names and back,
  * moves out of the tree and back, deletes, job.json rewrites), what the
  * stores do (up, down, flaky: 5xx, SlowDown, resets, stalls, replies lost
- * after the work was done, 403), crashes (all memory dropped, the outbox
+ * after the work was done, 403; refusing the credentials, the password
+ * or the bucket for a while), crashes (all memory dropped, the outbox
  * kept, restart with recovery and rescan) and clock jumps. Then the
  * stores heal, an admin runs "retry --failed", and --once runs until
  * nothing is pending. The end state is checked against a reference model
@@ -28,6 +29,8 @@
  *  - job.json's status reached the job's row;
  *  - nothing pending or failed once the stores are up and the retry cap
  *    has passed; --once ends; an idle engine takes few turns a second.
+ *  - no entry fails because a store refused the credentials, the
+ *    password or the bucket (checked after every turn): the leg pauses;
  *  - the counts the outbox keeps beside its entries (schema 4, by
  *    triggers) equal a full count, in every instance's outbox.
  *
@@ -619,6 +622,33 @@ crash(struct sim *m)
 	engine_start(m);
 }
 
+/* Issue 14: a store refusing the credentials, the password or the
+ * bucket pauses its leg; no entry may fail because of it. Checked after
+ * every turn once a store has refused (a failed entry can be superseded
+ * before the end). */
+static void
+check_refused(struct sim *m)
+{
+	sqlite3_stmt *s;
+
+	if (m->w.refusals == 0 || m->w.violation[0] != '\0' ||
+	    sqlite3_prepare_v2(outbox_db(m->wob), "SELECT path, CASE WHEN "
+	    "s3_state = 'failed' THEN 's3' ELSE 'db' END, CASE WHEN s3_state "
+	    "= 'failed' THEN s3_error ELSE db_error END FROM entries WHERE "
+	    "(s3_state = 'failed' AND instr(s3_error, ?1) > 0) OR (db_state "
+	    "= 'failed' AND instr(db_error, ?1) > 0) LIMIT 1", -1, &s, NULL)
+	    != SQLITE_OK)
+		return;
+	sqlite3_bind_text(s, 1, SIM_REFUSED, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		world_violation(&m->w, "%s failed on its %s leg because the "
+		    "store refused the credentials: %s",
+		    (const char *)sqlite3_column_text(s, 0),
+		    (const char *)sqlite3_column_text(s, 1),
+		    (const char *)sqlite3_column_text(s, 2));
+	sqlite3_finalize(s);
+}
+
 static void
 engine_step(struct sim *m)
 {
@@ -629,6 +659,7 @@ engine_step(struct sim *m)
 	deliver(m, 0);
 	if (sync_step(m->eng) < 0)
 		world_violation(&m->w, "the engine stopped on a fatal error");
+	check_refused(m);
 	m->steps++;
 }
 
@@ -663,7 +694,7 @@ random_action(struct sim *m)
 {
 	int i = (int)world_rand(&m->w, NFILES), r = (int)world_rand(&m->w, 100);
 	static const enum store_mode modes[] = { MODE_UP, MODE_UP, MODE_DOWN,
-	    MODE_FLAKY };
+	    MODE_FLAKY, MODE_REFUSED };
 
 	if (r < 14)
 		app_write(m, i);
@@ -682,9 +713,9 @@ random_action(struct sim *m)
 	else if (r < 75)
 		engine_step(m);
 	else if (r < 80)
-		fake_s3_mode(m->w.s3, modes[world_rand(&m->w, 4)]);
+		fake_s3_mode(m->w.s3, modes[world_rand(&m->w, 5)]);
 	else if (r < 85)
-		fake_db_mode(m->w.db, modes[world_rand(&m->w, 4)]);
+		fake_db_mode(m->w.db, modes[world_rand(&m->w, 5)]);
 	else if (r < 88)
 		crash(m);
 	else if (r < 90)
@@ -1402,6 +1433,73 @@ named_two_engines(struct sim *m)
 	run_for(m, 3000);
 }
 
+/* 12. Issue 14: each of S3's refusals in turn (wrong key, bad signature,
+ * expired token, the bucket's policy, no such bucket, wrong region) and a
+ * wrong database password, while the app writes: no entry fails
+ * (check_refused, every turn), the legs pause (a few probes, not a
+ * request per entry and retry), and once the stores take the
+ * credentials again everything arrives without an admin's retry. */
+static void
+named_refused(struct sim *m)
+{
+	long long before = m->w.refused, s3_req;
+	int64_t left;
+	int k, i;
+
+	fake_db_mode(m->w.db, MODE_REFUSED);
+	for (k = 0; k < FAKE_S3_REFUSALS && m->w.violation[0] == '\0'; k++) {
+		fake_s3_refuse(m->w.s3, k);
+		for (i = 0; i < NFILES; i += 1 + k % 2)
+			app_write(m, i);
+		run_for(m, 20000);
+	}
+	s3_req = m->w.refused - before;
+	/* 120 s paused with a 60 s cap: a probe per leg at 1, 2, 4, ... s
+	 * of backoff, each at most a multipart upload's few requests. */
+	if (s3_req > 120)
+		world_violation(&m->w, "the legs did not pause: %lld requests "
+		    "refused in 120 s", s3_req);
+	fake_s3_mode(m->w.s3, MODE_UP);
+	fake_db_mode(m->w.db, MODE_UP);
+	run_for(m, 90000);	/* the last backoff (<= 60 s) and the work */
+	left = query_int(m, "SELECT count(*) FROM entries WHERE s3_state IN "
+	    "('pending', 'in_flight', 'failed') OR db_state IN ('pending', "
+	    "'in_flight', 'failed')");
+	if (left != 0)
+		world_violation(&m->w, "%lld entries not done 90 s after the "
+		    "stores took the credentials again (no retry run)",
+		    (long long)left);
+	printf("# auth-refused: %lld requests refused (S3: %d kinds; the "
+	    "database: a password or a privilege), %lld entries left after the "
+	    "fault cleared\n",
+	    s3_req, FAKE_S3_REFUSALS, (long long)left);
+}
+
+/* 13. Issue 14: the reply to a multipart upload's Complete is lost (S3
+ * completed it); the retried Complete finds NoSuchUpload, and the HEAD
+ * that looks for the object meets an expired token. S3 answers a HEAD
+ * with a bare 400, no body to name ExpiredToken: a refusal all the same,
+ * so the leg pauses and the file arrives once the keys are good again. */
+static void
+named_head_refused(struct sim *m)
+{
+	int64_t left;
+
+	fake_s3_lose_next_complete(m->w.s3);
+	fake_s3_refuse_at_head(m->w.s3, 2);	/* ExpiredToken */
+	app_write(m, BIG);
+	run_for(m, 30000);
+	if (!fake_s3_trapped(m->w.s3))
+		world_violation(&m->w, "sim: no HEAD after the lost Complete");
+	fake_s3_mode(m->w.s3, MODE_UP);
+	run_for(m, 90000);
+	left = query_int(m, "SELECT count(*) FROM entries WHERE s3_state IN "
+	    "('pending', 'in_flight', 'failed')");
+	if (left != 0 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "%lld entries not stored 90 s after the "
+		    "keys were good again", (long long)left);
+}
+
 static const struct named {
 	const char *name;
 	void (*run)(struct sim *m);
@@ -1418,6 +1516,8 @@ static const struct named {
 	{ "s3-outage-db-goes-on", named_outage, 0 },
 	{ "kms-multipart-resume", named_kms_resume, 0 },
 	{ "two-engines-one-folder", named_two_engines, 1 },
+	{ "auth-refused", named_refused, 0 },
+	{ "expired-token-at-head", named_head_refused, 0 },
 };
 
 /* ---- main ----------------------------------------------------------------- */
@@ -1462,6 +1562,8 @@ run_one(uint64_t seed, const struct named *nm, int verbose, struct sim *out)
 		}
 		out->w.faults = m->w.faults;
 		out->w.requests = m->w.requests;
+		out->w.refusals = m->w.refusals;
+		out->w.refused = m->w.refused;
 		snprintf(out->w.violation, sizeof(out->w.violation), "%s",
 		    m->w.violation);
 	}
@@ -1478,6 +1580,7 @@ main(int argc, char **argv)
 	long long count = env ? atoll(env) : 2000, k, bad = 0, crashes = 0;
 	long long mid = 0;
 	long long faults = 0, requests = 0, turns = 0, twos = 0;
+	long long refusals = 0, refused = 0;
 	uint64_t base = seed_env ? strtoull(seed_env, NULL, 0) : 1;
 	const char *only = NULL;
 	int verbose = 0, one = 0, t = 0, i;
@@ -1535,6 +1638,8 @@ main(int argc, char **argv)
 		mid += r.mid_turn;
 		faults += r.w.faults;
 		requests += r.w.requests;
+		refusals += r.w.refusals;
+		refused += r.w.refused;
 		turns += r.turns;
 		twos += r.nn > 1;
 		if (i != 0 && bad++ < 5)
@@ -1544,10 +1649,11 @@ main(int argc, char **argv)
 	}
 	printf("%s %d - %lld random schedules from seed %llu (%lld with two "
 	    "engines over one folder): %lld crashes, %lld faults in %lld store "
-	    "requests, %lld engine turns, %lld files back mid-turn, %lld "
-	    "violations\n", bad == 0 ? "ok" : "not ok", ++t, count,
-	    (unsigned long long)base, twos, crashes, faults, requests, turns,
-	    (long long)mid, bad);
+	    "requests, %lld refusal periods (credentials, password, bucket: "
+	    "%lld requests refused), %lld engine turns, %lld files back "
+	    "mid-turn, %lld violations\n", bad == 0 ? "ok" : "not ok", ++t,
+	    count, (unsigned long long)base, twos, crashes, faults, requests,
+	    refusals, refused, turns, (long long)mid, bad);
 	printf("1..%d\n", t);
 	return bad == 0 ? 0 : 1;
 }

@@ -22,7 +22,14 @@ enum store_mode {
 	MODE_UP,	/* answers, with rare faults when the world is faulty */
 	MODE_DOWN,	/* connection refused */
 	MODE_FLAKY,	/* every fault, often */
+	MODE_REFUSED,	/* refuses the credentials or the bucket (S3: one
+			   of its refusals, drawn per period; the database:
+			   a wrong password or a revoked privilege) */
 };
+
+/* In the message of every refusal, so the checks tell an entry failed
+ * because of one. */
+#define SIM_REFUSED "(sim: refused)"
 
 /* A fault forced on the next request of a store (named schedules). */
 enum fault {
@@ -81,6 +88,8 @@ struct world {
 	struct fake_db *db;
 	long long faults;		/* faults injected */
 	long long requests;		/* store interactions */
+	long long refusals;		/* periods a store refused */
+	long long refused;		/* requests refused in them */
 	char violation[1024];		/* the first broken promise, or "" */
 	/* Called whenever the engine waits (idle or for S3): the driver's
 	 * chance to stop an engine that never ends. */
@@ -97,6 +106,17 @@ void fake_s3_free(struct fake_s3 *f);
 void fake_s3_io(struct fake_s3 *f, struct engine_s3 *io);
 void fake_s3_mode(struct fake_s3 *f, enum store_mode m);
 void fake_s3_force(struct fake_s3 *f, enum fault fl);
+/* MODE_REFUSED with refusal kind (0..FAKE_S3_REFUSALS-1), -1 drawn. */
+#define FAKE_S3_REFUSALS 6
+void fake_s3_refuse(struct fake_s3 *f, int kind);
+const char *fake_s3_refusal_name(int kind);
+/* Traps for one named schedule: the reply to the next
+ * CompleteMultipartUpload is lost (S3 completes it); the first HEAD
+ * switches to MODE_REFUSED with kind. fake_s3_trapped: 1 once the HEAD
+ * trap fired. */
+void fake_s3_lose_next_complete(struct fake_s3 *f);
+void fake_s3_refuse_at_head(struct fake_s3 *f, int kind);
+int fake_s3_trapped(const struct fake_s3 *f);
 /* The process died: each request in flight was either completed by the
  * server before the connection dropped, or not (seeded). */
 void fake_s3_crash(struct fake_s3 *f);
