@@ -275,7 +275,7 @@ it_init() {
 		case $v in
 		# the harness's own knobs survive; outboxd's settings do not
 		OUTBOXD_NODE_MODULES | OUTBOXD_TEST_DEB | OUTBOXD_TEST_SEED | OUTBOXD_FUZZ_SECONDS) ;;
-		S3_* | AWS_* | DATABASE_URL | PG* | OUTBOXD_*) unset "$v" ;;
+		S3_* | AWS_* | DATABASE_URL | PG* | OUTBOXD_* | VCAP_SERVICES) unset "$v" ;;
 		esac
 	done
 	unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
