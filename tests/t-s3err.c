@@ -143,6 +143,8 @@ main(void)
 	listing();
 	tap_int(s3_classify_reply("HEAD", 400, ""), ERR_REFUSED, "a HEAD's bare "
 	    "400 (an expired token: S3 sends a HEAD no body) pauses the leg");
+	tap_int(s3_classify_reply("HEAD", 301, ""), ERR_REFUSED, "a HEAD's bare "
+	    "301 (the bucket is in another region) pauses the leg");
 	tap_int(s3_classify_reply("HEAD", 403, ""), ERR_DENIED, "a HEAD's bare "
 	    "403 is a denial the engine places");
 	tap_int(s3_classify_reply("HEAD", 404, ""), ERR_PERMANENT, "a HEAD's 404 "

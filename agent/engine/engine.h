@@ -29,7 +29,9 @@
 #include "store/outbox.h"
 #include "store/poison.h"
 
-#define DENIED_MAX	64	/* entries remembered as denied once */
+#define DENIED_MAX	64	/* entries remembered as denied */
+#define DENIED_TIMES	3	/* denials, with others stored between, that
+				   fail an entry */
 #define RECHECK_MS	1000	/* aborts and ETags due: asked this often */
 
 /* A leg's circuit breaker. */
@@ -40,8 +42,9 @@ struct leg {
 				   credentials or the bucket (ERR_REFUSED) */
 	int proved;		/* a request succeeded since the last
 				   AccessDenied: the credentials work */
-	int64_t denied[DENIED_MAX];	/* entries denied once while the
+	int64_t denied[DENIED_MAX];	/* entries denied while the
 					   credentials worked (a ring) */
+	int denials[DENIED_MAX];	/* how often each was */
 	int ndenied;		/* next slot of the ring */
 };
 

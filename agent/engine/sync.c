@@ -436,19 +436,20 @@ skip_gone(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 	enqueue(s, r);
 }
 
-/* 1 when en was denied once already while the credentials worked;
- * remembers it otherwise. */
+/* Counts a denial of entry id while the credentials worked: how many
+ * since the leg last paused for a refusal. */
 static int
-denied_before(struct leg *l, int64_t id)
+note_denied(struct leg *l, int64_t id)
 {
 	int i;
 
 	for (i = 0; i < DENIED_MAX; i++)
 		if (l->denied[i] == id)
-			return 1;
+			return ++l->denials[i];
 	l->denied[l->ndenied] = id;
+	l->denials[l->ndenied] = 1;
 	l->ndenied = (l->ndenied + 1) % DENIED_MAX;
-	return 0;
+	return 1;
 }
 
 /* Pauses the leg for a refusal: one log line (and the status) when the
@@ -474,6 +475,9 @@ pause_refused(struct sync *s, enum outbox_leg leg, const struct err *e)
 		engine_note(s, R_LEG_PAUSE, 0, why, NULL, NULL, leg, 0);
 		free(why);
 		metrics_set(&s->live, M_LEG_REFUSED, leg, 1);
+		/* The leg's own refusal may have been what denied them. */
+		memset(l->denied, 0, sizeof(l->denied));
+		memset(l->denials, 0, sizeof(l->denials));
 	}
 	l->refused = 1;
 	engine_leg_failed(s, leg);
@@ -491,16 +495,19 @@ engine_refused(struct sync *s, enum outbox_leg leg,
 
 	if (e->cls == ERR_DENIED && l->proved) {
 		/* Other requests succeeded since the last refusal: this may
-		 * be a policy on this key alone. Met twice so, it is. */
+		 * be a policy on this key alone. Met three times so (twice
+		 * is not enough: the second may be the first request a
+		 * bucket-wide refusal meets, t-sim seed 14001482), it is;
+		 * a pause of the leg for a refusal forgets the count. */
 		l->proved = 0;
-		if (denied_before(l, en->id)) {
+		if (note_denied(l, en->id) >= DENIED_TIMES) {
 			engine_fail(s, leg, en, e);
 			return;
 		}
 		oc.next_at_ms = retry_at(s, attempts);
 		log_msg(LOG_WARNING, &ctx, "access denied, will retry (the "
-		    "entry fails if it is denied again while others are "
-		    "stored): %s", e->msg);
+		    "entry fails if it is denied %d times while others are "
+		    "stored): %s", DENIED_TIMES, e->msg);
 		engine_outcome(s, leg, en->id, &oc);
 		return;
 	}

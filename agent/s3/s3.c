@@ -1002,7 +1002,7 @@ s3_classify(long status, const char *code)
 enum err_class
 s3_classify_reply(const char *method, long status, const char *code)
 {
-	if (strcmp(method, "HEAD") == 0 && status == 400 &&
+	if (strcmp(method, "HEAD") == 0 && (status == 400 || status == 301) &&
 	    (code == NULL || code[0] == '\0'))
 		return ERR_REFUSED;
 	return s3_classify(status, code);

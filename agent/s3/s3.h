@@ -111,9 +111,11 @@ enum err_class s3_classify(long status, const char *code);
  * s3_classify for a reply to method: S3 sends no body to a HEAD, so a
  * HEAD's bare 400 is taken for what it nearly always is, an expired or
  * malformed token or Authorization (the SDKs print "400 Bad Request"
- * there): a refusal that pauses the leg, not a permanent failure of the
- * object (found by t-sim's expired-token-at-head: it failed a multipart
- * upload whose Complete reply had been lost).
+ * there), and a bare 301 for the bucket's other region
+ * (PermanentRedirect): refusals that pause the leg, not permanent
+ * failures of the object (found by t-sim: expired-token-at-head, seed
+ * 14000991; each failed a multipart upload whose Complete reply had been
+ * lost).
  */
 enum err_class s3_classify_reply(const char *method, long status,
     const char *code);
