@@ -1500,6 +1500,52 @@ named_head_refused(struct sim *m)
 		    "keys were good again", (long long)left);
 }
 
+/* Steps until sql counts at least one row (or 2000 turns). */
+static void
+step_until(struct sim *m, const char *sql)
+{
+	int guard = 0;
+
+	while (query_int(m, sql) < 1 && guard++ < 2000 &&
+	    m->w.violation[0] == '\0')
+		engine_step(m);
+}
+
+/* 14. Issue 14 (t-sim seed 14001482): a.txt is denied once by a policy on
+ * its key while others are stored; then the bucket's policy is revoked
+ * and a.txt's retry is the first request it meets. Two denials with
+ * others stored between used to fail it; the revocation must fail
+ * nothing. */
+static void
+named_denied_then_revoked(struct sim *m)
+{
+	char sql[512];
+	int base = m->cfg.retry_base_ms;
+
+	app_write(m, F_FLOW);
+	step_until(m, "SELECT count(*) FROM entries WHERE s3_state = 'done'");
+	m->cfg.retry_base_ms = 30000;	/* a.txt's retry waits for the rest */
+	fake_s3_force(m->w.s3, F_403);
+	app_write(m, F_A);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
+	    "'%s' AND s3_error LIKE '%%AccessDenied%%'", m->files[F_A].rel);
+	step_until(m, sql);
+	app_write(m, F_FLOW);		/* stored after the first denial */
+	step_until(m, "SELECT count(*) - 1 FROM entries WHERE s3_state = "
+	    "'done'");
+	m->cfg.retry_base_ms = base;
+	fake_s3_refuse(m->w.s3, 3);	/* AccessDenied for the whole bucket */
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
+	    "'%s' AND instr(s3_error, '%s') > 0", m->files[F_A].rel,
+	    SIM_REFUSED);
+	step_until(m, sql);
+	if (query_int(m, sql) < 1 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "sim: a.txt never met the revoked policy");
+	run_for(m, 20000);
+	fake_s3_mode(m->w.s3, MODE_UP);
+	run_for(m, 90000);
+}
+
 static const struct named {
 	const char *name;
 	void (*run)(struct sim *m);
@@ -1518,6 +1564,7 @@ static const struct named {
 	{ "two-engines-one-folder", named_two_engines, 1 },
 	{ "auth-refused", named_refused, 0 },
 	{ "expired-token-at-head", named_head_refused, 0 },
+	{ "denied-then-revoked", named_denied_then_revoked, 0 },
 };
 
 /* ---- main ----------------------------------------------------------------- */
