@@ -433,6 +433,10 @@ skip_gone(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 	r->oc.error = xstrdup(why);
 	r->s1 = xstrdup(en->path);
 	metrics_outcome(&s->live, leg, EV_GONE);
+	/* As engine_outcome: a finding that forgets the path's stat is
+	 * written at the end of its own turn, never held (STYLE.md). */
+	s->recs_urgent = 1;
+	s->aborts_read_at = 0;
 	enqueue(s, r);
 }
 
@@ -1218,6 +1222,21 @@ long long
 sync_turns(const struct sync *s)
 {
 	return s->turns;
+}
+
+int
+sync_held_findings(const struct sync *s)
+{
+	const struct rec *r;
+	int n = 0;
+
+	if (s->queue_failing)
+		return 0;
+	for (r = s->recs; r != NULL; r = r->next)
+		if (r->kind == R_LEG && (r->oc.event == EV_GONE ||
+		    r->oc.event == EV_CHANGED))
+			n++;
+	return n;
 }
 
 /* due, or later when leg is paused until then. */

@@ -49,6 +49,9 @@ int sync_once(struct sync *s);
 int sync_step(struct sync *s);
 /* Steps taken so far. */
 long long sync_turns(const struct sync *s);
+/* Findings that forget a path's stat (gone, changed) still queued while
+ * the queue's writes succeed; 0 after every step (the simulator checks). */
+int sync_held_findings(const struct sync *s);
 /* The smallest multipart part (8 MiB; the simulator's files are small). */
 void sync_set_min_part(struct sync *s, uint64_t bytes);
 

@@ -659,6 +659,10 @@ engine_step(struct sim *m)
 	deliver(m, 0);
 	if (sync_step(m->eng) < 0)
 		world_violation(&m->w, "the engine stopped on a fatal error");
+	else if (sync_held_findings(m->eng) > 0)
+		world_violation(&m->w, "%d finding(s) that forget a path's "
+		    "stat held past their turn (STYLE.md: written at the end "
+		    "of the turn that made them)", sync_held_findings(m->eng));
 	check_refused(m);
 	m->steps++;
 }
