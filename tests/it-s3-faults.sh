@@ -49,17 +49,24 @@ t_ok "the stalled transfer was abandoned by the low-speed timeout" \
 
 # A permanent error: only that entry fails, with S3's message, until retried.
 # Denied once, the entry is retried behind the others (a refusal may be
-# the bucket's); denied again after another file was stored, it fails.
+# the bucket's); denied a third time with other files stored between each
+# denial (DENIED_TIMES, issue 14), it fails. Others keep coming meanwhile.
 j=$(new_job)
-s3_fault '{"type":"access_denied","count":2,"match":"denied.xml"}'
+s3_fault '{"type":"access_denied","seconds":60,"match":"denied.xml"}'
 write_file "$j/denied.xml" "<denied/>"
-write_file "$j/fine.xml" "<fine/>"
 _failed_one() { [ "$(ob_status failed)" = 1 ]; }
+k=0
+while [ "$k" -lt 60 ]; do
+	k=$((k + 1))
+	write_file "$j/fine-$k.xml" "<fine n=\"$k\"/>"
+	! wait_for 0.3 _failed_one || break
+done
 t_ok "AccessDenied fails the entry" wait_for 30 _failed_one
 t_ok "the error names S3's code" bash -c "'$OUTBOXCTL' list --state failed | grep -q AccessDenied"
-t_ok "and the other file is stored anyway" test -f "$(s3_object_file "jobs/$j/uploads/fine.xml")"
+t_ok "and the other files are stored anyway" test -f "$(s3_object_file "jobs/$j/uploads/fine-$k.xml")"
+s3_clear_faults
 t_ok "outboxctl retry --failed" "$OUTBOXCTL" retry --failed
-total=$((total + 2))
+total=$((total + 1 + k))
 t_ok "after the retry it arrives" ob_wait_idle 30 "$total"
 t_is "$(ob_status failed)" 0 "nothing failed any more"
 
