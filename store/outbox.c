@@ -462,6 +462,49 @@ upgrade_counts(struct outbox *o, struct err *e)
 	    "UPDATE meta SET value = '4' WHERE key = 'schema_version'", e);
 }
 
+/*
+ * Since issue 14 every UploadPart carries x-amz-checksum-sha256 and
+ * Complete lists each part's, which S3 refuses for an upload created
+ * without x-amz-checksum-algorithm (400 InvalidRequest, "Checksum Type
+ * mismatch"): a permanent failure. The multipart uploads an earlier
+ * release left open were created so. Once, at the first open by this
+ * release, they are queued for abort and forgotten with their parts, so
+ * each entry starts a new upload at its next attempt (meta
+ * uploads_checksum records that it ran; a new outbox has nothing to do).
+ */
+static int
+upgrade_uploads(struct outbox *o, struct err *e)
+{
+	char *v = outbox_meta_get(o, "uploads_checksum");
+	char now[32];
+	sqlite3_stmt *s;
+	int rc;
+
+	free(v);
+	if (v != NULL)
+		return 0;
+	now_iso(now);
+	if (sqlite3_prepare_v2(o->db, "INSERT OR IGNORE INTO aborts (upload_id, "
+	    "s3_key, reason, created_at, next_at) SELECT s3_upload_id, s3_key, "
+	    "'created by an earlier release, without checksums', ?1, ?1 FROM "
+	    "entries WHERE s3_upload_id IS NOT NULL", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "queueing earlier releases' uploads for abort");
+		return -1;
+	}
+	sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, "queueing earlier releases' uploads for abort");
+		return -1;
+	}
+	return exec(o, "DELETE FROM parts WHERE entry_id IN (SELECT id FROM "
+	    "entries WHERE s3_upload_id IS NOT NULL); UPDATE entries SET "
+	    "s3_upload_id = NULL WHERE s3_upload_id IS NOT NULL; INSERT OR "
+	    "REPLACE INTO meta (key, value) VALUES ('uploads_checksum', "
+	    "'sha256')", e);
+}
+
 /* SQLite's memory statistics take a global mutex on every allocation
  * (hundreds a file); nothing reads them. Set before SQLite starts. */
 static void
@@ -523,7 +566,7 @@ outbox_open(const char *path, int readonly, struct err *e)
 			goto fail;
 		}
 	}
-	if (upgrade_counts(o, e) < 0 ||
+	if (upgrade_counts(o, e) < 0 || upgrade_uploads(o, e) < 0 ||
 	    exec(o, "COMMIT", e) < 0) {
 		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 		goto fail;

@@ -257,6 +257,46 @@ main(void)
 		    "the same file back with the same stat is journaled again");
 	}
 
+	/* Review of issue 14: a multipart upload an earlier release created
+	 * (no checksum algorithm declared) cannot take this release's
+	 * checksummed parts; the first open by this release aborts it and
+	 * the entry starts over. Uploads made after are kept. */
+	{
+		int64_t a = 0;
+		struct outbox_part *pv = NULL;
+		size_t np = 0;
+		char sql[300];
+
+		journal(o, JOB "/big.bin", 100000000, 11000, &a);
+		outbox_set_upload_id(o, a, "old-upload", &e);
+		outbox_part_done(o, a, 1, 8388608, "\"p1\"", "00", &e);
+		sqlite3_exec(outbox_db(o), "DELETE FROM meta WHERE key = "
+		    "'uploads_checksum'", NULL, NULL, NULL);
+		o2 = outbox_open(path, 0, &e);
+		tap_ok(o2 != NULL, "reopen an outbox as an earlier release "
+		    "left it (%s)", e.msg);
+		snprintf(sql, sizeof(sql), "id = %lld AND s3_upload_id IS NULL",
+		    (long long)a);
+		tap_int(count(o2, sql), 1, "its open multipart upload is "
+		    "forgotten: the entry starts a new one, declared SHA256");
+		outbox_parts(o2, a, &pv, &np, &e);
+		tap_int((int64_t)np, 0, "with its recorded parts");
+		free(pv);
+		/* (count() counts entries: one row stands for "it exists") */
+		tap_int(count(o2, "id = (SELECT min(id) FROM entries) AND "
+		    "EXISTS (SELECT 1 FROM aborts WHERE upload_id = "
+		    "'old-upload')"), 1, "and the old upload is queued for "
+		    "abort in S3");
+		outbox_close(o2);
+		outbox_set_upload_id(o, a, "new-upload", &e);
+		o2 = outbox_open(path, 0, &e);
+		snprintf(sql, sizeof(sql), "id = %lld AND s3_upload_id = "
+		    "'new-upload'", (long long)a);
+		tap_int(count(o2, sql), 1, "an upload this release made survives "
+		    "the next open");
+		outbox_close(o2);
+	}
+
 	o2 = outbox_open(path, 0, &e);
 	tap_int(outbox_lock(o2, &e), -1, "a second outboxd cannot take the lock");
 	tap_ok(strstr(e.msg, "another outboxd (pid") != NULL, "and is told "
