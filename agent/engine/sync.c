@@ -441,7 +441,7 @@ skip_gone(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 }
 
 /* Counts a denial of entry id while the credentials worked: how many
- * since the leg last paused for a refusal. */
+ * (kept across pauses of the leg). */
 static int
 note_denied(struct leg *l, int64_t id)
 {
@@ -479,9 +479,6 @@ pause_refused(struct sync *s, enum outbox_leg leg, const struct err *e)
 		engine_note(s, R_LEG_PAUSE, 0, why, NULL, NULL, leg, 0);
 		free(why);
 		metrics_set(&s->live, M_LEG_REFUSED, leg, 1);
-		/* The leg's own refusal may have been what denied them. */
-		memset(l->denied, 0, sizeof(l->denied));
-		memset(l->denials, 0, sizeof(l->denials));
 	}
 	l->refused = 1;
 	engine_leg_failed(s, leg);
@@ -501,8 +498,10 @@ engine_refused(struct sync *s, enum outbox_leg leg,
 		/* Other requests succeeded since the last refusal: this may
 		 * be a policy on this key alone. Met three times so (twice
 		 * is not enough: the second may be the first request a
-		 * bucket-wide refusal meets, t-sim seed 14001482), it is;
-		 * a pause of the leg for a refusal forgets the count. */
+		 * bucket-wide refusal meets, t-sim seed 14001482), it is.
+		 * A pause of the leg keeps the counts: two keys denied in
+		 * turn pause the leg at each round, and forgetting then
+		 * kept both from ever failing (t-sim denied-keys). */
 		l->proved = 0;
 		if (note_denied(l, en->id) >= DENIED_TIMES) {
 			engine_fail(s, leg, en, e);

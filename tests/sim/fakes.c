@@ -111,6 +111,7 @@ struct fake_s3 {
 	int refuse_at_head;		/* trap: refusal kind + 1 at a HEAD */
 	int trapped;			/* the HEAD trap fired */
 	enum fault forced;
+	struct strmap *denied;		/* keys a policy denies: 403 always */
 	struct freq *flight;		/* requests in flight */
 	struct freq *done, **done_tail;	/* finished, for done() */
 	int nflight;
@@ -131,6 +132,7 @@ fake_s3_new(struct world *w)
 	f->objects = strmap_new();
 	f->uploads = strmap_new();
 	f->sends = strmap_new();
+	f->denied = strmap_new();
 	f->done_tail = &f->done;
 	return f;
 }
@@ -163,6 +165,7 @@ fake_s3_free(struct fake_s3 *f)
 	strmap_free(f->objects);
 	strmap_free(f->uploads);
 	strmap_free(f->sends);
+	strmap_free(f->denied);
 	while (f->flight != NULL) {
 		struct freq *q = f->flight;
 
@@ -244,6 +247,15 @@ void
 fake_s3_force(struct fake_s3 *f, enum fault fl)
 {
 	f->forced = fl;
+}
+
+void
+fake_s3_deny(struct fake_s3 *f, const char *key, int on)
+{
+	if (on)
+		strmap_put(f->denied, key, f);
+	else
+		strmap_del(f->denied, key);
 }
 
 int
@@ -516,6 +528,10 @@ execute(struct fake_s3 *f, struct freq *q)
 			reply_error(r, x->head_status, NULL, SIM_REFUSED);
 		else
 			reply_error(r, x->status, x->code, msg);
+		return;
+	}
+	if (strmap_get(f->denied, r->key) != NULL) {
+		reply_error(r, 403, "AccessDenied", "Access Denied");
 		return;
 	}
 	switch (q->fault) {

@@ -1550,6 +1550,42 @@ named_denied_then_revoked(struct sim *m)
 	run_for(m, 90000);
 }
 
+/* 15. A policy denies two keys of job 0 while the app keeps storing
+ * others (the reviewer's case): a denial of one often comes right after a
+ * denial of the other, which pauses the leg as a refusal would. Both
+ * must still fail in the end, named, rather than be retried for ever
+ * and pause the leg for everyone at each round; once the policy is
+ * lifted (heal: retry --failed) they arrive. */
+static void
+named_denied_keys(struct sim *m)
+{
+	const int deny[2] = { F_A, 2 };
+	char *key[2];
+	int i, k;
+
+	for (i = 0; i < 2; i++) {
+		const char *rel = m->files[deny[i]].rel;
+
+		key[i] = keymap_s3_key(m->jobs[0], rel + strlen(m->jobs[0]) + 1);
+		fake_s3_deny(m->w.s3, key[i], 1);
+		app_write(m, deny[i]);
+	}
+	for (k = 0; k < 60 && m->w.violation[0] == '\0'; k++) {
+		app_write(m, NNAMES + k % 3);	/* job 1's files go on */
+		run_for(m, 5000);
+	}
+	k = (int)query_int(m, "SELECT count(*) FROM entries WHERE s3_state = "
+	    "'failed' AND s3_error LIKE '%AccessDenied%'");
+	if (k < 2 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "%d of the 2 keys a policy denies failed "
+		    "in 300 s while others were stored (retried for ever, each "
+		    "round pausing the leg)", k);
+	for (i = 0; i < 2; i++) {
+		fake_s3_deny(m->w.s3, key[i], 0);
+		free(key[i]);
+	}
+}
+
 static const struct named {
 	const char *name;
 	void (*run)(struct sim *m);
@@ -1569,6 +1605,7 @@ static const struct named {
 	{ "auth-refused", named_refused, 0 },
 	{ "expired-token-at-head", named_head_refused, 0 },
 	{ "denied-then-revoked", named_denied_then_revoked, 0 },
+	{ "denied-keys", named_denied_keys, 0 },
 };
 
 /* ---- main ----------------------------------------------------------------- */

@@ -106,6 +106,9 @@ void fake_s3_free(struct fake_s3 *f);
 void fake_s3_io(struct fake_s3 *f, struct engine_s3 *io);
 void fake_s3_mode(struct fake_s3 *f, enum store_mode m);
 void fake_s3_force(struct fake_s3 *f, enum fault fl);
+/* A policy on key: every request for it is denied (403 AccessDenied)
+ * while on; the other keys are stored as usual. */
+void fake_s3_deny(struct fake_s3 *f, const char *key, int on);
 /* MODE_REFUSED with refusal kind (0..FAKE_S3_REFUSALS-1), -1 drawn. */
 #define FAKE_S3_REFUSALS 6
 void fake_s3_refuse(struct fake_s3 *f, int kind);
