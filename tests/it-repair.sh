@@ -113,6 +113,15 @@ s3_reset_stats
 "$OUTBOXCTL" verify --job "$JC" >"$IT_DIR/verify-jc.out" 2>&1 || true
 t_is "$(grep -c '^in S3 only: ' "$IT_DIR/verify-jc.out")" 1100 "verify --job lists only that job's objects"
 t_is "$(s3_stats | json_get by_method GET)" 2 "in two signed ListObjectsV2 pages the proxy verified (1,000 keys each at most)"
+# Credentials without s3:ListBucket: the listing alone is denied.
+s3_fault '{"type":"access_denied","count":1,"method":"GET","query":"list-type"}'
+set +e
+"$OUTBOXCTL" verify --job "$JC" >"$IT_DIR/verify-nolist.out" 2>&1
+rc=$?
+set -e
+s3_clear_faults
+t_is "$rc" 1 "a listing denied is a difference: verify exits 1"
+t_ok "and names the permission it needs" grep -q '^cannot list S3 under jobs/.*AccessDenied.*(the credentials need s3:ListBucket on the bucket)$' "$IT_DIR/verify-nolist.out"
 
 set +e
 "$OUTBOXCTL" verify --repair >"$IT_DIR/repair.out" 2>&1

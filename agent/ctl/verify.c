@@ -440,8 +440,13 @@ verify_list(const struct cfg *c, const struct vwalk *w,
 	    w->n > 0 ? w->v[0].job : w->job);
 	s = s3_new(c, &e);
 	if (s == NULL || s3_list(s, prefix, list_key, &l, &e) < 0) {
-		printf("cannot list S3 under %s: %s\n", shown(prefix, 0),
-		    ctl_esc(e.msg));
+		/* AccessDenied on the listing alone: the role lacks
+		 * s3:ListBucket (S3 then also answers 403, not 404, for a
+		 * missing object, so outboxd needs it as well). */
+		printf("cannot list S3 under %s: %s%s\n", shown(prefix, 0),
+		    ctl_esc(e.msg), e.cls == ERR_DENIED || e.cls ==
+		    ERR_REFUSED ? " (the credentials need s3:ListBucket on "
+		    "the bucket)" : "");
 		differences++;
 	}
 	s3_free(s);
