@@ -71,7 +71,7 @@ t_ok "outboxd survived $kills kills with SIGKILL during the stream" ob_wait_idle
 # --- 2. the named crash points
 for point in journaled s3-answered db-committed; do
 	ob_stop
-	OUTBOXD_TEST_CRASH=$point:3 ob_start
+	OUTBOXD_TEST_CRASH=$point:3 ob_start_crashing
 	writer 12
 	rc=0
 	it_wait "$OB_PID" 30 || rc=$?

@@ -41,6 +41,30 @@ _ob_rescanned_since() {
 	[ "$(grep -c 'rescan (start-up)' "$IT_DIR/outboxd.log" || true)" -gt "$1" ]
 }
 
+# ob_start_crashing ARGS...: as ob_start, for a start armed with
+# OUTBOXD_TEST_CRASH. The sync thread sends what earlier runs left pending
+# while the start-up rescan walks the tree, so the crash point may come
+# before the rescan's line (under ASan, with hundreds of files: it-faults
+# in CI); a start that died so counts as started.
+ob_start_crashing() {
+	local before
+	: >>"$IT_DIR/outboxd.log"
+	echo "--- start $(date -u +%T.%N)" >>"$IT_DIR/outboxd.log"
+	before=$(grep -c 'rescan (start-up)' "$IT_DIR/outboxd.log" || true)
+	it_bg outboxd "$OUTBOXD" "$@"
+	OB_PID=$IT_BG_PID
+	wait_for 20 _ob_rescanned_or_crashed "$before" || {
+		t_diag "outboxd did not finish its start-up rescan"
+		tail -20 "$IT_DIR/outboxd.log" | sed 's/^/# /'
+		return 1
+	}
+}
+_ob_rescanned_or_crashed() {
+	_ob_rescanned_since "$1" || awk '/^--- start/ { died = 0 }
+		/test crash point reached/ { died = 1 } END { exit !died }' \
+		"$IT_DIR/outboxd.log"
+}
+
 ob_stop() { it_stop "$OB_PID" TERM 60; }
 ob_kill() { it_stop "$OB_PID" KILL 5 || true; }
 
