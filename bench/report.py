@@ -123,6 +123,7 @@ def ex(r, k):
 TOOL_NAMES = {
     "outboxd": "outboxd (S3 only)",
     "outboxd-c16": "outboxd, OUTBOXD_CONCURRENCY=16",
+    "outboxd-c8": "outboxd, OUTBOXD_CONCURRENCY=8 (the earlier default)",
     "outboxd+db": "outboxd (S3 + database)",
     "rclone": "rclone copy (defaults)",
     "rclone-t16": "rclone copy --transfers 16",
@@ -188,11 +189,11 @@ def w7_tables(g7, A, L):
       "given to each tool: AWS_CA_BUNDLE, rclone --ca-cert, s3cmd ca_certs_file; TLS session cache on) "
       "and proxying to s3rver over keep-alive connections. *Backlog*: a job of %s files of 4 KiB present "
       "before the tool starts (s3cmd, which sends one request at a time, gets a tenth of them; its rates "
-      "are per file all the same). *Large file*: one %s MiB file. Defaults: outboxd concurrency 8, "
+      "are per file all the same). *Large file*: one %s MiB file. Defaults: outboxd concurrency 16, "
       "rclone 4 transfers, the AWS CLI 10 requests, s3cmd 1; \"16\" rows set each to 16. "
       "*TLS handshakes* are the TCP connections delay.js accepted, each of which makes one (full or "
       "resumed); *requests* are nginx's access log lines. Ratios: outboxd at its defaults against each "
-      "peer at its defaults, outboxd at 16 against each peer at 16. curl, the ceiling of the server "
+      "peer at its defaults, and against each peer at 16 (outboxd's default is 16). curl, the ceiling of the server "
       "chain: `curl --parallel --parallel-max 16` for the backlog (against outboxd at 16), one `curl -T` "
       "PUT for the large file (UNSIGNED-PAYLOAD, as in W1 and W3)."
       % (" and ".join(str(r) for r in rtts), fmt(max(r["files"] for rs in g7.values() for r in rs), 0),
@@ -209,11 +210,12 @@ def w7_tables(g7, A, L):
           "| requests | handshakes per 1,000 requests | outboxd ÷ tool |" %
           ("CPU s per GiB" if big else "CPU ms per file"))
         A("|---|---|---|---|---|---|---|---|---|---|---|")
+        eq = "outboxd-c16" if (target, "outboxd-c16") in g7 else "outboxd"
         for tool in ("outboxd", "outboxd-c16") + W7_DEFAULTS + W7_EQUAL + ("curl-p16", "curl"):
             rs = g7.get((target, tool))
             if not rs:
                 continue
-            base = "outboxd-c16" if tool in W7_EQUAL + ("curl-p16",) else "outboxd"
+            base = eq if tool in W7_EQUAL + ("curl-p16",) else "outboxd"
             rat = "—" if tool.startswith("outboxd") else (
                 ratio(g7[(target, base)], rs, metric)[1] if (target, base) in g7 else "–")
             A("| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |" % (
@@ -226,7 +228,7 @@ def w7_tables(g7, A, L):
         A("")
         if not big:
             for peers, base, need, what in ((W7_DEFAULTS, "outboxd", 2.0, "at defaults"),
-                                            (W7_EQUAL, "outboxd-c16", 1.2, "at concurrency 16")):
+                                            (W7_EQUAL, eq, 1.2, "at concurrency 16")):
                 best = [(med(g7[(target, p)], "fps")[0], p) for p in peers if (target, p) in g7]
                 best = [b for b in best if b[0]]
                 if best and (target, base) in g7:
@@ -319,9 +321,9 @@ def main():
           "`--aws-sigv4 aws:amz:us-east-1:s3` and `-H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'` "
           "(s3rver does not check signatures), the practical ceiling of the server. "
           "\"outboxd (S3 + database)\" also records every file in PostgreSQL (test settings, "
-          "fsync off); the ratios compare outboxd (S3 only, default concurrency 8).")
+          "fsync off); the ratios compare outboxd (S3 only, default concurrency 16).")
         A("")
-        order = [("s3rver", t) for t in ("outboxd", "outboxd-c16", "outboxd+db", "rclone",
+        order = [("s3rver", t) for t in ("outboxd", "outboxd-c8", "outboxd-c16", "outboxd+db", "rclone",
                                           "rclone-t16", "s3cmd", "aws", "curl-p16")]
         L.extend(throughput_table(g, order, None, "fps", lambda t: ("s3rver", "outboxd")))
         A("")
@@ -586,7 +588,7 @@ def color(tool):
 
 
 SHORT = {
-    "outboxd": "outboxd", "outboxd-c16": "outboxd c=16", "outboxd+db": "outboxd S3+DB",
+    "outboxd": "outboxd", "outboxd-c16": "outboxd c=16", "outboxd-c8": "outboxd c=8", "outboxd+db": "outboxd S3+DB",
     "rclone": "rclone", "rclone-t16": "rclone t=16", "s3cmd": "s3cmd", "aws": "aws cli",
     "curl-p16": "curl -Z 16", "curl": "curl PUT", "outboxd-1put": "outboxd 1 PUT",
     "aws-c16": "aws cli c=16",
@@ -619,7 +621,7 @@ def chart(rows, meta, outdir):
     g = group(rows, "W1")
     w1n = next((r["files"] for r in rows if r["workload"] == "W1"), 0)
     bars("w1", [(SHORT[t], g.get(("s3rver", t))) for t in
-                ("outboxd", "outboxd-c16", "outboxd+db", "rclone", "rclone-t16", "s3cmd", "aws", "curl-p16")],
+                ("outboxd", "outboxd-c8", "outboxd+db", "rclone", "rclone-t16", "s3cmd", "aws", "curl-p16")],
          "fps", "W1: %s × 4 KiB files in one job, to s3rver" % "{:,}".format(w1n), "files/s")
     g3 = group(rows, "W3")
     ent = [(SHORT[t] + " ", g3.get(("s3rver", t))) for t in ("outboxd", "outboxd-1put", "rclone", "s3cmd", "aws", "curl")]

@@ -343,7 +343,7 @@ rm -rf "$W/warm"
 
 # ---------------------------------------------------------------- W1
 # 1,000 files x 4 KiB in one job, from files present to all stored.
-W1_TOOLS=(outboxd outboxd-c16 outboxd+db rclone rclone-t16 s3cmd aws curl-p16)
+W1_TOOLS=(outboxd outboxd-c8 outboxd+db rclone rclone-t16 s3cmd aws curl-p16)
 w1_run() { # TOOL ROUND
 	local tool=$1 r=$2 job d m ok=1 extra= n want
 	job=$(new_job)
@@ -353,7 +353,7 @@ w1_run() { # TOOL ROUND
 	m=$d/measure
 	case $tool in
 	outboxd) run_outboxd "$m" "$d/log" "$d/up" "$d/o.db" "$S3URL" s3 ;;
-	outboxd-c16) run_outboxd "$m" "$d/log" "$d/up" "$d/o.db" "$S3URL" s3 OUTBOXD_CONCURRENCY=16 ;;
+	outboxd-c8) run_outboxd "$m" "$d/log" "$d/up" "$d/o.db" "$S3URL" s3 OUTBOXD_CONCURRENCY=8 ;;
 	outboxd+db) run_outboxd "$m" "$d/log" "$d/up" "$d/o.db" "$S3URL" s3+db ;;
 	rclone) run_rclone "$m" "$d/log" "$d/up/$job" "jobs/$job/uploads" "$S3URL" ;;
 	rclone-t16) run_rclone "$m" "$d/log" "$d/up/$job" "jobs/$job/uploads" "$S3URL" --transfers 16 ;;

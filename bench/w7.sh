@@ -19,7 +19,7 @@ if [ -n "$QUICK" ]; then
 else
 	: "${W7_RTTS:=20 60}" "${W7_N:=5000}" "${W7_N_S3CMD:=500}" "${W7_MIB:=256}"
 fi
-read -r -a W7_TOOLS <<<"${W7_TOOLS:-outboxd outboxd-c16 rclone rclone-t16 aws aws-c16 s3cmd curl-p16 curl}"
+read -r -a W7_TOOLS <<<"${W7_TOOLS:-outboxd rclone rclone-t16 aws aws-c16 s3cmd curl-p16 curl}"
 W7_ROUNDS=${W7_ROUNDS:-1}	# W7 is long: one round unless asked
 [ "$W7_ROUNDS" -le "$ROUNDS" ] || W7_ROUNDS=$ROUNDS
 

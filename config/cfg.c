@@ -809,7 +809,7 @@ cfg_load(struct cfg *c, cfg_getenv_fn get, void *arg, int check_paths,
 	}
 	c->ignore = split_globs(get(arg, "OUTBOXD_IGNORE"));
 
-	c->concurrency = int_var(get, arg, "OUTBOXD_CONCURRENCY", 8, 1, 256, p);
+	c->concurrency = int_var(get, arg, "OUTBOXD_CONCURRENCY", 16, 1, 256, p);
 	c->multipart_threshold = 64 * MIB;
 	v = get(arg, "OUTBOXD_MULTIPART_THRESHOLD");
 	if (v != NULL && *v != '\0') {

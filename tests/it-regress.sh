@@ -150,7 +150,7 @@ rg_end
 # one probe through per backoff pause, and today a file's database leg
 # waits for its S3 leg's first attempt, so only about one row per pause
 # arrives (7-8 in 60 s; a simulation of the backoff never reached 15).
-# With the default concurrency of 8 the same bug shows, but a probe that
+# With the default concurrency (16) the same bug shows, but a probe that
 # follows a pause often claims a burst of 5-8 entries before its 503 is
 # counted (a race), so today's count in 60 s ranges from about 8 to all
 # 30, and the case could pass on the buggy code.

@@ -56,7 +56,7 @@ test_defaults(void)
 	tap_str(c.state_db, "./outbox.db", "default outbox");
 	tap_ok(c.bucket == NULL && !c.db_on, "both legs off by default "
 	    "(the embedded default journals only)");
-	tap_int(c.concurrency, 8, "default concurrency");
+	tap_int(c.concurrency, 16, "default concurrency");
 	tap_int((int64_t)c.multipart_threshold, 64 << 20, "default multipart "
 	    "threshold 64 MiB");
 	tap_int(c.settle_ms, 20, "default settle window");
