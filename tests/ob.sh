@@ -23,15 +23,20 @@ ob_setup() {
 
 _ob_started() { grep -q 'rescan (start-up)' "$IT_DIR/outboxd.log"; }
 
-ob_start() {
-	local before
+# ob_start ARGS...: starts outboxd and waits for its start-up rescan.
+ob_start() { _ob_start_until _ob_rescanned_since "$@"; }
+# _ob_start_until COND ARGS...: starts outboxd with ARGS and waits until
+# COND N holds, N being the count of rescan lines before this start.
+_ob_start_until() {
+	local cond=$1 before
+	shift
 	: >>"$IT_DIR/outboxd.log"
 	echo "--- start $(date -u +%T.%N)" >>"$IT_DIR/outboxd.log"
 	# Wait for this start's rescan line (earlier starts left theirs).
 	before=$(grep -c 'rescan (start-up)' "$IT_DIR/outboxd.log" || true)
 	it_bg outboxd "$OUTBOXD" "$@"
 	OB_PID=$IT_BG_PID
-	wait_for 20 _ob_rescanned_since "$before" || {
+	wait_for 20 "$cond" "$before" || {
 		t_diag "outboxd did not finish its start-up rescan"
 		tail -20 "$IT_DIR/outboxd.log" | sed 's/^/# /'
 		return 1
@@ -46,19 +51,7 @@ _ob_rescanned_since() {
 # while the start-up rescan walks the tree, so the crash point may come
 # before the rescan's line (under ASan, with hundreds of files: it-faults
 # in CI); a start that died so counts as started.
-ob_start_crashing() {
-	local before
-	: >>"$IT_DIR/outboxd.log"
-	echo "--- start $(date -u +%T.%N)" >>"$IT_DIR/outboxd.log"
-	before=$(grep -c 'rescan (start-up)' "$IT_DIR/outboxd.log" || true)
-	it_bg outboxd "$OUTBOXD" "$@"
-	OB_PID=$IT_BG_PID
-	wait_for 20 _ob_rescanned_or_crashed "$before" || {
-		t_diag "outboxd did not finish its start-up rescan"
-		tail -20 "$IT_DIR/outboxd.log" | sed 's/^/# /'
-		return 1
-	}
-}
+ob_start_crashing() { _ob_start_until _ob_rescanned_or_crashed "$@"; }
 _ob_rescanned_or_crashed() {
 	_ob_rescanned_since "$1" || awk '/^--- start/ { died = 0 }
 		/test crash point reached/ { died = 1 } END { exit !died }' \
