@@ -11,6 +11,10 @@
 # notices when that differs). A body damaged in transit is refused
 # (BadDigest) and sent again; hand-made bodies with a wrong trailer or
 # broken framing are refused; a bad setting stops outboxd (exit 78).
+# The SHA-256 is a hasher thread's, computed beside the send: the body
+# goes out before it is known and the trailer waits for it; a file
+# changed between the hasher's read and the sender's is refused
+# (BadDigest) and its new version stored with its own sha256.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ob.sh"
@@ -108,6 +112,68 @@ read -r n st <<<"$(_puts "p.path.endsWith('/again.bin')")"
 t_ok "and it was sent again: 2 streamed PUTs, the second decoded with a good trailer ($st of $n)" test "$n" = 2 -a "$st" = 1
 ob_stop
 
+# Hashed beside the send: with every hasher job starting 2 s late
+# (OUTBOXD_TEST_HASH_DELAY_MS), a streamed 40 MiB file's bytes all reach
+# the proxy while its SHA-256 is still being computed, and the trailer
+# comes alone after the wait. A digest computed in the read callback
+# would follow the last byte at once, and hashing first would send
+# nothing before the digest.
+# _put_field FILE FIELD: FIELD of the first PUT of FILE in the proxy's log
+_put_field() {
+	curl -sS --noproxy '*' -f "$S3_PROXY_URL/__proxy/puts" | node -e '
+		let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
+			const p = JSON.parse(s).find(p => p.path.endsWith("/'"$1"'"));
+			console.log(p ? p["'"$2"'"] : "none");
+		});'
+}
+export OUTBOXD_TEST_HASH_DELAY_MS=2000
+s3_reset_stats
+ob_start
+head -c $((40 * 1024 * 1024)) /dev/urandom >"$IT_DIR/beside.bin"
+mv "$IT_DIR/beside.bin" "$UPLOADS/$j/"
+t_ok "a streamed 40 MiB file whose digest comes 2 s late is stored" ob_wait_idle 60 6
+t_ok "intact" cmp "$UPLOADS/$j/beside.bin" "$(s3_object_file "jobs/$j/uploads/beside.bin")"
+len=$(_put_field beside.bin last_read)
+gap=$(_put_field beside.bin last_wait_ms)
+t_ok "its body was sent before the digest was known: the trailer came alone ($len bytes) after a pause of $gap ms" \
+	test "$len" -le 100 -a "$gap" -ge 1000
+t_is "$(_put_field beside.bin trailer_checksum)" "$(b64sha "$UPLOADS/$j/beside.bin")" "the trailer is the hasher's SHA-256 of the file"
+row=$(pg_psql -c "select sha256 from is_migration.documents where file_path like '%beside.bin'")
+t_is "$row" "$(sha256sum <"$UPLOADS/$j/beside.bin" | cut -d' ' -f1)" "and the documents row's"
+
+# Changed between the two reads: jobs start 4 s late; once the proxy has
+# every byte of the first version (the PUT paused at its trailer), the
+# file is rewritten in place, so the hasher reads the second version and
+# the trailer does not match the body: S3 refuses it (BadDigest), the
+# retry finds the file changed and sends the new version, and the row's
+# sha256 is the new content's, never the first body's nor a mix.
+ob_stop
+export OUTBOXD_TEST_HASH_DELAY_MS=4000
+s3_reset_stats
+ob_start
+# _received PATH BYTES: the proxy has BYTES of the body of PATH so far
+_received() {
+	[ "$(s3_stats | json_get receiving "$1" 2>/dev/null || echo 0)" -ge "$2" ]
+}
+head -c $((40 * 1024 * 1024)) /dev/urandom >"$IT_DIR/chg.bin"
+head -c $((40 * 1024 * 1024)) /dev/urandom >"$IT_DIR/chg2.bin"
+mv "$IT_DIR/chg.bin" "$UPLOADS/$j/"
+t_ok "the first version's 40 MiB reach the proxy before its digest" \
+	wait_for 15 _received "/$S3_BUCKET/jobs/$j/uploads/chg.bin" $((40 * 1024 * 1024))
+dd if="$IT_DIR/chg2.bin" of="$UPLOADS/$j/chg.bin" bs=1M conv=notrunc status=none
+new_sha=$(sha256sum <"$IT_DIR/chg2.bin" | cut -d' ' -f1)
+_row_is_new() {
+	[ "$(pg_psql -c "select sha256 from is_migration.documents where file_path = 'chg.bin'")" = "$new_sha" ]
+}
+t_ok "the file changed while it was streamed is stored with the new content's sha256" wait_for 60 _row_is_new
+t_ok "the first PUT (trailer of the new bytes, body of the old) was refused with BadDigest" \
+	grep -q '"code":"BadDigest".*chg.bin\|chg.bin.*"code":"BadDigest"' "$IT_DIR/s3proxy-rejections.jsonl"
+t_ok "and the object holds the new content" wait_for 20 cmp -s "$IT_DIR/chg2.bin" "$(s3_object_file "jobs/$j/uploads/chg.bin")"
+t_ok "and nothing is pending" ob_wait_idle 60 7
+t_is "$(ob_status failed)" 0 "nothing failed"
+ob_stop
+unset OUTBOXD_TEST_HASH_DELAY_MS
+
 # Hand-made aws-chunked PUTs: a wrong trailer, and broken framing.
 # chunked FILE TRAILER: the aws-chunked encoding of FILE (one chunk)
 chunked() {
@@ -135,5 +201,5 @@ t_is "$(put_chunked "$IT_DIR/cut.body" "$hl" probe/cut.txt)" 400 "one whose fram
 t_ok "with IncompleteBody" grep -q '<Code>IncompleteBody</Code>' "$IT_DIR/reply.xml"
 t_is "$(put_chunked "$IT_DIR/good.body" "$((hl + 1))" probe/len.txt)" 400 "one whose x-amz-decoded-content-length is wrong is refused"
 t_ok "and none of the refused ones is stored" sh -c "! ls '$S3_DATA_DIR/$S3_BUCKET/probe/' | grep -Eq 'wrong|cut|len'"
-s3_expect_rejections 4
+s3_expect_rejections 5
 t_done

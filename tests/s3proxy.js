@@ -726,6 +726,7 @@ class Proxy {
     this.faults = [];
     this.nextFaultId = 1;
     this.stalled = new Set();
+    this.receiving = new Map();	/* path -> body bytes received so far */
     this.sockets = new Set();
     this.kms = null; /* { match } while SSE-KMS is emulated */
     this.temporary = new Map(); /* access key -> { secret, token, expiresMs } */
@@ -904,6 +905,7 @@ class Proxy {
       return json(200, {
         requests: this.requests, by_method: this.byMethod, by_path: this.byPath,
         rejected: this.rejected, faults_injected: this.faultsInjected, armed: this.armedList(),
+        receiving: Object.fromEntries(this.receiving),
       });
     }
     return json(404, { error: `no control endpoint ${req.method} ${dpath}` });
@@ -952,9 +954,18 @@ class Proxy {
     let chunks = [];
     let length = 0;
     let tooLarge = false;
+    /* when body bytes came: the last read's size and its wait after the
+     * one before (a streamed PUT paused at its trailer shows it), and the
+     * bytes received so far by path (/__proxy/stats receiving) */
+    let lastAt = Date.now(), lastGap = 0, lastLen = 0;
     await new Promise((resolve, reject) => {
       req.on('data', c => {
+        const now = Date.now();
+        lastGap = now - lastAt;
+        lastAt = now;
+        lastLen = c.length;
         length += c.length;
+        this.receiving.set(dpath, length);
         if (length > MAX_BODY) { tooLarge = true; return; }
         sha.update(c);
         md5.update(c);
@@ -963,7 +974,7 @@ class Proxy {
       req.on('end', resolve);
       req.on('error', reject);
       req.on('aborted', () => reject(new Error('client aborted the request body')));
-    });
+    }).finally(() => this.receiving.delete(dpath));
     if (tooLarge) {
       chunks.length = 0;
       return this.reject(req, res, s3err(400, 'EntityTooLarge',
@@ -981,7 +992,7 @@ class Proxy {
     let putEntry = null;
     if (req.method === 'PUT') {
       this.puts.push(putEntry = { time: new Date().toISOString(), started, path: dpath, query: dquery, length,
-        sha256: bodySha, fault: fault ? fault.type : null,
+        sha256: bodySha, fault: fault ? fault.type : null, last_read: lastLen, last_wait_ms: lastGap,
         content_sha256: req.headers['x-amz-content-sha256'] || null,
         content_md5: req.headers['content-md5'] !== undefined,
         checksum_sha256: req.headers['x-amz-checksum-sha256'] || null });

@@ -23,6 +23,7 @@
 
 #define CHUNK		(256 * 1024)	/* bytes per pread */
 #define MAX_WORKERS	8
+#define MAX_DELAY_MS	60000
 
 enum { J_IDLE, J_QUEUED, J_RUNNING, J_DONE };
 
@@ -33,8 +34,20 @@ struct hasher {
 	int stop;			/* workers exit */
 	int wake_fd;
 	int n;				/* workers started */
+	int delay_ms;			/* OUTBOXD_TEST_HASH_DELAY_MS */
 	pthread_t tid[MAX_WORKERS];
 };
+
+/* The fault tests' hook: each job starts this late, so that a streamed
+ * PUT reaches its trailer before its digest (it-s3-streaming). */
+static int
+test_hash_delay_ms(void)
+{
+	const char *v = getenv("OUTBOXD_TEST_HASH_DELAY_MS");
+	long ms = v != NULL ? strtol(v, NULL, 10) : 0;
+
+	return ms > 0 && ms <= MAX_DELAY_MS ? (int)ms : 0;
+}
 
 static void
 finish(struct hasher *h, struct hash_job *j, enum hash_result r)
@@ -108,6 +121,8 @@ worker(void *arg)
 			h->tail = NULL;
 		atomic_store(&j->state, J_RUNNING);
 		pthread_mutex_unlock(&h->mu);
+		if (h->delay_ms > 0)
+			usleep((useconds_t)h->delay_ms * 1000);
 		finish(h, j, atomic_load(&j->cancel) ? HASH_CANCELLED :
 		    hash_range(j, chunk));
 		pthread_mutex_lock(&h->mu);
@@ -126,6 +141,7 @@ hasher_new(int n, int wake_fd)
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->cv, NULL);
 	h->wake_fd = wake_fd;
+	h->delay_ms = test_hash_delay_ms();
 	if (n > MAX_WORKERS)
 		n = MAX_WORKERS;
 	/* Signals are the main thread's (signalfd): workers block them. */

@@ -12,6 +12,9 @@
  * while the job is pending (hash_job_pending). A pending job can be
  * cancelled: it finishes early with HASH_CANCELLED. Workers touch nothing
  * but the job and the file: no curl, no SQLite.
+ *
+ * For the fault tests only, OUTBOXD_TEST_HASH_DELAY_MS (1..60000) makes
+ * each job start that many milliseconds late.
  */
 #ifndef OUTBOXD_HASHER_H
 #define OUTBOXD_HASHER_H

@@ -92,8 +92,12 @@ struct upload {
 	int next_part_job;	/* threaded: first part not yet queued */
 	unsigned char *mem;	/* small single-PUT body */
 	int stream;		/* a single PUT hashed as it is sent (its
-				   SHA-256 in an aws-chunked trailer): no
-				   hashing first, no x-amz-meta-sha256 */
+				   SHA-256, file_job's, in an aws-chunked
+				   trailer): no hashing first, no
+				   x-amz-meta-sha256 */
+	int stream_hashed;	/* stream: sha256 is file_job's digest */
+	struct ureq *put_q;	/* stream: the PUT in flight, which waits
+				   at its trailer for the digest */
 	char sha256[65];	/* of the whole file */
 	int multipart;		/* above OUTBOXD_MULTIPART_THRESHOLD */
 	uint64_t part_size;	/* bytes per part but the last */
@@ -147,6 +151,10 @@ cancel_hashing(struct upload *u)
 	for (i = 0; i < HASH_AHEAD; i++)
 		if (hash_job_pending(&u->pjobs[i].job))
 			hash_job_cancel(&u->pjobs[i].job);
+	/* A streamed PUT paused at its trailer would wait for ever: it
+	 * aborts instead (its reply finds the upload decided). */
+	if (u->put_q != NULL && u->put_q->req.stream_digest == 0)
+		u->put_q->req.stream_digest = -1;
 }
 
 static int
@@ -319,12 +327,14 @@ upload_new(const struct upload_env *env, struct outbox_entry *en,
 			u->mem = xmalloc(u->size ? u->size : 1);
 	}
 	/* A single PUT too large to keep in memory streams when the
-	 * configuration allows (OUTBOXD_S3_STREAMING): its SHA-256 is
-	 * computed as it is sent, so it starts at once. Not in the
-	 * simulator (no hasher): its fake S3 takes digests up front. */
+	 * configuration allows (OUTBOXD_S3_STREAMING): it starts at once
+	 * while a hasher thread computes its SHA-256 beside the send, for
+	 * the trailer (stream_digest). Not in the simulator (no hasher):
+	 * its fake S3 takes digests up front. */
 	if (!u->multipart && u->mem == NULL && env->hasher != NULL &&
 	    env->cfg->s3_streaming) {
 		u->stream = 1;
+		u->hasher = env->hasher;
 		u->phase = P_PUT;
 		return u;
 	}
@@ -464,6 +474,34 @@ pump_parts(struct upload *u)
 	}
 }
 
+/*
+ * A streamed PUT's digest, once the hasher has it, goes to the PUT in
+ * flight (or the one about to start), whose trailer waits for it. It is
+ * of the bytes the worker read; if the sender read others (the file
+ * changed in between), S3 refuses the body (BadDigest) and the entry is
+ * retried, and reply_put checks the file did not change after both reads.
+ */
+static void
+stream_digest(struct upload *u)
+{
+	if (u->stream_hashed || !u->file_submitted ||
+	    !hash_job_done(&u->file_job))
+		return;
+	if (job_ended(u, &u->file_job) < 0) {
+		/* Decided (or the hasher stopped): the PUT must not wait. */
+		if (u->put_q != NULL && u->put_q->req.stream_digest == 0)
+			u->put_q->req.stream_digest = -1;
+		return;
+	}
+	snprintf(u->sha256, sizeof(u->sha256), "%s", u->file_job.sha256);
+	u->stream_hashed = 1;
+	if (u->put_q != NULL) {
+		memcpy(u->put_q->req.sha256, u->sha256,
+		    sizeof(u->put_q->req.sha256));
+		u->put_q->req.stream_digest = 1;
+	}
+}
+
 /* The threaded form of upload_work: nothing is read on this thread. */
 static void
 work_threaded(struct upload *u)
@@ -474,6 +512,10 @@ work_threaded(struct upload *u)
 		u->file_job.length = u->size;
 		hasher_submit(u->hasher, &u->file_job);
 		u->file_submitted = 1;
+	}
+	if (u->stream) {
+		stream_digest(u);
+		return;
 	}
 	if (u->multipart)
 		pump_parts(u);
@@ -622,8 +664,11 @@ send_put(struct upload *u, int *slots)
 	 * x-amz-meta-sha256 to compare). */
 	q->req.file_sha256 = u->stream ? NULL : u->sha256;
 	q->req.stream = u->stream;
+	/* Streamed: the digest may come later (stream_digest). */
+	q->req.stream_digest = u->stream_hashed;
 	u->put_sent = 1;
-	start(u, q, slots);
+	if (start(u, q, slots) == 0 && u->stream)
+		u->put_q = q;
 }
 
 static void
@@ -869,7 +914,7 @@ reply_put(struct upload *u, struct s3_req *r)
 			changed(u, "while it was being sent");
 			return;
 		}
-		snprintf(u->sha256, sizeof(u->sha256), "%s", r->sha256);
+		/* u->sha256 (stream_digest) is the trailer S3 checked. */
 	}
 	done(u, r->etag);
 }
@@ -992,6 +1037,8 @@ upload_reply(struct s3_req *r)
 	struct ureq *q = r->user;
 	struct upload *u = q->u;
 
+	if (q == u->put_q)
+		u->put_q = NULL;
 	u->inflight--;
 	s3_req_clear(r);
 	if (!u->decided) {
@@ -1017,6 +1064,10 @@ void
 upload_stop(struct upload *u)
 {
 	u->stopping = 1;
+	/* upload_work stops being called: a streamed PUT near its end
+	 * still gets its digest and finishes. */
+	if (u->stream && !u->decided)
+		stream_digest(u);
 	if (u->inflight == 0 && !u->decided)
 		decide(u, UPLOAD_STOPPED, NULL, NULL);
 }

@@ -60,6 +60,8 @@ struct s3 {
 	double bw_tokens;	/* bytes that may be sent now */
 	int64_t bw_at;		/* when bw_tokens was last refilled (mono ms) */
 	int bw_paused;		/* transfers paused for want of tokens */
+	int digest_paused;	/* streams paused at the trailer for want of
+				   their digest (s3_req.stream_digest) */
 	const char *ca_bundle;
 	long connect_timeout_ms;
 	long stall_s;		/* abandon a transfer this long without progress */
@@ -83,9 +85,10 @@ struct req_priv {
 	double allow;		/* its share of them this turn */
 	int short_read;		/* the file ended early: it changed */
 	int read_errno;
+	int no_digest;		/* stream: aborted, its digest will not come */
 	time_t server_date;	/* from the Date header, 0 if none */
 	unsigned creds_gen;	/* the credentials it was signed with */
-	EVP_MD_CTX *sha;	/* stream: the body's SHA-256 so far */
+	int digest_wait;	/* stream: paused for its digest */
 	uint64_t at;		/* stream: body bytes read so far */
 	uint64_t chunk_left;	/* stream: data bytes left in this chunk */
 	char frame[96];		/* stream: framing bytes to send next */
@@ -352,10 +355,15 @@ read_body(char *dst, size_t size, size_t nitems, void *arg)
  *   10000\r\n <64 KiB>\r\n ... <last size>\r\n <rest>\r\n
  *   0\r\n x-amz-checksum-sha256:<base64>\r\n \r\n
  *
- * so the SHA-256 is computed as the bytes are read and sent, not in a pass
- * before the first byte. The encoded length is known in advance (the
- * trailer's value has a fixed length), so the request has a
- * Content-Length, as S3 requires.
+ * so the first byte goes out before the SHA-256 is known: the caller
+ * computes it beside the send (a hasher thread reading the same file) and
+ * hands it over in r->sha256; the read callback only reads and frames,
+ * and pauses the transfer at the trailer until the digest is there
+ * (digest_round wakes it). S3 checks the trailer against the bytes it
+ * received, so a file that changed between the two reads is refused
+ * (BadDigest), not stored under the wrong digest. The encoded length is
+ * known in advance (the trailer's value has a fixed length), so the
+ * request has a Content-Length, as S3 requires.
  */
 static uint64_t
 hex_digits(uint64_t n)
@@ -398,18 +406,17 @@ frame_set(struct req_priv *p, const char *fmt, ...)
 	p->frame_off = 0;
 }
 
-/* All bytes read: the digest goes to r->sha256 and into the trailer. */
-static void
+/* All bytes read and the digest known (r->sha256): frames the trailer. */
+static int
 stream_end(struct s3_req *r, struct req_priv *p)
 {
-	unsigned char md[32];
 	char b64[45];
 
-	EVP_DigestFinal_ex(p->sha, md, NULL);
-	hex_encode(md, sizeof(md), r->sha256);
-	EVP_EncodeBlock((unsigned char *)b64, md, sizeof(md));
+	if (s3_checksum_b64(r->sha256, b64) < 0)
+		return -1;
 	frame_set(p, "0\r\n" TRAILER ":%s\r\n\r\n", b64);
 	p->ended = 1;
+	return 0;
 }
 
 static size_t
@@ -450,7 +457,6 @@ read_stream(char *dst, size_t size, size_t nitems, void *arg)
 				p->short_read = 1;	/* the file shrank */
 				return CURL_READFUNC_ABORT;
 			}
-			EVP_DigestUpdate(p->sha, dst + out, (size_t)got);
 			p->at += (uint64_t)got;
 			p->chunk_left -= (uint64_t)got;
 			out += (size_t)got;
@@ -462,16 +468,50 @@ read_stream(char *dst, size_t size, size_t nitems, void *arg)
 			p->chunk_left = r->length - p->at < STREAM_CHUNK ?
 			    r->length - p->at : STREAM_CHUNK;
 			frame_set(p, "%llx\r\n", (unsigned long long)p->chunk_left);
-		} else {
-			stream_end(r, p);
+		} else if (r->stream_digest == 0) {
+			/* Every byte read, the digest not yet computed:
+			 * hand curl what we have, then wait for it. */
+			if (out > 0)
+				break;
+			p->digest_wait = 1;
+			p->s->digest_paused++;
+			return CURL_READFUNC_PAUSE;
+		} else if (r->stream_digest < 0 || stream_end(r, p) < 0) {
+			p->no_digest = 1;
+			return CURL_READFUNC_ABORT;
 		}
 	}
 	bw_spend(p->s, p, out);
 	return out;
 }
 
+/*
+ * Once per turn of s3_wait, before it polls: wakes the streams paused at
+ * the trailer whose digest has come (or will not: they abort). Returns
+ * the number woken.
+ */
+static int
+digest_round(struct s3 *s)
+{
+	int woken = 0;
+	size_t i;
+
+	for (i = 0; i < s->nrunning && s->digest_paused > 0; i++) {
+		struct s3_req *r = s->running[i];
+		struct req_priv *p = r->priv;
+
+		if (p->digest_wait && r->stream_digest != 0) {
+			p->digest_wait = 0;
+			s->digest_paused--;
+			curl_easy_pause(p->easy, CURLPAUSE_CONT);
+			woken++;
+		}
+	}
+	return woken;
+}
+
 /* curl resends a body from the start (a dead keep-alive connection):
- * the digest starts over with it. */
+ * the framing starts over; the digest, the caller's, stays. */
 static int
 seek_stream(void *arg, curl_off_t offset, int origin)
 {
@@ -480,7 +520,6 @@ seek_stream(void *arg, curl_off_t offset, int origin)
 
 	if (origin != SEEK_SET || offset != 0)
 		return CURL_SEEKFUNC_CANTSEEK;
-	EVP_DigestInit_ex(p->sha, EVP_sha256(), NULL);
 	p->at = p->chunk_left = 0;
 	p->frame_len = p->frame_off = 0;
 	p->ended = 0;
@@ -660,10 +699,6 @@ s3_start(struct s3 *s, struct s3_req *r)
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-decoded-content-length",
 		    declen };
 		hdr[nh++] = (struct sigv4_pair){ "x-amz-trailer", TRAILER };
-		p->sha = EVP_MD_CTX_new();
-		if (p->sha == NULL)
-			abort();
-		EVP_DigestInit_ex(p->sha, EVP_sha256(), NULL);
 	}
 	if (r->md5[0] != '\0')
 		hdr[nh++] = (struct sigv4_pair){ "Content-MD5", r->md5 };
@@ -777,7 +812,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 		    seek_stream : seek_body);
 		curl_easy_setopt(p->easy, CURLOPT_SEEKDATA, r);
 	}
-	/* A streamed body is read, hashed and framed in the read callback:
+	/* A streamed body is read and framed in the read callback:
 	 * larger reads mean fewer calls and sends per byte (bench W3). */
 	if (r->stream)
 		curl_easy_setopt(p->easy, CURLOPT_UPLOAD_BUFFERSIZE,
@@ -829,7 +864,6 @@ s3_req_clear(struct s3_req *r)
 	struct req_priv *p = r->priv;
 
 	if (p != NULL) {
-		EVP_MD_CTX_free(p->sha);
 		curl_slist_free_all(p->headers);
 		free(p->url);
 		free(p);
@@ -855,6 +889,10 @@ forget_running(struct s3 *s, struct s3_req *r)
 			if (p->paused) {
 				p->paused = 0;
 				s->bw_paused--;
+			}
+			if (p->digest_wait) {
+				p->digest_wait = 0;
+				s->digest_paused--;
 			}
 			s->running[i] = s->running[--s->nrunning];
 			return;
@@ -1225,6 +1263,11 @@ conclude(struct s3 *s, struct s3_req *r, CURLcode cc)
 		err_sys(&r->err, ERR_TRANSIENT, "reading the file");
 		return;
 	}
+	if (p->no_digest) {
+		err_set(&r->err, ERR_TRANSIENT, "%s %s: stopped: the body's "
+		    "SHA-256 could not be computed", r->method, r->key);
+		return;
+	}
 	if (cc != CURLE_OK) {
 		err_set(&r->err, ERR_TRANSIENT, "%s %s: %s", r->method, r->key,
 		    p->errbuf[0] ? p->errbuf : curl_easy_strerror(cc));
@@ -1290,6 +1333,8 @@ s3_wait(struct s3 *s, int timeout_ms, int wake_fd)
 		timeout_ms = 0;
 	if (s->bw_cap != 0 && s->nrunning > 0 && timeout_ms > 10)
 		timeout_ms = 10;	/* the bucket refills meanwhile */
+	if (s->digest_paused > 0 && digest_round(s) > 0)
+		timeout_ms = 0;		/* a stream has its trailer to send */
 	mc = curl_multi_poll(s->multi, wake_fd >= 0 ? &extra : NULL,
 	    wake_fd >= 0 ? 1 : 0, timeout_ms, NULL);
 	if (mc != CURLM_OK)

@@ -43,8 +43,14 @@ struct s3_req {
 	const char *job_id;		/* x-amz-meta-job-id, or NULL */
 	const char *file_sha256;	/* x-amz-meta-sha256, or NULL */
 	int stream;			/* a PUT from fd sent aws-chunked with its
-					   SHA-256 in a trailer, hashed as it is
-					   read: sha256 is filled, not read */
+					   SHA-256 in a trailer: the caller
+					   hashes it beside the send and sets
+					   sha256 and stream_digest = 1 once
+					   known (before or during the transfer;
+					   the body waits, paused, at the
+					   trailer until then), or -1 to abort
+					   the transfer (no digest will come) */
+	int stream_digest;		/* stream: 0 pending, 1 sha256 set, -1 */
 	size_t body_cap;		/* reply bytes kept, 0: 1 MiB */
 	void *user;			/* the caller's */
 
