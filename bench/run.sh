@@ -283,6 +283,15 @@ run_curl_one() { # MFILE LOG FILE KEY ENDPOINT: one PUT
 	"${MEASURE[@]}" "$1" -- curl --noproxy '*' -sS --fail -o /dev/null "${CURL_SIGN[@]}" \
 		-T "$3" "$5/$BUCKET/$4" >"$2" 2>&1
 }
+# The floor for any client that must hash what it sends: the same PUT
+# while `openssl dgst -sha256` hashes the same file, timed together (wall
+# until both end, CPU of both; peak RSS the larger process's).
+run_floor() { # MFILE LOG FILE KEY ENDPOINT
+	"${MEASURE[@]}" "$1" -- bash -c 'f=$1 url=$2; shift 2
+		curl --noproxy "*" -sS --fail -o /dev/null "$@" -T "$f" "$url" & c=$!
+		openssl dgst -sha256 "$f" >/dev/null || { wait "$c"; exit 1; }
+		wait "$c"' floor "$3" "$5/$BUCKET/$4" "${CURL_SIGN[@]}" >"$2" 2>&1
+}
 
 # ---------------------------------------------------------------- daemon helpers
 DPID=
@@ -480,6 +489,7 @@ w3_run() { # TARGET TOOL ROUND MIB
 	s3cmd) run_s3cmd "$m" "$d/log" "$d/up/$job" "jobs/$job/uploads" "$ep" ;;
 	aws) run_aws "$m" "$d/log" "$d/up/$job" "jobs/$job/uploads" "$ep" ;;
 	curl) run_curl_one "$m" "$d/log" "$d/up/$job/big.bin" "$key" "$ep" ;;
+	floor) run_floor "$m" "$d/log" "$d/up/$job/big.bin" "$key" "$ep" ;;
 	esac
 	[ "$(exit_of "$m")" = 0 ] || { ok=0; extra+="exit=$(exit_of "$m");"; }
 	if [ "$target" = s3rver ]; then
@@ -505,8 +515,8 @@ if want W3; then
 	touch -m -d "@$((EPOCHSECONDS - 10))" "$W/w3/"big-*.bin
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for t in "${W3_TOOLS[@]}"; do w3_run s3rver "$t" "$r" "$W3_MIB"; done
-		for t in outboxd outboxd-1put curl; do w3_run sink "$t" "$r" "$W3_MIB"; done
-		for t in outboxd outboxd-1put curl; do w3_run sink-1g "$t" "$r" "$W3B_MIB"; done
+		for t in outboxd outboxd-1put curl floor; do w3_run sink "$t" "$r" "$W3_MIB"; done
+		for t in outboxd outboxd-1put curl floor; do w3_run sink-1g "$t" "$r" "$W3B_MIB"; done
 	done
 	rm -f "$W/w3/"big-*.bin
 fi
