@@ -6,7 +6,7 @@
  * multipart upload (each signed into its UploadPart).
  *
  * A job names a descriptor and a range; a worker preads the range in
- * 256 KiB chunks, hashes it and marks the job done, then pokes the sync
+ * 64 KiB chunks, hashes it and marks the job done, then pokes the sync
  * thread's eventfd. The sync thread submits jobs and polls them with
  * hash_job_done; it owns the job's memory, which it must not reuse or free
  * while the job is pending (hash_job_pending). A pending job can be
