@@ -104,6 +104,7 @@ struct sync {
 	int flush_now;			/* a multipart upload id is queued: it
 					   must be durable before its parts go */
 	int nrecs;			/* records in the queue */
+	int recs_s3;			/* of which S3 leg outcomes */
 	int64_t recs_since;		/* monotonic ms the oldest was queued */
 	int recs_urgent;		/* a finding about the file system is
 					   queued: written at the turn's end */

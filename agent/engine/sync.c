@@ -56,7 +56,8 @@
  * pages (the row's, every index's, the counts'), so a backlog is claimed
  * and recorded half the concurrency at a time, not one file per turn. */
 #define BATCH_WAIT_MS	25
-#define DB_WAIT_MS	50		/* the same for the database leg's claim */
+#define DB_WAIT_MS	50		/* the same for the database leg's claim
+					   (a batch is a PostgreSQL round trip) */
 #define QUEUE_MAX	256		/* records written at once, at most */
 
 static const char *const leg_names[2] = { "s3", "db" };
@@ -97,6 +98,8 @@ enqueue(struct sync *s, struct rec *r)
 	*s->recs_tail = r;
 	s->recs_tail = &r->next;
 	s->nrecs++;
+	if (r->kind == R_LEG && r->leg == OUTBOX_S3)
+		s->recs_s3++;
 }
 
 void
@@ -282,6 +285,7 @@ flush_and(struct sync *s, int (*claim)(struct sync *, struct turn_claims *,
 	}
 	s->recs_tail = &s->recs;
 	s->nrecs = 0;
+	s->recs_s3 = 0;
 	s->recs_urgent = 0;
 	s->wrote = 1;
 	if (s->queue_failing)
@@ -314,6 +318,7 @@ queue_free(struct sync *s)
 		rec_free(r);
 	}
 	s->recs_tail = &s->recs;
+	s->recs_s3 = 0;
 }
 
 /* ---- outcomes and the breakers -------------------------------------------- */
@@ -767,11 +772,46 @@ claims_wanted(struct sync *s, int stopping, struct turn_claims *tc)
 		tc->db_want = engine_leg_allowance(s, OUTBOX_DB, DB_BATCH);
 		if (tc->db_want > 0 && !claim_now(s, OUTBOX_DB, tc->db_want))
 			tc->db_want = 0;
-		if (tc->db_want > 0 && outbox_next_due(s->ob, OUTBOX_DB,
-		    tc->db_s3_on, &e) != 0)
+		/* S3 outcomes make database legs due: a turn that writes
+		 * them claims those in the same transaction, not a turn
+		 * later (after a nap). */
+		if (tc->db_want > 0 && !(s->recs_s3 > 0 && (tc->s3_room > 0 ||
+		    queue_due(s, stopping))) && outbox_next_due(s->ob,
+		    OUTBOX_DB, tc->db_s3_on, &e) != 0)
 			tc->db_want = 0;
 	}
 	return tc->s3_room > 0 || tc->db_want > 0;
+}
+
+/*
+ * The turn's last write (queue_due): with a database claim when S3
+ * outcomes in it may make database legs due, and that batch recorded now,
+ * not in a later turn after a nap. Returns the database legs it took.
+ */
+static int
+flush_end(struct sync *s, int stopping)
+{
+	struct turn_claims tc = {0};
+	int n;
+
+	if (s->recs_s3 == 0 || stopping || s->queue_failing ||
+	    s->io.db.h == NULL ||
+	    (tc.db_want = engine_leg_allowance(s, OUTBOX_DB, DB_BATCH)) == 0 ||
+	    !claim_now(s, OUTBOX_DB, tc.db_want)) {
+		engine_flush(s);
+		return 0;
+	}
+	tc.db_s3_on = s3_on(s) && s->legs[OUTBOX_S3].failures == 0;
+	if (flush_and(s, claim_turn, &tc) < 0) {
+		outbox_entries_free(tc.db, tc.ndb);
+		return 0;
+	}
+	if (tc.ndb > 0)
+		s->claimed_at[OUTBOX_DB] = time_mono_ms();
+	n = dbleg_run(s, tc.db, tc.ndb);
+	if (queue_due(s, stopping))
+		engine_flush(s);
+	return n;
 }
 
 static void
@@ -1224,6 +1264,12 @@ sync_turns(const struct sync *s)
 }
 
 int
+sync_uploads(const struct sync *s)
+{
+	return s->nups;
+}
+
+int
 sync_held_findings(const struct sync *s)
 {
 	const struct rec *r;
@@ -1389,7 +1435,7 @@ step_work(struct sync *s, int stopping)
 		scrub_turn(s, stopping);
 	}
 	if (queue_due(s, stopping))
-		engine_flush(s);
+		recorded += flush_end(s, stopping);
 	/* Hashing left, or a full batch: more is waiting right now. */
 	return hashing || recorded >= DB_BATCH || etags >= ETAG_BATCH;
 }

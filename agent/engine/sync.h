@@ -52,6 +52,8 @@ long long sync_turns(const struct sync *s);
 /* Findings that forget a path's stat (gone, changed) still queued while
  * the queue's writes succeed; 0 after every step (the simulator checks). */
 int sync_held_findings(const struct sync *s);
+/* S3 legs in progress (uploads); the simulator's checks. */
+int sync_uploads(const struct sync *s);
 /* The smallest multipart part (8 MiB; the simulator's files are small). */
 void sync_set_min_part(struct sync *s, uint64_t bytes);
 
