@@ -112,45 +112,74 @@ read -r n st <<<"$(_puts "p.path.endsWith('/again.bin')")"
 t_ok "and it was sent again: 2 streamed PUTs, the second decoded with a good trailer ($st of $n)" test "$n" = 2 -a "$st" = 1
 ob_stop
 
-# Hashed beside the send: with every hasher job starting 3 s late
-# (OUTBOXD_TEST_HASH_DELAY_MS), a streamed 40 MiB file's bytes all reach
-# the proxy while its SHA-256 is still being computed, and the trailer
-# comes alone after the wait. A digest computed in the read callback
-# would follow the last byte at once, and hashing first would send
-# nothing before the digest. The wait is a pause, not a stall: with
-# OUTBOXD_S3_TIMEOUT_S=2 the PUT is not abandoned meanwhile.
+# Hashed beside the send, paced by the hasher: every hasher job is slowed
+# to take 9 s (OUTBOXD_TEST_HASH_DELAY_MS, spread over its chunks). A
+# streamed 40 MiB file's body then arrives at the hasher's pace, never
+# more than 8 MiB ahead of it, and the trailer comes alone once the last
+# bytes are hashed. A digest computed in the read callback would be
+# framed with the last bytes at once, and hashing first would send
+# nothing for 9 s. With OUTBOXD_S3_TIMEOUT_S=2 the PUT is stored at its
+# first attempt: it never waits long (the review found the old form, the
+# whole body sent at once and the trailer paused 9 s for the digest,
+# abandoned as stalled at every attempt: curl counts a paused upload as
+# stalled).
 # _put_field FILE FIELD: FIELD of the first PUT of FILE in the proxy's log
 _put_field() {
 	curl -sS --noproxy '*' -f "$S3_PROXY_URL/__proxy/puts" | node -e '
 		let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
 			const p = JSON.parse(s).find(p => p.path.endsWith("/'"$1"'"));
-			console.log(p ? p["'"$2"'"] : "none");
+			console.log(p ? ("'"$2"'" === "body_ms" ? Date.parse(p.time) - Date.parse(p.started) : p["'"$2"'"]) : "none");
 		});'
 }
-export OUTBOXD_TEST_HASH_DELAY_MS=3000
+export OUTBOXD_TEST_HASH_DELAY_MS=9000
 s3_reset_stats
 OUTBOXD_S3_TIMEOUT_S=2 ob_start
 head -c $((40 * 1024 * 1024)) /dev/urandom >"$IT_DIR/beside.bin"
 mv "$IT_DIR/beside.bin" "$UPLOADS/$j/"
-t_ok "a streamed 40 MiB file whose digest comes 3 s late is stored" ob_wait_idle 60 6
+t_ok "a streamed 40 MiB file whose hasher takes 9 s is stored" ob_wait_idle 60 6
 t_ok "intact" cmp "$UPLOADS/$j/beside.bin" "$(s3_object_file "jobs/$j/uploads/beside.bin")"
+ms=$(_put_field beside.bin body_ms)
+t_ok "its body was paced by the hasher: it took $ms ms to arrive (>= 6,000)" test "$ms" -ge 6000
 len=$(_put_field beside.bin last_read)
 gap=$(_put_field beside.bin last_wait_ms)
-t_ok "its body was sent before the digest was known: the trailer came alone ($len bytes) after a pause of $gap ms" \
-	test "$len" -le 100 -a "$gap" -ge 2000
-t_ok "at the first attempt: the pause did not trip the 2 s stall limit" sh -c "! grep -q 'beside.bin: attempt' '$IT_DIR/outboxd.log'"
+t_ok "the trailer came alone ($len bytes) after the hasher caught up ($gap ms)" \
+	test "$len" -le 100 -a "$gap" -ge 100
+t_ok "at the first attempt: the 2 s stall limit was never reached" sh -c "! grep -q 'beside.bin: attempt' '$IT_DIR/outboxd.log'"
 t_is "$(_put_field beside.bin trailer_checksum)" "$(b64sha "$UPLOADS/$j/beside.bin")" "the trailer is the hasher's SHA-256 of the file"
 row=$(pg_psql -c "select sha256 from is_migration.documents where file_path like '%beside.bin'")
 t_is "$row" "$(sha256sum <"$UPLOADS/$j/beside.bin" | cut -d' ' -f1)" "and the documents row's"
-
-# Changed between the two reads: jobs start 4 s late; once the proxy has
-# every byte of the first version (the PUT paused at its trailer), the
-# file is rewritten in place, so the hasher reads the second version and
-# the trailer does not match the body: S3 refuses it (BadDigest), the
-# retry finds the file changed and sends the new version, and the row's
-# sha256 is the new content's, never the first body's nor a mix.
 ob_stop
-export OUTBOXD_TEST_HASH_DELAY_MS=4000
+
+# Queued behind other files' hashing: six streamed 8 MiB files at once,
+# each hasher job taking 3 s on the 2 workers, so the last two wait about
+# 6 s for a worker. A streamed PUT starts only once a worker hashes its
+# file, so none waits long at its trailer: all six are stored at their
+# first attempt with OUTBOXD_S3_TIMEOUT_S=2 (the review saw the last two
+# abandoned as stalled when every PUT started at once).
+export OUTBOXD_TEST_HASH_DELAY_MS=3000
+s3_reset_stats
+OUTBOXD_S3_TIMEOUT_S=2 ob_start
+mkdir -p "$IT_DIR/six"
+for i in 1 2 3 4 5 6; do head -c $((8 * 1024 * 1024)) /dev/urandom >"$IT_DIR/six/q$i.bin"; done
+mv "$IT_DIR/six/"q*.bin "$UPLOADS/$j/"
+t_ok "six streamed files queued on two slow hashers are stored" ob_wait_idle 60 12
+t_ok "each at its first attempt" sh -c "! grep -q 'q[1-6].bin: attempt' '$IT_DIR/outboxd.log'"
+read -r n st <<<"$(_puts "/\/q[1-6][.]bin\$/.test(p.path)")"
+t_ok "with one streamed PUT each ($st of $n)" test "$n" = 6 -a "$st" = 6
+for i in 1 6; do
+	t_ok "q$i.bin intact" cmp "$UPLOADS/$j/q$i.bin" "$(s3_object_file "jobs/$j/uploads/q$i.bin")"
+done
+ob_stop
+
+# Changed between the two reads: each hasher job slowed to 8 s, so the
+# body is sent at the hasher's pace, up to 8 MiB ahead of it. Once the
+# proxy has 16 MiB of the first version, the file is rewritten in place:
+# the bytes between the hasher's position and the sender's went out as
+# the first version but are hashed as the second, so the trailer does not
+# match the body: S3 refuses it (BadDigest), the retry finds the file
+# changed and sends the new version, and the row's sha256 is the new
+# content's, never the first body's nor a mix.
+export OUTBOXD_TEST_HASH_DELAY_MS=8000
 s3_reset_stats
 ob_start
 # _received PATH BYTES: the proxy has BYTES of the body of PATH so far
@@ -160,18 +189,18 @@ _received() {
 head -c $((40 * 1024 * 1024)) /dev/urandom >"$IT_DIR/chg.bin"
 head -c $((40 * 1024 * 1024)) /dev/urandom >"$IT_DIR/chg2.bin"
 mv "$IT_DIR/chg.bin" "$UPLOADS/$j/"
-t_ok "the first version's 40 MiB reach the proxy before its digest" \
-	wait_for 15 _received "/$S3_BUCKET/jobs/$j/uploads/chg.bin" $((40 * 1024 * 1024))
+t_ok "16 MiB of the first version reach the proxy while it is hashed" \
+	wait_for 15 _received "/$S3_BUCKET/jobs/$j/uploads/chg.bin" $((16 * 1024 * 1024))
 dd if="$IT_DIR/chg2.bin" of="$UPLOADS/$j/chg.bin" bs=1M conv=notrunc status=none
 new_sha=$(sha256sum <"$IT_DIR/chg2.bin" | cut -d' ' -f1)
 _row_is_new() {
 	[ "$(pg_psql -c "select sha256 from is_migration.documents where file_path = 'chg.bin'")" = "$new_sha" ]
 }
 t_ok "the file changed while it was streamed is stored with the new content's sha256" wait_for 60 _row_is_new
-t_ok "the first PUT (trailer of the new bytes, body of the old) was refused with BadDigest" \
+t_ok "the first PUT (the trailer hashed partly from the new bytes) was refused with BadDigest" \
 	grep -q '"code":"BadDigest".*chg.bin\|chg.bin.*"code":"BadDigest"' "$IT_DIR/s3proxy-rejections.jsonl"
 t_ok "and the object holds the new content" wait_for 20 cmp -s "$IT_DIR/chg2.bin" "$(s3_object_file "jobs/$j/uploads/chg.bin")"
-t_ok "and nothing is pending" ob_wait_idle 60 7
+t_ok "and nothing is pending" ob_wait_idle 60 13
 t_is "$(ob_status failed)" 0 "nothing failed"
 ob_stop
 unset OUTBOXD_TEST_HASH_DELAY_MS

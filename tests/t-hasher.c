@@ -113,13 +113,39 @@ main(void)
 		hasher_submit(h, &jobs[i]);
 	}
 	for (i = 1; i < NJOBS; i++)
-		hash_job_cancel(&jobs[i]);
+		hash_job_cancel(h, &jobs[i]);
 	tap_ok(wait_all(efd, jobs, NJOBS), "cancelled jobs come back done");
 	for (i = 0, good = 0; i < NJOBS; i++)
 		good += jobs[i].result == HASH_CANCELLED ||
 		    (jobs[i].result == HASH_OK && strcmp(jobs[i].sha256, hex) == 0);
 	tap_int(good, NJOBS, "each cancelled or with the right digest");
 	tap_int(jobs[0].result, HASH_OK, "the one not cancelled is hashed");
+
+	tap_ok(atomic_load(&jobs[0].progress) == SIZE,
+	    "a hashed job's progress is its whole range");
+
+	/* A cancelled job still queued leaves the queue at once: its upload
+	 * (and the path it holds) must not wait until a worker reaches it.
+	 * One worker, each job slowed to 1.5 s (the tests' hook). */
+	{
+		struct hasher *slow;
+		struct hash_job a = { .fd = fd, .offset = 0, .length = SIZE };
+		struct hash_job c = { .fd = fd, .offset = 0, .length = SIZE };
+
+		setenv("OUTBOXD_TEST_HASH_DELAY_MS", "1500", 1);
+		slow = hasher_new(1, efd);
+		unsetenv("OUTBOXD_TEST_HASH_DELAY_MS");
+		hasher_submit(slow, &a);
+		hasher_submit(slow, &c);
+		hash_job_cancel(slow, &c);
+		tap_ok(hash_job_done(&c) && c.result == HASH_CANCELLED,
+		    "a queued job cancelled is done when the cancel returns");
+		tap_ok(hash_job_pending(&a),
+		    "while the one before it is still being hashed");
+		tap_ok(wait_all(efd, &a, 1) && a.result == HASH_OK,
+		    "which ends hashed");
+		hasher_free(slow);
+	}
 
 	/* Stopping with work queued: every job is given back. */
 	for (i = 0; i < NJOBS; i++)

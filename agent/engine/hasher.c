@@ -41,8 +41,9 @@ struct hasher {
 	pthread_t tid[MAX_WORKERS];
 };
 
-/* The fault tests' hook: each job starts this late, so that a streamed
- * PUT reaches its trailer before its digest (it-s3-streaming). */
+/* The fault tests' hook: each job takes at least this long, its chunks
+ * spread over it (a slow hasher: a streamed PUT is paced by it, and jobs
+ * queue behind each other; it-s3-streaming). */
 static int
 test_hash_delay_ms(void)
 {
@@ -62,7 +63,7 @@ finish(struct hasher *h, struct hash_job *j, enum hash_result r)
 
 /* Hashes j's range; the chunk buffer is the worker's own. */
 static enum hash_result
-hash_range(struct hash_job *j, unsigned char *chunk)
+hash_range(struct hash_job *j, unsigned char *chunk, int delay_ms)
 {
 	EVP_MD_CTX *c = EVP_MD_CTX_new();
 	unsigned char sha[32];
@@ -95,6 +96,10 @@ hash_range(struct hash_job *j, unsigned char *chunk)
 		}
 		EVP_DigestUpdate(c, chunk, (size_t)n);
 		off += (uint64_t)n;
+		atomic_store_explicit(&j->progress, off, memory_order_release);
+		if (delay_ms > 0 && j->length > 0)
+			usleep((useconds_t)((uint64_t)delay_ms * 1000 *
+			    (uint64_t)n / j->length));
 	}
 	if (r == HASH_OK) {
 		EVP_DigestFinal_ex(c, sha, NULL);
@@ -124,10 +129,10 @@ worker(void *arg)
 			h->tail = NULL;
 		atomic_store(&j->state, J_RUNNING);
 		pthread_mutex_unlock(&h->mu);
-		if (h->delay_ms > 0)
-			usleep((useconds_t)h->delay_ms * 1000);
+		if (j->poke_on_start)
+			eventfd_poke(h->wake_fd);
 		finish(h, j, atomic_load(&j->cancel) ? HASH_CANCELLED :
-		    hash_range(j, chunk));
+		    hash_range(j, chunk, h->delay_ms));
 		pthread_mutex_lock(&h->mu);
 	}
 	pthread_mutex_unlock(&h->mu);
@@ -192,6 +197,7 @@ hasher_submit(struct hasher *h, struct hash_job *j)
 	j->errnum = 0;
 	j->sha256[0] = '\0';
 	j->next = NULL;
+	atomic_store(&j->progress, 0);
 	atomic_store(&j->cancel, 0);
 	atomic_store(&j->state, J_QUEUED);
 	pthread_mutex_lock(&h->mu);
@@ -220,8 +226,38 @@ hash_job_pending(const struct hash_job *j)
 	return s == J_QUEUED || s == J_RUNNING;
 }
 
-void
-hash_job_cancel(struct hash_job *j)
+int
+hash_job_started(const struct hash_job *j)
 {
+	int s = atomic_load_explicit(&((struct hash_job *)j)->state,
+	    memory_order_acquire);
+
+	return s == J_RUNNING || s == J_DONE;
+}
+
+void
+hash_job_cancel(struct hasher *h, struct hash_job *j)
+{
+	struct hash_job *q, *prev = NULL;
+
 	atomic_store(&j->cancel, 1);
+	/* Still queued: out of the queue now, so that its upload (and the
+	 * path it holds) need not wait for a worker to reach it. */
+	pthread_mutex_lock(&h->mu);
+	if (atomic_load(&j->state) != J_QUEUED) {
+		pthread_mutex_unlock(&h->mu);
+		return;
+	}
+	for (q = h->head; q != NULL && q != j; q = q->next)
+		prev = q;
+	if (q == j) {
+		if (prev != NULL)
+			prev->next = j->next;
+		else
+			h->head = j->next;
+		if (h->tail == j)
+			h->tail = prev;
+	}
+	pthread_mutex_unlock(&h->mu);
+	finish(h, j, HASH_CANCELLED);
 }

@@ -33,10 +33,14 @@ enum hash_result {
 struct hash_job {
 	int fd;			/* read with pread; not closed */
 	uint64_t offset, length;	/* the range */
+	int poke_on_start;	/* poke the eventfd when a worker takes it */
 	enum hash_result result;	/* set when done */
 	int errnum;		/* HASH_IOERR: errno of the failed pread */
 	char sha256[65];	/* HASH_OK: hex digest */
 	/* Private to hasher.c. */
+	atomic_uint_least64_t progress;	/* bytes of the range hashed so far
+				   (release: a streamed PUT's sender
+				   keeps within a lead of it) */
 	atomic_int state;	/* idle, queued, running, done */
 	atomic_int cancel;	/* finish early */
 	struct hash_job *next;	/* in the queue */
@@ -57,7 +61,11 @@ void hasher_submit(struct hasher *h, struct hash_job *j);
 int hash_job_done(const struct hash_job *j);
 /* Queued or being hashed: its memory is the hasher's until done. */
 int hash_job_pending(const struct hash_job *j);
-/* Asks a pending job to finish early (HASH_CANCELLED). */
-void hash_job_cancel(struct hash_job *j);
+/* A worker has taken it (running or done). */
+int hash_job_started(const struct hash_job *j);
+/* Ends a pending job early (HASH_CANCELLED): one still queued leaves the
+ * queue at once (done when this returns), one running stops at its next
+ * chunk. */
+void hash_job_cancel(struct hasher *h, struct hash_job *j);
 
 #endif

@@ -147,10 +147,10 @@ cancel_hashing(struct upload *u)
 	int i;
 
 	if (hash_job_pending(&u->file_job))
-		hash_job_cancel(&u->file_job);
+		hash_job_cancel(u->hasher, &u->file_job);
 	for (i = 0; i < HASH_AHEAD; i++)
 		if (hash_job_pending(&u->pjobs[i].job))
-			hash_job_cancel(&u->pjobs[i].job);
+			hash_job_cancel(u->hasher, &u->pjobs[i].job);
 	/* A streamed PUT paused at its trailer would wait for ever: it
 	 * aborts instead (its reply finds the upload decided). */
 	if (u->put_q != NULL && u->put_q->req.stream_digest == 0)
@@ -510,6 +510,8 @@ work_threaded(struct upload *u)
 		u->file_job.fd = u->fd;
 		u->file_job.offset = 0;
 		u->file_job.length = u->size;
+		/* A streamed PUT starts when a worker takes the job. */
+		u->file_job.poke_on_start = u->stream;
 		hasher_submit(u->hasher, &u->file_job);
 		u->file_submitted = 1;
 	}
@@ -664,8 +666,10 @@ send_put(struct upload *u, int *slots)
 	 * x-amz-meta-sha256 to compare). */
 	q->req.file_sha256 = u->stream ? NULL : u->sha256;
 	q->req.stream = u->stream;
-	/* Streamed: the digest may come later (stream_digest). */
+	/* Streamed: the digest may come later (stream_digest); the body
+	 * keeps within a lead of the hasher's reading. */
 	q->req.stream_digest = u->stream_hashed;
+	q->req.stream_hashed = u->stream ? &u->file_job.progress : NULL;
 	u->put_sent = 1;
 	if (start(u, q, slots) == 0 && u->stream)
 		u->put_q = q;
@@ -755,7 +759,11 @@ upload_send(struct upload *u, int *slots, int stopping)
 		return;
 	switch (u->phase) {
 	case P_PUT:
-		if (!u->put_sent && *slots > 0)
+		/* A streamed PUT starts once a worker hashes its file: one
+		 * queued behind other files' hashing would wait at its
+		 * trailer longer than S3 and curl keep a silent upload. */
+		if (!u->put_sent && *slots > 0 && (!u->stream ||
+		    u->stream_hashed || hash_job_started(&u->file_job)))
 			send_put(u, slots);
 		break;
 	case P_CREATE:

@@ -39,6 +39,13 @@
 #define STREAM_CHUNK	(64 * 1024)	/* decoded bytes per aws-chunked chunk,
 					   as the SDKs send (S3 wants >= 8 KiB
 					   but for the last) */
+#define STREAM_LEAD	(8 * 1024 * 1024)	/* bytes a streamed body may be
+					   ahead of its hasher (the wait at the
+					   trailer is the hashing of at most
+					   this much); paused there, it goes on
+					   once the hasher is within half */
+#define LEAD_POLL_MS	1		/* s3_wait's longest sleep while a
+					   stream waits for its hasher */
 #define STREAMING	"STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 #ifndef STREAM_UPLOAD_BUFFER
 #define STREAM_UPLOAD_BUFFER	(256 * 1024)	/* curl's buffer for one */
@@ -419,6 +426,15 @@ stream_end(struct s3_req *r, struct req_priv *p)
 	return 0;
 }
 
+/* The body is at least `lead` bytes ahead of what the hasher has read. */
+static int
+stream_ahead(const struct s3_req *r, const struct req_priv *p, uint64_t lead)
+{
+	return r->stream_digest == 0 && r->stream_hashed != NULL &&
+	    p->at >= atomic_load_explicit(r->stream_hashed,
+		memory_order_acquire) + lead;
+}
+
 static size_t
 read_stream(char *dst, size_t size, size_t nitems, void *arg)
 {
@@ -464,6 +480,18 @@ read_stream(char *dst, size_t size, size_t nitems, void *arg)
 				frame_set(p, "\r\n");
 		} else if (p->ended) {
 			break;
+		} else if (p->at < r->length &&
+		    stream_ahead(r, p, STREAM_LEAD)) {
+			/* Too far ahead of the hasher: wait for it. */
+			if (out > 0)
+				break;
+			if (r->stream_digest < 0) {
+				p->no_digest = 1;
+				return CURL_READFUNC_ABORT;
+			}
+			p->digest_wait = 1;
+			p->s->digest_paused++;
+			return CURL_READFUNC_PAUSE;
 		} else if (p->at < r->length) {
 			p->chunk_left = r->length - p->at < STREAM_CHUNK ?
 			    r->length - p->at : STREAM_CHUNK;
@@ -500,7 +528,9 @@ digest_round(struct s3 *s)
 		struct s3_req *r = s->running[i];
 		struct req_priv *p = r->priv;
 
-		if (p->digest_wait && r->stream_digest != 0) {
+		if (p->digest_wait && (r->stream_digest != 0 ||
+		    (p->at < r->length &&
+		    !stream_ahead(r, p, STREAM_LEAD / 2)))) {
 			p->digest_wait = 0;
 			s->digest_paused--;
 			curl_easy_pause(p->easy, CURLPAUSE_CONT);
@@ -1334,7 +1364,10 @@ s3_wait(struct s3 *s, int timeout_ms, int wake_fd)
 	if (s->bw_cap != 0 && s->nrunning > 0 && timeout_ms > 10)
 		timeout_ms = 10;	/* the bucket refills meanwhile */
 	if (s->digest_paused > 0 && digest_round(s) > 0)
-		timeout_ms = 0;		/* a stream has its trailer to send */
+		timeout_ms = 0;		/* a stream has bytes to send */
+	else if (s->digest_paused > 0 && timeout_ms > LEAD_POLL_MS)
+		timeout_ms = LEAD_POLL_MS;	/* a hasher's progress pokes no
+						   one: look again soon */
 	mc = curl_multi_poll(s->multi, wake_fd >= 0 ? &extra : NULL,
 	    wake_fd >= 0 ? 1 : 0, timeout_ms, NULL);
 	if (mc != CURLM_OK)

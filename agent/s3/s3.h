@@ -15,6 +15,7 @@
 #ifndef OUTBOXD_S3_H
 #define OUTBOXD_S3_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -51,6 +52,14 @@ struct s3_req {
 					   trailer until then), or -1 to abort
 					   the transfer (no digest will come) */
 	int stream_digest;		/* stream: 0 pending, 1 sha256 set, -1 */
+	const atomic_uint_least64_t *stream_hashed;
+					/* stream: bytes of the body the
+					   caller's hasher has read, or NULL;
+					   the send keeps within STREAM_LEAD
+					   of it, so a slow hasher slows the
+					   body instead of leaving it paused
+					   at its trailer (curl counts a
+					   paused upload as stalled) */
 	size_t body_cap;		/* reply bytes kept, 0: 1 MiB */
 	void *user;			/* the caller's */
 
