@@ -553,6 +553,12 @@ seek_stream(void *arg, curl_off_t offset, int origin)
 	p->at = p->chunk_left = 0;
 	p->frame_len = p->frame_off = 0;
 	p->ended = 0;
+	/* Sent again from the start: no longer paused, so no longer
+	 * counted (a stale count keeps s3_wait's sleeps at 1 ms). */
+	if (p->digest_wait) {
+		p->digest_wait = 0;
+		p->s->digest_paused--;
+	}
 	return CURL_SEEKFUNC_OK;
 }
 
