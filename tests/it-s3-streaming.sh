@@ -176,9 +176,10 @@ ob_stop
 # proxy has 16 MiB of the first version, the file is rewritten in place:
 # the bytes between the hasher's position and the sender's went out as
 # the first version but are hashed as the second, so the trailer does not
-# match the body: S3 refuses it (BadDigest), the retry finds the file
-# changed and sends the new version, and the row's sha256 is the new
-# content's, never the first body's nor a mix.
+# match the body: S3 refuses it (BadDigest), outboxd finds the file
+# changed (that version skipped, not a failed attempt that would pause
+# the leg) and sends the new version the watcher journals, and the row's
+# sha256 is the new content's, never the first body's nor a mix.
 export OUTBOXD_TEST_HASH_DELAY_MS=8000
 s3_reset_stats
 ob_start
@@ -200,6 +201,10 @@ t_ok "the file changed while it was streamed is stored with the new content's sh
 t_ok "the first PUT (the trailer hashed partly from the new bytes) was refused with BadDigest" \
 	grep -q '"code":"BadDigest".*chg.bin\|chg.bin.*"code":"BadDigest"' "$IT_DIR/s3proxy-rejections.jsonl"
 t_ok "and the object holds the new content" wait_for 20 cmp -s "$IT_DIR/chg2.bin" "$(s3_object_file "jobs/$j/uploads/chg.bin")"
+t_ok "the refusal was taken as the file's change (that version skipped, the new one journaled)" \
+	grep -q 'chg.bin.*changed while it was being sent' "$IT_DIR/outboxd.log"
+t_ok "not as a failed attempt, which would pause the whole S3 leg for one file's change" \
+	sh -c "! grep -q 'chg.bin.*attempt [0-9]* failed' '$IT_DIR/outboxd.log'"
 t_ok "and nothing is pending" ob_wait_idle 60 13
 t_is "$(ob_status failed)" 0 "nothing failed"
 ob_stop

@@ -478,8 +478,10 @@ pump_parts(struct upload *u)
  * A streamed PUT's digest, once the hasher has it, goes to the PUT in
  * flight (or the one about to start), whose trailer waits for it. It is
  * of the bytes the worker read; if the sender read others (the file
- * changed in between), S3 refuses the body (BadDigest) and the entry is
- * retried, and reply_put checks the file did not change after both reads.
+ * changed in between), S3 refuses the body (BadDigest) and reply_put
+ * finds the file changed: that version is gone, the watcher journals the
+ * new one. After a 2xx reply_put checks the same (a change after both
+ * reads).
  */
 static void
 stream_digest(struct upload *u)
@@ -894,9 +896,34 @@ restart(struct upload *u, const char *why)
 	u->phase = P_CREATE;
 }
 
+/* The file is no longer the version journaled: it grew past the size
+ * journaled, or its size, mtime or inode differ. */
+static int
+file_moved_on(struct upload *u)
+{
+	unsigned char extra;
+	struct stat now;
+	ssize_t n;
+
+	do
+		n = pread(u->fd, &extra, 1, (off_t)u->size);
+	while (n < 0 && errno == EINTR);
+	return n != 0 || fstat(u->fd, &now) < 0 ||
+	    !engine_same_file(&now, &u->en);
+}
+
 static void
 reply_put(struct upload *u, struct s3_req *r)
 {
+	/* A body refused (BadDigest for a streamed one whose file changed
+	 * between the hasher's read and the sender's) from a file that has
+	 * changed since it was journaled: that version is gone, the watcher
+	 * journals the new one. Not a failed attempt, which would pause the
+	 * whole leg for one file's change. */
+	if (r->err.cls == ERR_TRANSIENT && u->mem == NULL && file_moved_on(u)) {
+		changed(u, "while it was being sent");
+		return;
+	}
 	if (r->err.cls != ERR_NONE) {
 		request_failed(u, r);
 		return;
@@ -910,15 +937,7 @@ reply_put(struct upload *u, struct s3_req *r)
 		 * SHA-256 (it refuses others: BadDigest), but they are the
 		 * version journaled only if the file did not change while
 		 * it was read (as file_hashed checks after hashing). */
-		unsigned char extra;
-		struct stat now;
-		ssize_t n;
-
-		do
-			n = pread(u->fd, &extra, 1, (off_t)u->size);
-		while (n < 0 && errno == EINTR);
-		if (n != 0 || fstat(u->fd, &now) < 0 ||
-		    !engine_same_file(&now, &u->en)) {
+		if (file_moved_on(u)) {
 			changed(u, "while it was being sent");
 			return;
 		}
