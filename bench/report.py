@@ -607,7 +607,7 @@ SHORT = {
     "outboxd": "outboxd", "outboxd-c16": "outboxd c=16", "outboxd-c8": "outboxd c=8", "outboxd+db": "outboxd S3+DB",
     "rclone": "rclone", "rclone-t16": "rclone t=16", "s3cmd": "s3cmd", "aws": "aws cli",
     "curl-p16": "curl -Z 16", "curl": "curl PUT", "outboxd-1put": "outboxd 1 PUT",
-    "aws-c16": "aws cli c=16",
+    "aws-c16": "aws cli c=16", "floor": "curl PUT + sha256",
 }
 
 
@@ -642,7 +642,7 @@ def chart(rows, meta, outdir):
     g3 = group(rows, "W3")
     ent = [(SHORT[t] + " ", g3.get(("s3rver", t))) for t in ("outboxd", "outboxd-1put", "rclone", "s3cmd", "aws", "curl")]
     ent += [(None, None)]
-    ent += [("sink: " + SHORT[t], g3.get(("sink", t))) for t in ("outboxd", "outboxd-1put", "curl")]
+    ent += [("sink: " + SHORT[t], g3.get(("sink", t))) for t in ("outboxd", "outboxd-1put", "curl", "floor")]
     w3mib = next((r["bytes"] / MIB for r in rows if r["workload"] == "W3" and r["target"] == "s3rver"), 0)
     bars("w3", ent, "mibs", "W3: one %.0f MiB file, to s3rver | to the nginx sink" % w3mib, "MiB/s")
     g4 = group(rows, "W4").get(("s3rver+pg", "outboxd"), [])
