@@ -98,12 +98,8 @@ ob_check_db
 s3_fault '{"type":"access_denied","seconds":60,"match":"/denied-only.txt"}'
 write_file "$j/denied-only.txt" "a key the bucket policy refuses"
 failed_one() { [ "$(ob_status failed)" = 1 ] && [ "$(ob_status pending)" = 0 ]; }
-k=0
-while [ "$k" -lt 60 ]; do
-	k=$((k + 1))
-	write_file "$j/after-$k.txt" "stored while one key is denied $k"
-	! wait_for 0.3 failed_one || break
-done
+ob_write_until failed_one "$j/after-%d.txt" "stored while one key is denied %d"
+k=$OB_WRITTEN
 t_ok "a key denied alone while others are stored fails alone" wait_for 30 failed_one
 others=0
 for i in $(seq 1 "$k"); do [ -f "$(s3_object_file "jobs/$j/uploads/after-$i.txt")" ] && others=$((others + 1)); done

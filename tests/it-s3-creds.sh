@@ -108,13 +108,19 @@ export AWS_CONFIG_FILE=$IT_DIR/aws-config AWS_PROFILE=proc
 t_ok "credential_process stores a file" once process
 t_ok "the log names credential_process" bash -c "grep -q 'profile proc (credential_process)' <<<'$(provider_line process)'"
 
+# role_profile: a profile "role" (role_arn + source_profile "base", the
+# base keys in the credentials file), STS at the fakes
+role_profile() {
+	chain_clear
+	mkdir -p "$HOME/.aws"
+	printf '[base]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$BASE_AK" "$BASE_SK" \
+		>"$HOME/.aws/credentials"
+	printf '[profile role]\nrole_arn = %s\nsource_profile = base\n' "$ROLE_ARN" >"$HOME/.aws/config"
+	export AWS_PROFILE=role AWS_ENDPOINT_URL_STS=$FAKES
+}
+
 # 4. role_arn + source_profile: STS AssumeRole signed with the base keys
-chain_clear
-mkdir -p "$HOME/.aws"
-printf '[base]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$BASE_AK" "$BASE_SK" \
-	>"$HOME/.aws/credentials"
-printf '[profile role]\nrole_arn = %s\nsource_profile = base\n' "$ROLE_ARN" >"$HOME/.aws/config"
-export AWS_PROFILE=role AWS_ENDPOINT_URL_STS=$FAKES
+role_profile
 before=$(issued sts-assume-role)
 t_ok "role_arn + source_profile (STS AssumeRole) stores a file" once assume-role
 t_is "$(issued sts-assume-role)" $((before + 1)) "STS issued the keys (it verified the SigV4 signature)"
@@ -256,12 +262,7 @@ stream process-refresh process
 
 # 10c. role_arn + source_profile: STS AssumeRole, each refresh signed
 # again with the base keys (the fake STS verifies every signature)
-chain_clear
-mkdir -p "$HOME/.aws"
-printf '[base]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$BASE_AK" "$BASE_SK" \
-	>"$HOME/.aws/credentials"
-printf '[profile role]\nrole_arn = %s\nsource_profile = base\n' "$ROLE_ARN" >"$HOME/.aws/config"
-export AWS_PROFILE=role AWS_ENDPOINT_URL_STS=$FAKES
+role_profile
 stream assume-role-refresh sts-assume-role
 
 # 10d. web identity (EKS IRSA): AssumeRoleWithWebIdentity again per refresh

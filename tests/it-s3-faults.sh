@@ -55,12 +55,8 @@ j=$(new_job)
 s3_fault '{"type":"access_denied","seconds":60,"match":"denied.xml"}'
 write_file "$j/denied.xml" "<denied/>"
 _failed_one() { [ "$(ob_status failed)" = 1 ]; }
-k=0
-while [ "$k" -lt 60 ]; do
-	k=$((k + 1))
-	write_file "$j/fine-$k.xml" "<fine n=\"$k\"/>"
-	! wait_for 0.3 _failed_one || break
-done
+ob_write_until _failed_one "$j/fine-%d.xml" '<fine n="%d"/>'
+k=$OB_WRITTEN
 t_ok "AccessDenied fails the entry" wait_for 30 _failed_one
 t_ok "the error names S3's code" bash -c "'$OUTBOXCTL' list --state failed | grep -q AccessDenied"
 t_ok "and the other files are stored anyway" test -f "$(s3_object_file "jobs/$j/uploads/fine-$k.xml")"

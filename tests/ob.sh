@@ -58,6 +58,20 @@ _ob_rescanned_or_crashed() {
 		"$IT_DIR/outboxd.log"
 }
 
+# ob_write_until COND PATH_FMT CONTENT_FMT: writes file after file (the
+# formats take its number, from 1) until COND holds, 0.3 s after each, at
+# most 60; OB_WRITTEN is how many were written.
+ob_write_until() {
+	local cond=$1 path_fmt=$2 content_fmt=$3
+	OB_WRITTEN=0
+	while [ "$OB_WRITTEN" -lt 60 ]; do
+		OB_WRITTEN=$((OB_WRITTEN + 1))
+		# shellcheck disable=SC2059
+		write_file "$(printf "$path_fmt" "$OB_WRITTEN")" "$(printf "$content_fmt" "$OB_WRITTEN")"
+		! wait_for 0.3 "$cond" || break
+	done
+}
+
 ob_stop() { it_stop "$OB_PID" TERM 60; }
 ob_kill() { it_stop "$OB_PID" KILL 5 || true; }
 

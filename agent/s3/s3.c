@@ -435,6 +435,15 @@ stream_ahead(const struct s3_req *r, const struct req_priv *p, uint64_t lead)
 		memory_order_acquire) + lead;
 }
 
+/* Pauses the stream until digest_round wakes it. */
+static size_t
+wait_for_hasher(struct req_priv *p)
+{
+	p->digest_wait = 1;
+	p->s->digest_paused++;
+	return CURL_READFUNC_PAUSE;
+}
+
 static size_t
 read_stream(char *dst, size_t size, size_t nitems, void *arg)
 {
@@ -489,9 +498,7 @@ read_stream(char *dst, size_t size, size_t nitems, void *arg)
 				p->no_digest = 1;
 				return CURL_READFUNC_ABORT;
 			}
-			p->digest_wait = 1;
-			p->s->digest_paused++;
-			return CURL_READFUNC_PAUSE;
+			return wait_for_hasher(p);
 		} else if (p->at < r->length) {
 			p->chunk_left = r->length - p->at < STREAM_CHUNK ?
 			    r->length - p->at : STREAM_CHUNK;
@@ -501,9 +508,7 @@ read_stream(char *dst, size_t size, size_t nitems, void *arg)
 			 * hand curl what we have, then wait for it. */
 			if (out > 0)
 				break;
-			p->digest_wait = 1;
-			p->s->digest_paused++;
-			return CURL_READFUNC_PAUSE;
+			return wait_for_hasher(p);
 		} else if (r->stream_digest < 0 || stream_end(r, p) < 0) {
 			p->no_digest = 1;
 			return CURL_READFUNC_ABORT;
