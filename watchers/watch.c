@@ -7,7 +7,10 @@
  *    it has been quiet for its window, ordered by due time, with a map
  *    from path to node so a repeated event only moves the deadline;
  *  - the batch: files ready to journal, written in one transaction, so a
- *    burst of ten thousand files is a handful of commits.
+ *    burst of ten thousand files is a handful of commits. Files that come
+ *    due while others are due within JOURNAL_WAIT_MS wait for them (the
+ *    batch's first file at most JOURNAL_WAIT_MS): a lone file is journaled
+ *    at once, a burst in transactions of tens of files instead of a few.
  * Rescans walk the tree with tree_walk and feed the same batch; files that
  * were modified very recently go through the settle queue instead, so a
  * file still being written is not journaled half-done.
@@ -48,6 +51,7 @@
 #include "watchers/watch.h"
 
 #define BATCH_MAX	256	/* files per journaling transaction */
+#define JOURNAL_WAIT_MS	20	/* a batch waits this long for company */
 #define RESCAN_QUIET_MS	1000	/* a rescan waits this long after an mtime */
 #define RETRY_RESCAN_MS	5000	/* after a journaling failure */
 #define YOUNG_MS	60000	/* re-examine files changed this recently */
@@ -96,6 +100,8 @@ struct watch {
 	struct settle *head, *tail;
 	struct ready *batch;		/* files to journal next */
 	size_t nbatch, batch_cap;
+	int64_t batch_since;		/* monotonic ms the batch's first file
+					   came, 0 when it is empty */
 	int flush_failed;		/* a journaling batch was dropped */
 	int paused;			/* journaling failed; said so once */
 	struct strmap *warned;		/* things warned about once */
@@ -250,6 +256,7 @@ batch_clear(struct watch *w)
 	for (i = 0; i < w->nbatch; i++)
 		free(w->batch[i].path);
 	w->nbatch = 0;
+	w->batch_since = 0;
 }
 
 /*
@@ -340,6 +347,8 @@ batch_add(struct watch *w, const char *rel, const struct stat *st)
 		w->batch_cap = w->batch_cap ? w->batch_cap * 2 : BATCH_MAX;
 		w->batch = xrealloc(w->batch, w->batch_cap * sizeof(*w->batch));
 	}
+	if (w->nbatch == 0)
+		w->batch_since = time_mono_ms();
 	w->batch[w->nbatch].path = xstrdup(rel);
 	w->batch[w->nbatch].st = *st;
 	w->nbatch++;
@@ -412,7 +421,21 @@ settle_free(struct watch *w, struct settle *s)
 	free(s);
 }
 
-/* Journals every settled file that is due; re-arms ones still changing. */
+/* When the batch must be journaled: at once when no other file is due
+ * within JOURNAL_WAIT_MS, else once its first file has waited that long
+ * (INT64_MAX when it is empty). */
+static int64_t
+batch_due(const struct watch *w)
+{
+	if (w->nbatch == 0)
+		return INT64_MAX;
+	if (w->head == NULL || w->head->due > time_mono_ms() + JOURNAL_WAIT_MS)
+		return 0;
+	return w->batch_since + JOURNAL_WAIT_MS;
+}
+
+/* Moves every settled file that is due into the batch, re-arms ones still
+ * changing, and journals the batch when it is due (batch_due). */
 static int
 settle_fire(struct watch *w)
 {
@@ -447,6 +470,8 @@ settle_fire(struct watch *w)
 			return -1;
 		settle_free(w, s);
 	}
+	if (batch_due(w) > time_mono_ms())
+		return 0;
 	return flush(w) < 0 && w->fatal ? -1 : 0;
 }
 
@@ -1082,6 +1107,8 @@ watch_run(struct watch *w)
 
 		if (w->head != NULL && w->head->due < wake)
 			wake = w->head->due;
+		if (batch_due(w) < wake)
+			wake = batch_due(w);
 		if (w->next_poll != 0 && w->next_poll < wake)
 			wake = w->next_poll;
 		if (w->next_young != 0 && w->next_young < wake)
