@@ -4,18 +4,21 @@
  * A request's life: s3_start signs it (SigV4 over host, x-amz-date,
  * x-amz-content-sha256, Content-MD5, Content-Type and our metadata),
  * takes an easy handle from the pool, and adds it to the multi handle;
- * s3_wait runs curl until something finishes; s3_done classifies the
- * outcome (curl error, HTTP status, S3's XML error code) into r->err and
- * returns the handle to the pool. Bodies come from pread(2) on the
- * caller's descriptor, so a 5 GiB file costs one 16 KiB curl buffer, and
- * curl may rewind them (seek callback) when it resends on a dead
- * keep-alive connection.
+ * s3_wait polls the sockets curl watches (its socket interface) and runs
+ * curl for those that are ready and the timers due, until something
+ * finishes; s3_done classifies the outcome (curl error, HTTP status, S3's
+ * XML error code) into r->err and returns the handle to the pool. Bodies
+ * come from pread(2) on the caller's descriptor, so a 5 GiB file costs
+ * one 16 KiB curl buffer, and curl may rewind them (seek callback) when
+ * it resends on a dead keep-alive connection; a body in memory (a small
+ * file) is handed to curl whole and goes out with the headers.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +82,11 @@ struct s3 {
 	size_t nrunning, caprunning;
 	struct s3_req **done;	/* finished, not yet collected */
 	size_t ndone, capdone;
+	struct pollfd *socks;	/* the sockets curl asked us to watch
+				   (sock_cb), and for what */
+	size_t nsocks, capsocks;
+	struct pollfd *ready;	/* s3_wait's poll set: socks and wake_fd */
+	size_t capready;
 };
 
 /* Per-request state that only s3.c sees. */
@@ -106,6 +114,9 @@ struct req_priv {
 
 /* ---- configuration ------------------------------------------------------- */
 
+static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
+    void *sockp);
+
 struct s3 *
 s3_new(const struct cfg *cfg, struct err *e)
 {
@@ -121,6 +132,10 @@ s3_new(const struct cfg *cfg, struct err *e)
 	    (long)cfg->concurrency);
 	curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
 	    (long)cfg->concurrency + 4);
+	/* s3_wait drives curl by socket (curl_multi_socket_action), so a
+	 * turn runs only the transfers whose sockets are ready. */
+	curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
 	/* The multi handle shares connections; TLS sessions are each easy
 	 * handle's unless shared: with them shared, every connection after
 	 * the first resumes a session (an abbreviated handshake). One
@@ -210,6 +225,8 @@ s3_free(struct s3 *s)
 	free(s->sse_kms_key_id);
 	free(s->storage_class);
 	free(s->done);
+	free(s->socks);
+	free(s->ready);
 	free(s);
 }
 
@@ -668,13 +685,24 @@ give_easy(struct s3 *s, CURL *h)
 		curl_easy_cleanup(h);
 }
 
+/* Appends "name: value"; curl copies the line. Put together on the stack
+ * when it fits (every header but a long session token): xasprintf's
+ * formatting and allocation, ten times a request, were a tenth of
+ * s3_start (issue 11). */
 static struct curl_slist *
 add_header(struct curl_slist *l, const char *name, const char *value)
 {
-	char *line = xasprintf("%s: %s", name, value);
-	struct curl_slist *n = curl_slist_append(l, line);
+	size_t nl = strlen(name), vl = strlen(value);
+	char stack[512], *line = nl + vl + 3 <= sizeof(stack) ? stack :
+	    xmalloc(nl + vl + 3);
+	struct curl_slist *n;
 
-	free(line);
+	memcpy(line, name, nl);
+	memcpy(line + nl, ": ", 2);
+	memcpy(line + nl + 2, value, vl + 1);
+	n = curl_slist_append(l, line);
+	if (line != stack)
+		free(line);
 	if (n == NULL)
 		abort();
 	return n;
@@ -701,6 +729,11 @@ s3_start(struct s3 *s, struct s3_req *r)
 	char amz_date[17], *path, checksum[45], declen[24];
 	const char *payload;
 	int has_body = r->fd >= 0 || r->mem != NULL;
+	/* A body in memory (a small file, Complete's XML) is handed to curl
+	 * whole, which sends it with the request's headers in one send(2)
+	 * (it is read from curl's buffer again should curl resend it); the
+	 * read callback, which counts bandwidth tokens, only under a cap. */
+	int from_mem = r->fd < 0 && r->mem != NULL && s->bw_cap == 0;
 	struct sigv4_request sr;
 	struct creds_val cv;
 	struct sigv4_creds sc;
@@ -815,6 +848,10 @@ s3_start(struct s3 *s, struct s3_req *r)
 	 * a refused request does not send the whole file first. */
 	if (!has_body || r->length < 1024 * 1024)
 		p->headers = curl_slist_append(p->headers, "Expect:");
+	/* curl would label a body it is handed application/x-www-form-
+	 * urlencoded. */
+	if (from_mem && r->content_type == NULL)
+		p->headers = curl_slist_append(p->headers, "Content-Type:");
 	memset(auth.data, 0, auth.len);
 	buf_free(&auth);
 	memset(&cv, 0, sizeof(cv));
@@ -845,7 +882,7 @@ s3_start(struct s3 *s, struct s3_req *r)
 	curl_easy_setopt(p->easy, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, write_reply);
 	curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, r);
-	if (has_body) {
+	if (has_body && !from_mem) {
 		curl_easy_setopt(p->easy, CURLOPT_READFUNCTION, r->stream ?
 		    read_stream : read_body);
 		curl_easy_setopt(p->easy, CURLOPT_READDATA, r);
@@ -858,7 +895,14 @@ s3_start(struct s3 *s, struct s3_req *r)
 	if (r->stream)
 		curl_easy_setopt(p->easy, CURLOPT_UPLOAD_BUFFERSIZE,
 		    (long)STREAM_UPLOAD_BUFFER);
-	if (strcmp(r->method, "PUT") == 0) {
+	if (from_mem && (strcmp(r->method, "PUT") == 0 ||
+	    strcmp(r->method, "POST") == 0)) {
+		curl_easy_setopt(p->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)r->length);
+		curl_easy_setopt(p->easy, CURLOPT_POSTFIELDS, r->mem);
+		if (strcmp(r->method, "PUT") == 0)
+			curl_easy_setopt(p->easy, CURLOPT_CUSTOMREQUEST, "PUT");
+	} else if (strcmp(r->method, "PUT") == 0) {
 		curl_easy_setopt(p->easy, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(p->easy, CURLOPT_INFILESIZE_LARGE,
 		    (curl_off_t)(r->stream ? chunked_length(r->length) :
@@ -1363,11 +1407,60 @@ collect(struct s3 *s)
 	}
 }
 
+/*
+ * curl tells which sockets to watch, and for what (CURL_POLL_IN, _OUT,
+ * _INOUT, _REMOVE); s3_wait polls them. A transfer's sockets are removed
+ * when it ends: an idle connection in curl's cache is not watched.
+ */
+static int
+sock_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *sockp)
+{
+	struct s3 *s = arg;
+	size_t i;
+
+	for (i = 0; i < s->nsocks && s->socks[i].fd != fd; i++)
+		;
+	if (what == CURL_POLL_REMOVE) {
+		if (i < s->nsocks)
+			s->socks[i] = s->socks[--s->nsocks];
+		return 0;
+	}
+	if (i == s->nsocks) {
+		if (s->nsocks == s->capsocks) {
+			s->capsocks = s->capsocks ? s->capsocks * 2 : 16;
+			s->socks = xrealloc(s->socks, s->capsocks *
+			    sizeof(*s->socks));
+		}
+		s->socks[s->nsocks++].fd = fd;
+	}
+	s->socks[i].events = (short)((what & CURL_POLL_IN ? POLLIN : 0) |
+	    (what & CURL_POLL_OUT ? POLLOUT : 0));
+	s->socks[i].revents = 0;
+	return 0;
+}
+
+/* What poll saw on a socket, as curl_multi_socket_action's bits. */
+static int
+select_bits(short revents)
+{
+	return (revents & (POLLIN | POLLHUP) ? CURL_CSELECT_IN : 0) |
+	    (revents & POLLOUT ? CURL_CSELECT_OUT : 0) |
+	    (revents & (POLLERR | POLLNVAL) ? CURL_CSELECT_ERR : 0);
+}
+
+/*
+ * One turn: poll the sockets curl watches (and wake_fd) for at most
+ * timeout_ms or curl's next timer, then run curl for the sockets that
+ * are ready and the timers that are due. curl_multi_perform would run
+ * every transfer each turn, and look at each one's socket with a poll
+ * of its own (5-8 polls a 4 KiB file, issue 11).
+ */
 int
 s3_wait(struct s3 *s, int timeout_ms, int wake_fd)
 {
-	struct curl_waitfd extra = { wake_fd, CURL_WAIT_POLLIN, 0 };
-	int still;
+	size_t n, i;
+	long curl_ms = -1;
+	int still, ready, rc = 0;
 	CURLMcode mc;
 
 	if (s->ndone > 0)
@@ -1379,14 +1472,40 @@ s3_wait(struct s3 *s, int timeout_ms, int wake_fd)
 	else if (s->digest_paused > 0 && timeout_ms > LEAD_POLL_MS)
 		timeout_ms = LEAD_POLL_MS;	/* a hasher's progress pokes no
 						   one: look again soon */
-	mc = curl_multi_poll(s->multi, wake_fd >= 0 ? &extra : NULL,
-	    wake_fd >= 0 ? 1 : 0, timeout_ms, NULL);
-	if (mc != CURLM_OK)
+	if (curl_multi_timeout(s->multi, &curl_ms) == CURLM_OK &&
+	    curl_ms >= 0 && curl_ms < timeout_ms)
+		timeout_ms = (int)curl_ms;
+	if (s->capready < s->nsocks + 1) {
+		s->capready = s->nsocks + 16;
+		s->ready = xrealloc(s->ready, s->capready * sizeof(*s->ready));
+	}
+	n = s->nsocks;
+	memcpy(s->ready, s->socks, n * sizeof(*s->ready));
+	if (wake_fd >= 0)
+		s->ready[n++] = (struct pollfd){ wake_fd, POLLIN, 0 };
+	ready = poll(s->ready, (nfds_t)n, timeout_ms < 0 ? 0 : timeout_ms);
+	if (ready < 0 && errno != EINTR)
 		return -1;
 	bw_round(s);
-	mc = curl_multi_perform(s->multi, &still);
+	/* The set is a copy: curl may change its sockets meanwhile (a
+	 * socket it no longer knows is ignored). */
+	for (i = 0; ready > 0 && i < n; i++) {
+		if (s->ready[i].fd == wake_fd || s->ready[i].revents == 0)
+			continue;
+		mc = curl_multi_socket_action(s->multi, s->ready[i].fd,
+		    select_bits(s->ready[i].revents), &still);
+		if (mc != CURLM_OK)
+			rc = -1;
+	}
+	if (curl_multi_timeout(s->multi, &curl_ms) == CURLM_OK &&
+	    curl_ms == 0) {
+		mc = curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0,
+		    &still);
+		if (mc != CURLM_OK)
+			rc = -1;
+	}
 	collect(s);
-	return mc == CURLM_OK ? 0 : -1;
+	return rc;
 }
 
 struct s3_req *
