@@ -107,6 +107,15 @@ int uuid_valid(const char *s);
 /* Lowercase hex of n bytes into out, which holds 2n+1 bytes. */
 void hex_encode(const unsigned char *p, size_t n, char *out);
 
+/*
+ * OpenSSL's SHA-256 (an EVP_MD), fetched once for the process and never
+ * freed: a digest initialised with EVP_sha256() looks the algorithm up in
+ * the provider store every time (about 8,000 instructions, more than
+ * hashing a few hundred bytes). Any thread; aborts when OpenSSL has none.
+ */
+struct evp_md_st;
+const struct evp_md_st *sha256_evp(void);
+
 /* Uniform random integer in [0, n), from a per-thread generator. */
 uint64_t rand_below(uint64_t n);
 /* The generator itself (xoshiro256**), for a caller's own stream: seeds

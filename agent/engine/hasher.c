@@ -72,7 +72,7 @@ hash_range(struct hash_job *j, unsigned char *chunk, int delay_ms)
 
 	if (c == NULL)
 		abort();
-	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	EVP_DigestInit_ex(c, sha256_evp(), NULL);
 	while (off < j->length) {
 		size_t want = j->length - off < CHUNK ?
 		    (size_t)(j->length - off) : CHUNK;

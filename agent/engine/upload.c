@@ -346,9 +346,9 @@ upload_new(const struct upload_env *env, struct outbox_entry *en,
 		u->sha_part = u->multipart ? EVP_MD_CTX_new() : NULL;
 		if (u->sha_file == NULL || (u->multipart && u->sha_part == NULL))
 			abort();
-		EVP_DigestInit_ex(u->sha_file, EVP_sha256(), NULL);
+		EVP_DigestInit_ex(u->sha_file, sha256_evp(), NULL);
 		if (u->multipart)
-			EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
+			EVP_DigestInit_ex(u->sha_part, sha256_evp(), NULL);
 	}
 	return u;
 }
@@ -536,7 +536,7 @@ finish_part(struct upload *u, int k)
 	char hex[65];
 
 	EVP_DigestFinal_ex(u->sha_part, sha, NULL);
-	EVP_DigestInit_ex(u->sha_part, EVP_sha256(), NULL);
+	EVP_DigestInit_ex(u->sha_part, sha256_evp(), NULL);
 	hex_encode(sha, sizeof(sha), hex);
 	part_hashed(u, k, hex);
 }
@@ -734,7 +734,7 @@ send_complete(struct upload *u, int *slots)
 		    u->parts[i].etag, checksum);
 	}
 	buf_puts(&q->xml, "</CompleteMultipartUpload>");
-	EVP_Digest(q->xml.data, q->xml.len, sha, NULL, EVP_sha256(), NULL);
+	EVP_Digest(q->xml.data, q->xml.len, sha, NULL, sha256_evp(), NULL);
 	hex_encode(sha, sizeof(sha), q->req.sha256);
 	q->req.query[0] = (struct sigv4_pair){ "uploadId", u->upload_id };
 	q->req.n_query = 1;
