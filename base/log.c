@@ -186,14 +186,19 @@ log_vmsg(int priority, const struct log_ctx *ctx, const char *msg)
 		json_escape(&b, msg);
 		buf_puts(&b, "\"}\n");
 	} else {
-		buf_printf(&b, "%s: ", log_prog);
-		if (priority != LOG_INFO && priority != LOG_NOTICE)
-			buf_printf(&b, "%s: ", level_name(priority));
+		/* Appends, not buf_printf: one line a stored file (issue 11). */
+		buf_reserve(&b, 256);
+		buf_puts(&b, log_prog);
+		buf_puts(&b, ": ");
+		if (priority != LOG_INFO && priority != LOG_NOTICE) {
+			buf_puts(&b, level_name(priority));
+			buf_puts(&b, ": ");
+		}
 		if (ctx != NULL && (ctx->leg || ctx->job || ctx->path)) {
 			const char *sep = "";
 
 			if (ctx->leg != NULL) {
-				buf_printf(&b, "%s", ctx->leg);
+				buf_puts(&b, ctx->leg);
 				sep = " ";
 			}
 			/* Names and messages quote uploads' names: escaped
@@ -202,7 +207,8 @@ log_vmsg(int priority, const struct log_ctx *ctx, const char *msg)
 				buf_puts(&b, sep);
 				buf_escape(&b, ctx->path);
 			} else if (ctx->job != NULL) {
-				buf_printf(&b, "%sjob ", sep);
+				buf_puts(&b, sep);
+				buf_puts(&b, "job ");
 				buf_escape(&b, ctx->job);
 			}
 			buf_puts(&b, ": ");

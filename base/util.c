@@ -203,6 +203,12 @@ buf_grow(struct buf *b, size_t extra)
 }
 
 void
+buf_reserve(struct buf *b, size_t n)
+{
+	buf_grow(b, n);
+}
+
+void
 buf_append(struct buf *b, const void *p, size_t n)
 {
 	buf_grow(b, n);
@@ -287,6 +293,15 @@ buf_escape(struct buf *b, const char *s)
 		unsigned char c = (unsigned char)s[i];
 		size_t len;
 
+		/* A run of printable ASCII, the usual text, in one append. */
+		for (len = 0; i + len < n && (unsigned char)s[i + len] >= 0x20 &&
+		    (unsigned char)s[i + len] < 0x7f && s[i + len] != '\\'; len++)
+			;
+		if (len > 0) {
+			buf_append(b, s + i, len);
+			i += len;
+			continue;
+		}
 		if (c == '\\') {
 			buf_puts(b, "\\\\");
 		} else if (c == '\n') {

@@ -71,6 +71,8 @@ struct buf {
 };
 
 void buf_append(struct buf *b, const void *p, size_t n);
+/* Makes room for n more bytes (and the NUL) in one allocation. */
+void buf_reserve(struct buf *b, size_t n);
 void buf_puts(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
