@@ -101,7 +101,8 @@ struct req_priv {
 	int short_read;		/* the file ended early: it changed */
 	int read_errno;
 	int no_digest;		/* stream: aborted, its digest will not come */
-	time_t server_date;	/* from the Date header, 0 if none */
+	char server_date[64];	/* the Date header, "" if none: parsed
+				   only for RequestTimeTooSkewed */
 	unsigned creds_gen;	/* the credentials it was signed with */
 	int digest_wait;	/* stream: paused for its digest */
 	uint64_t at;		/* stream: body bytes read so far */
@@ -645,8 +646,9 @@ read_header(char *line, size_t size, size_t nitems, void *arg)
 
 	if (header_value(line, len, "ETag", tmp, sizeof(tmp)))
 		snprintf(r->etag, sizeof(r->etag), "%s", tmp);
-	else if (header_value(line, len, "Date", tmp, sizeof(tmp)))
-		p->server_date = curl_getdate(tmp, NULL);
+	else if (header_value(line, len, "Date", p->server_date,
+	    sizeof(p->server_date)))
+		;
 	else if (header_value(line, len, "x-amz-server-side-encryption", tmp,
 	    sizeof(tmp)))
 		r->kms = strncmp(tmp, "aws:kms", 7) == 0;
@@ -826,7 +828,10 @@ s3_start(struct s3 *s, struct s3_req *r)
 	};
 	sigv4_sign(&sr, &sc, &auth, amz_date, NULL);
 
-	buf_printf(&url, "%s://%s", s->scheme, s->host);
+	buf_reserve(&url, 256);
+	buf_puts(&url, s->scheme);
+	buf_puts(&url, "://");
+	buf_puts(&url, s->host);
 	sigv4_uri_encode(&url, path, 1);
 	for (i = 0; i < r->n_query; i++) {
 		buf_append(&url, i == 0 ? "?" : "&", 1);
@@ -1363,9 +1368,13 @@ conclude(struct s3 *s, struct s3_req *r, CURLcode cc)
 		return;
 	s3_parse_error(r->body.data ? r->body.data : "", r->body.len, r->code,
 	    sizeof(r->code), message, sizeof(message));
-	if (strcmp(r->code, "RequestTimeTooSkewed") == 0 && p->server_date > 0) {
+	if (strcmp(r->code, "RequestTimeTooSkewed") == 0 &&
+	    p->server_date[0] != '\0') {
+		time_t server = curl_getdate(p->server_date, NULL);
+
 		/* Sign with the server's idea of now from here on. */
-		s->clock_offset = (long)(p->server_date - time(NULL));
+		if (server > 0)
+			s->clock_offset = (long)(server - time(NULL));
 	}
 	/* Refresh now: the next probe signs with the new keys. A HEAD's
 	 * bare 400 is most likely the same (s3_classify_reply). */

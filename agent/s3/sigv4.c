@@ -259,6 +259,21 @@ signing_key_cached(EVP_MD_CTX *c, const char *secret, const char *date,
 	key_cache.set = 1;
 }
 
+/* The credential scope: date/region/service/aws4_request. Appends, not
+ * buf_printf: two a request, each formatted twice into an empty buffer
+ * (issue 11). */
+static void
+append_scope(struct buf *b, const char *date, const char *region,
+    const char *service)
+{
+	buf_puts(b, date);
+	buf_append(b, "/", 1);
+	buf_puts(b, region);
+	buf_append(b, "/", 1);
+	buf_puts(b, service);
+	buf_puts(b, "/aws4_request");
+}
+
 /*
  * Tasks 1, 2 and 4: builds the canonical request from the given headers
  * (host and x-amz-date are added here when add_date is set), and writes the
@@ -274,7 +289,7 @@ sign_common(const struct sigv4_request *r, const struct sigv4_creds *c,
 	size_t n = r->n_headers + 2, i, nh = 0;
 	struct canon_header *h = xcalloc(n, sizeof(*h));
 	struct buf creq = {0}, sts = {0};
-	char date[9], creq_hash[65], *scope;
+	char date[9], creq_hash[65];
 	unsigned char key[32], mac[32];
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 
@@ -323,10 +338,13 @@ sign_common(const struct sigv4_request *r, const struct sigv4_creds *c,
 
 	/* Task 2: the string to sign. */
 	sha256_hex(md, creq.data, creq.len, creq_hash);
-	scope = xasprintf("%s/%s/%s/aws4_request", date, r->region,
-	    r->service);
-	buf_printf(&sts, SIGV4_ALGORITHM "\n%s\n%s\n%s", amz_date, scope,
-	    creq_hash);
+	buf_reserve(&sts, 160);
+	buf_puts(&sts, SIGV4_ALGORITHM "\n");
+	buf_puts(&sts, amz_date);
+	buf_append(&sts, "\n", 1);
+	append_scope(&sts, date, r->region, r->service);
+	buf_append(&sts, "\n", 1);
+	buf_puts(&sts, creq_hash);
 
 	/* Tasks 3 and 4: the key and the signature. */
 	signing_key_cached(md, c->secret_key, date, r->region, r->service, key);
@@ -342,7 +360,6 @@ sign_common(const struct sigv4_request *r, const struct sigv4_creds *c,
 		free(h[i].value);
 	}
 	free(h);
-	free(scope);
 	buf_free(&creq);
 	buf_free(&sts);
 }
@@ -359,9 +376,15 @@ sigv4_sign(const struct sigv4_request *r, const struct sigv4_creds *c,
 	    sig, canonical);
 	memcpy(date, amz_date, 8);
 	date[8] = '\0';
-	buf_printf(auth, SIGV4_ALGORITHM " Credential=%s/%s/%s/%s/aws4_request,"
-	    " SignedHeaders=%s, Signature=%s", c->access_key, date, r->region,
-	    r->service, signed_headers.data, sig);
+	buf_reserve(auth, 200 + signed_headers.len);
+	buf_puts(auth, SIGV4_ALGORITHM " Credential=");
+	buf_puts(auth, c->access_key);
+	buf_append(auth, "/", 1);
+	append_scope(auth, date, r->region, r->service);
+	buf_puts(auth, ", SignedHeaders=");
+	buf_puts(auth, signed_headers.data);
+	buf_puts(auth, ", Signature=");
+	buf_puts(auth, sig);
 	buf_free(&signed_headers);
 }
 
