@@ -11,6 +11,11 @@
  *    due while others are due within JOURNAL_WAIT_MS wait for them (the
  *    batch's first file at most JOURNAL_WAIT_MS): a lone file is journaled
  *    at once, a burst in transactions of tens of files instead of a few.
+ * Events are read at most every EVENT_NAP_MS: a file waits for its settle
+ * window anyway, and a burst then costs a wake-up per few tens of events
+ * instead of one per event (the kernel queues 16384 by default). A new
+ * file's IN_CREATE is looked at (a hard link appears with no close) only
+ * when no close or rename of it came in the same read.
  * Rescans walk the tree with tree_walk and feed the same batch; files that
  * were modified very recently go through the settle queue instead, so a
  * file still being written is not journaled half-done.
@@ -52,6 +57,7 @@
 
 #define BATCH_MAX	256	/* files per journaling transaction */
 #define JOURNAL_WAIT_MS	20	/* a batch waits this long for company */
+#define EVENT_NAP_MS	5	/* inotify is read at most this often */
 #define RESCAN_QUIET_MS	1000	/* a rescan waits this long after an mtime */
 #define RETRY_RESCAN_MS	5000	/* after a journaling failure */
 #define YOUNG_MS	60000	/* re-examine files changed this recently */
@@ -107,6 +113,10 @@ struct watch {
 	struct strmap *warned;		/* things warned about once */
 	struct strmap *unwatched;	/* dirs without a watch (limit hit) */
 	struct strmap *young;		/* path -> struct young * */
+	struct strmap *created;		/* files created in this read of
+					   events, not yet closed: marker */
+	int64_t nap_until;		/* monotonic ms: inotify is not read
+					   before (EVENT_NAP_MS) */
 	int64_t next_young;		/* monotonic ms of the next check, 0 */
 	char *self_rel;			/* the outbox file under the root */
 	int64_t next_rescan;		/* monotonic ms of the next full rescan */
@@ -844,16 +854,11 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 		}
 	} else if ((ev->mask & IN_CREATE) && !is_top_level(rel) &&
 	    !is_self(w, rel)) {
-		struct stat st;
-		struct err e;
-
-		/* A hard link (or linkat of an O_TMPFILE) appears complete
-		 * with no close or rename event to follow: settle it now.
-		 * An ordinary new file has one link and waits for its close. */
-		if (tree_stat(w->rootfd, rel, &st, &e) == 0 &&
-		    S_ISREG(st.st_mode) && st.st_nlink > 1)
-			settle_arm(w, rel, w->cfg->settle_ms, w->cfg->settle_ms);
+		/* Looked at once the events read so far are handled, unless
+		 * its close or rename came with them (created_check). */
+		strmap_put(w->created, rel, (void *)1);
 	} else if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
+		strmap_del(w->created, rel);	/* its values are markers */
 		if (is_top_level(rel)) {
 			char k[PATH_MAX + 8];
 
@@ -868,10 +873,39 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 	return 0;
 }
 
+/*
+ * The files created in the events just read whose close or rename did not
+ * come with them. A hard link (or linkat of an O_TMPFILE) appears complete
+ * with no close or rename event to follow: settle it now. An ordinary new
+ * file has one link and waits for its close.
+ */
+static void
+created_check(struct watch *w)
+{
+	size_t i = 0;
+	const char *key;
+	void *val;
+
+	if (strmap_count(w->created) == 0)
+		return;
+	while (strmap_next(w->created, &i, &key, &val)) {
+		struct stat st;
+		struct err e;
+
+		if (tree_stat(w->rootfd, key, &st, &e) == 0 &&
+		    S_ISREG(st.st_mode) && st.st_nlink > 1)
+			settle_arm(w, key, w->cfg->settle_ms, w->cfg->settle_ms);
+	}
+	strmap_free(w->created);
+	w->created = strmap_new();
+}
+
+/* Handles every queued event; returns how many, or -1 (fatal). */
 static int
 read_events(struct watch *w)
 {
 	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int events = 0;
 
 	for (;;) {
 		ssize_t n = read(w->ifd, buf, sizeof(buf));
@@ -880,12 +914,12 @@ read_events(struct watch *w)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN)
-				return 0;
-			log_warn("reading inotify events");
-			return 0;
+			if (errno != EAGAIN)
+				log_warn("reading inotify events");
+			created_check(w);
+			return events;
 		}
-		for (p = buf; p < buf + n;) {
+		for (p = buf; p < buf + n; events++) {
 			const struct inotify_event *ev = (void *)p;
 
 			if (handle_event(w, ev) < 0)
@@ -936,6 +970,7 @@ watch_create(const struct cfg *cfg, int live, int notify_fd, struct err *e)
 	w->warned = strmap_new();
 	w->unwatched = strmap_new();
 	w->young = strmap_new();
+	w->created = strmap_new();
 	w->rootfd = open(cfg->watch_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (w->rootfd < 0) {
 		err_sys(e, ERR_FATAL, "OUTBOXD_WATCH_DIR=%s", cfg->watch_dir);
@@ -1003,6 +1038,7 @@ watch_free(struct watch *w)
 	while (w->young != NULL && strmap_next(w->young, &i, &key, &val))
 		free(val);
 	strmap_free(w->young);
+	strmap_free(w->created);
 	batch_clear(w);
 	free(w->batch);
 	free(w->self_rel);
@@ -1103,12 +1139,14 @@ watch_run(struct watch *w)
 	while (!atomic_load(&w->stop_req)) {
 		struct pollfd pfd[2];
 		int64_t now = time_mono_ms(), wake = w->next_rescan;
-		int nfd = 0, timeout;
+		int nfd = 0, timeout, napping = now < w->nap_until, events;
 
 		if (w->head != NULL && w->head->due < wake)
 			wake = w->head->due;
 		if (batch_due(w) < wake)
 			wake = batch_due(w);
+		if (napping && w->nap_until < wake)
+			wake = w->nap_until;
 		if (w->next_poll != 0 && w->next_poll < wake)
 			wake = w->next_poll;
 		if (w->next_young != 0 && w->next_young < wake)
@@ -1118,7 +1156,7 @@ watch_run(struct watch *w)
 
 		pfd[nfd].fd = w->ctl_fd;
 		pfd[nfd++].events = POLLIN;
-		if (w->ifd >= 0) {
+		if (w->ifd >= 0 && !napping) {
 			pfd[nfd].fd = w->ifd;
 			pfd[nfd++].events = POLLIN;
 		}
@@ -1131,9 +1169,12 @@ watch_run(struct watch *w)
 			eventfd_drain(w->ctl_fd);
 		if (atomic_load(&w->stop_req))
 			break;
-		if (w->ifd >= 0 && nfd > 1 && (pfd[1].revents & POLLIN) &&
-		    read_events(w) < 0)
-			return -1;
+		if (w->ifd >= 0 && nfd > 1 && (pfd[1].revents & POLLIN)) {
+			if ((events = read_events(w)) < 0)
+				return -1;
+			if (events > 0)
+				w->nap_until = time_mono_ms() + EVENT_NAP_MS;
+		}
 		if (w->next_young != 0 && time_mono_ms() >= w->next_young)
 			young_check(w);
 		if (settle_fire(w) < 0)
