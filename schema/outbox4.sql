@@ -5,9 +5,10 @@
 -- and the counts kept by triggers.
 
 -- Entries per (S3 state, database state, waiting for an ETag), kept by
--- the triggers below in the same transaction as every change of a leg, so
--- status and the metrics read a few dozen rows, not a million. The row
--- ('pruned', 'pruned', 0) sums what retention (OUTBOXD_RETENTION) deleted.
+-- the triggers of outbox5.sql in the same transaction as every change of
+-- a leg, so status and the metrics read a few dozen rows, not a million.
+-- The row ('pruned', 'pruned', 0) sums what retention (OUTBOXD_RETENTION)
+-- deleted.
 CREATE TABLE IF NOT EXISTS counts (
     s3_state   TEXT NOT NULL,
     db_state   TEXT NOT NULL,
@@ -19,74 +20,8 @@ CREATE TABLE IF NOT EXISTS counts (
     PRIMARY KEY (s3_state, db_state, needs_etag)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER IF NOT EXISTS entries_count_insert AFTER INSERT ON entries
-BEGIN
-    INSERT INTO counts VALUES (NEW.s3_state, NEW.db_state, NEW.db_needs_etag,
-        1, CASE WHEN NEW.s3_state = 'done' THEN NEW.size ELSE 0 END,
-        max(NEW.s3_attempts - 1, 0), max(NEW.db_attempts - 1, 0))
-    ON CONFLICT (s3_state, db_state, needs_etag) DO UPDATE SET
-        n = n + excluded.n, bytes_done = bytes_done + excluded.bytes_done,
-        s3_retries = s3_retries + excluded.s3_retries,
-        db_retries = db_retries + excluded.db_retries;
-END;
-
-CREATE TRIGGER IF NOT EXISTS entries_count_update
-AFTER UPDATE OF s3_state, db_state, db_needs_etag, s3_attempts, db_attempts,
-    size ON entries
-WHEN OLD.s3_state IS NOT NEW.s3_state OR OLD.db_state IS NOT NEW.db_state
-    OR OLD.db_needs_etag IS NOT NEW.db_needs_etag
-    OR OLD.s3_attempts IS NOT NEW.s3_attempts
-    OR OLD.db_attempts IS NOT NEW.db_attempts OR OLD.size IS NOT NEW.size
-BEGIN
-    UPDATE counts SET n = n - 1,
-        bytes_done = bytes_done -
-            CASE WHEN OLD.s3_state = 'done' THEN OLD.size ELSE 0 END,
-        s3_retries = s3_retries - max(OLD.s3_attempts - 1, 0),
-        db_retries = db_retries - max(OLD.db_attempts - 1, 0)
-    WHERE s3_state = OLD.s3_state AND db_state = OLD.db_state
-        AND needs_etag = OLD.db_needs_etag;
-    INSERT INTO counts VALUES (NEW.s3_state, NEW.db_state, NEW.db_needs_etag,
-        1, CASE WHEN NEW.s3_state = 'done' THEN NEW.size ELSE 0 END,
-        max(NEW.s3_attempts - 1, 0), max(NEW.db_attempts - 1, 0))
-    ON CONFLICT (s3_state, db_state, needs_etag) DO UPDATE SET
-        n = n + excluded.n, bytes_done = bytes_done + excluded.bytes_done,
-        s3_retries = s3_retries + excluded.s3_retries,
-        db_retries = db_retries + excluded.db_retries;
-END;
-
--- Only retention deletes entries: what it deleted moves to 'pruned', so
--- the uploaded bytes and the retries stay counters that never go back.
-CREATE TRIGGER IF NOT EXISTS entries_count_delete AFTER DELETE ON entries
-BEGIN
-    UPDATE counts SET n = n - 1,
-        bytes_done = bytes_done -
-            CASE WHEN OLD.s3_state = 'done' THEN OLD.size ELSE 0 END,
-        s3_retries = s3_retries - max(OLD.s3_attempts - 1, 0),
-        db_retries = db_retries - max(OLD.db_attempts - 1, 0)
-    WHERE s3_state = OLD.s3_state AND db_state = OLD.db_state
-        AND needs_etag = OLD.db_needs_etag;
-    INSERT INTO counts VALUES ('pruned', 'pruned', 0, 1,
-        CASE WHEN OLD.s3_state = 'done' THEN OLD.size ELSE 0 END,
-        max(OLD.s3_attempts - 1, 0), max(OLD.db_attempts - 1, 0))
-    ON CONFLICT (s3_state, db_state, needs_etag) DO UPDATE SET
-        n = n + excluded.n, bytes_done = bytes_done + excluded.bytes_done,
-        s3_retries = s3_retries + excluded.s3_retries,
-        db_retries = db_retries + excluded.db_retries;
-END;
-
--- The newest time each leg stored something, for the metrics.
-CREATE TRIGGER IF NOT EXISTS entries_s3_done_at AFTER UPDATE OF s3_done_at
-ON entries WHEN NEW.s3_done_at IS NOT NULL
-BEGIN
-    INSERT INTO meta (key, value) VALUES ('last_s3_done', NEW.s3_done_at)
-    ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value);
-END;
-CREATE TRIGGER IF NOT EXISTS entries_db_done_at AFTER UPDATE OF db_done_at
-ON entries WHEN NEW.db_done_at IS NOT NULL
-BEGIN
-    INSERT INTO meta (key, value) VALUES ('last_db_done', NEW.db_done_at)
-    ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value);
-END;
+-- The triggers that keep the counts are in outbox5.sql (schema 5): the
+-- same names, cheaper bodies.
 
 -- Fair claims across jobs: each entry gets a sequence number, its job's
 -- previous one + 1 but never below the frontier the legs have claimed up

@@ -4,6 +4,9 @@
  *  - an outbox of the previous release (schema 2, tests/data/outbox-v2.sql,
  *    dumped from one that outboxd made) upgrades, and its counts then
  *    equal what a full count says, as they do read-only before upgrading;
+ *  - an outbox of schema 4 (tests/data/outbox-v4.sql) upgrades to schema
+ *    5: its triggers are replaced once by cheap ones, the counts stay
+ *    right, and the newest done times are written with their commit;
  *  - the counts the triggers keep equal a full count after journals,
  *    claims, every kind of outcome, retry, recovery and pruning, and the
  *    check notices when they do not;
@@ -130,7 +133,7 @@ counts_agree(struct outbox *o, const char *when)
 /* ---- upgrading an outbox of the previous release ------------------------- */
 
 static int
-load_dump(const char *db_path)
+load_dump(const char *db_path, const char *dump)
 {
 	const char *top = getenv("abs_top_srcdir");
 	char *sql, name[1024];
@@ -139,8 +142,8 @@ load_dump(const char *db_path)
 	long len;
 	int rc = -1;
 
-	snprintf(name, sizeof(name), "%s/tests/data/outbox-v2.sql",
-	    top ? top : "..");
+	snprintf(name, sizeof(name), "%s/tests/data/%s", top ? top : "..",
+	    dump);
 	if ((f = fopen(name, "r")) == NULL)
 		return -1;
 	fseek(f, 0, SEEK_END);
@@ -186,7 +189,8 @@ test_upgrade(void)
 	char *v;
 
 	snprintf(path, sizeof(path), "%s/v2.db", dir);
-	if (!tap_ok(load_dump(path) == 0, "load the schema-2 outbox"))
+	if (!tap_ok(load_dump(path, "outbox-v2.sql") == 0,
+	    "load the schema-2 outbox"))
 		return;
 	o = outbox_open(path, 1, &e);
 	tap_ok(o != NULL && outbox_counts(o, 1, 1, &n, &e) == 0,
@@ -199,7 +203,7 @@ test_upgrade(void)
 	if (!tap_ok(o != NULL, "outboxd opens (upgrades) it (%s)", e.msg))
 		return;
 	v = outbox_meta_get(o, "schema_version");
-	tap_str(v, "4", "it is schema 4 now");
+	tap_str(v, "5", "it is schema 5 now");
 	free(v);
 	counts_agree(o, "after the upgrade");
 	tap_int(query_int(o, "SELECT count(*) FROM entries WHERE seq > 0"), 5,
@@ -215,6 +219,122 @@ test_upgrade(void)
 	o = outbox_open(path, 0, &e);
 	tap_ok(o != NULL && outbox_counts_check(o, &e) == 0, "opening it again "
 	    "upgrades nothing twice (%s)", e.msg);
+	outbox_close(o);
+}
+
+/*
+ * Schema 5: the triggers that keep the counts, made cheap (see
+ * schema/outbox5.sql): none holds an upsert or a max()/min() call, which
+ * would give every per-file statement a statement journal again.
+ */
+static void
+triggers_cheap(struct outbox *o, const char *when)
+{
+	tap_int(query_int(o, "SELECT count(*) FROM sqlite_master WHERE "
+	    "type = 'trigger' AND tbl_name = 'entries'"), 3,
+	    "%s: three triggers keep the counts, none the done times", when);
+	tap_int(query_int(o, "SELECT count(*) FROM sqlite_master WHERE "
+	    "type = 'trigger' AND (sql LIKE '%ON CONFLICT%' OR "
+	    "sql LIKE '%max(%' OR sql LIKE '%min(%')"), 0,
+	    "%s: no trigger holds an upsert, max() or min()", when);
+	tap_int(query_int(o, "SELECT count(*) FROM counts"), 51,
+	    "%s: every bucket of the counts exists (5 x 5 x 2, and pruned)",
+	    when);
+}
+
+/* The newest done time of leg, as the metrics read it from meta. */
+static char *
+last_done(struct outbox *o, enum outbox_leg leg)
+{
+	return outbox_meta_get(o, leg == OUTBOX_S3 ? "last_s3_done" :
+	    "last_db_done");
+}
+
+/* An outbox of the schema-4 release (tests/data/outbox-v4.sql) upgrades:
+ * its triggers are replaced, once, and the counts stay right. */
+static void
+test_upgrade_v4(void)
+{
+	char path[256], *v, *before;
+	struct outbox *o;
+	struct err e = {0};
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/v4.db", dir);
+	if (!tap_ok(load_dump(path, "outbox-v4.sql") == 0,
+	    "load the schema-4 outbox"))
+		return;
+	o = outbox_open(path, 0, &e);
+	if (!tap_ok(o != NULL, "outboxd opens (upgrades) it (%s)", e.msg))
+		return;
+	v = outbox_meta_get(o, "schema_version");
+	tap_str(v, "5", "schema 4 becomes schema 5");
+	free(v);
+	triggers_cheap(o, "upgraded from schema 4");
+	counts_agree(o, "after the upgrade from schema 4");
+	before = last_done(o, OUTBOX_S3);
+	tap_ok(before != NULL && before[0] != '\0', "the last S3 store "
+	    "schema 4 recorded is kept (%s)", before ? before : "none");
+	/* The dump's two legs never tried and its retry: stored now. */
+	claim_and(o, OUTBOX_S3, 8, 1, EV_STORED, JOB_A, &n);
+	tap_int((int)n, 3, "its three S3 legs due are claimed and stored");
+	counts_agree(o, "after storing them");
+	v = last_done(o, OUTBOX_S3);
+	tap_ok(v != NULL && before != NULL && strcmp(v, before) > 0,
+	    "outbox.c records the newer last S3 store (%s after %s)",
+	    v ? v : "none", before ? before : "none");
+	free(v);
+	free(before);
+	outbox_close(o);
+	o = outbox_open(path, 0, &e);
+	tap_ok(o != NULL && outbox_counts_check(o, &e) == 0, "opening it again "
+	    "upgrades nothing twice (%s)", e.msg);
+	if (o != NULL)
+		triggers_cheap(o, "opened again");
+	outbox_close(o);
+}
+
+/* A done time is written with the transaction that made it, and not by
+ * one rolled back. */
+static void
+test_done_at(void)
+{
+	struct outbox *o = fresh("done-at.db");
+	struct outbox_entry *v = NULL;
+	struct outbox_outcome ok = { .event = EV_STORED, .etag = "\"e\"",
+	    .sha256 = "ab" };
+	struct err e = {0};
+	size_t n = 0;
+	char *t;
+
+	if (o == NULL)
+		return;
+	triggers_cheap(o, "a new outbox");
+	journal_many(o, JOB_A, "d", 2);
+	t = last_done(o, OUTBOX_S3);
+	tap_ok(t == NULL, "nothing stored: no last S3 store");
+	free(t);
+	outbox_claim(o, OUTBOX_S3, 2, 1, NULL, NULL, &v, &n, &e);
+	tap_int((int)n, 2, "claim two");
+	outbox_begin(o, &e);
+	outbox_apply(o, OUTBOX_S3, v[0].id, &ok, &e);
+	outbox_rollback(o);
+	t = last_done(o, OUTBOX_S3);
+	tap_ok(t == NULL, "a store rolled back leaves no last S3 store");
+	free(t);
+	outbox_begin(o, &e);
+	outbox_apply(o, OUTBOX_S3, v[1].id, &ok, &e);
+	outbox_commit(o, &e);
+	t = last_done(o, OUTBOX_S3);
+	tap_int(query_int(o, "SELECT count(*) FROM entries WHERE s3_done_at = "
+	    "(SELECT value FROM meta WHERE key = 'last_s3_done')"), 1,
+	    "a store committed is the last S3 store (%s)", t ? t : "none");
+	free(t);
+	t = last_done(o, OUTBOX_DB);
+	tap_ok(t == NULL, "and the database leg has none");
+	free(t);
+	counts_agree(o, "after a rollback and a commit");
+	outbox_entries_free(v, n);
 	outbox_close(o);
 }
 
@@ -479,6 +599,8 @@ main(void)
 		return tap_done();
 	}
 	test_upgrade();
+	test_upgrade_v4();
+	test_done_at();
 	test_counts();
 	test_plans();
 	test_fair();
