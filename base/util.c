@@ -455,6 +455,30 @@ uuid_v4(char *out)
 	    hex + 12, hex + 16, hex + 20);
 }
 
+void
+uuid_v7(char *out)
+{
+	unsigned char b[16];
+	char hex[33];
+	uint64_t ms = (uint64_t)time_now_ms();
+	int i;
+
+	if (sim.now_ms != NULL) {
+		uint64_t r[2] = { rand_below(UINT64_MAX), rand_below(UINT64_MAX) };
+
+		memcpy(b, r, sizeof(b));
+	} else {
+		random_bytes(b, sizeof(b));
+	}
+	for (i = 0; i < 6; i++)
+		b[i] = (unsigned char)(ms >> (8 * (5 - i)));
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x70);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	hex_encode(b, sizeof(b), hex);
+	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8,
+	    hex + 12, hex + 16, hex + 20);
+}
+
 int
 uuid_valid(const char *s)
 {

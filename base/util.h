@@ -103,6 +103,10 @@ int64_t time_parse_iso8601(const char *s);
 
 /* A random (version 4) UUID in canonical lowercase form; out holds 37. */
 void uuid_v4(char *out);
+/* A time-ordered (version 7, RFC 9562) UUID: the wall clock's
+ * milliseconds, then random bits; out holds 37. Ids made later sort after
+ * (to the millisecond), so an index of them grows at its end. */
+void uuid_v7(char *out);
 /* 1 when s is a canonical UUID (8-4-4-4-12 hex digits, any case). */
 int uuid_valid(const char *s);
 

@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS meta (
 -- was journaled gets a new entry (same path, next version).
 CREATE TABLE IF NOT EXISTS entries (
     id           INTEGER PRIMARY KEY,       -- what outboxctl show/retry take
-    event_id     TEXT NOT NULL UNIQUE,      -- UUID: makes remote effects idempotent
+    event_id     TEXT NOT NULL UNIQUE,      -- UUID (v7, time-ordered): makes
+                                            -- remote effects idempotent
     job_id       TEXT NOT NULL,             -- the <job_id> directory
     path         TEXT NOT NULL,             -- relative to the uploads root
     kind         TEXT NOT NULL CHECK (kind IN ('document', 'job_meta')),

@@ -994,7 +994,7 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 		}
 	}
 
-	uuid_v4(event);
+	uuid_v7(event);
 	now_iso(now);
 	time_iso8601(f->not_before_ms > time_now_ms() ? f->not_before_ms :
 	    time_parse_iso8601(now), next, sizeof(next));
@@ -2181,7 +2181,7 @@ repair_pruned(struct outbox *o, const struct outbox_repair *r, int64_t *id,
 	memcpy(job, r->path, jl);
 	job[jl] = '\0';
 	key = keymap_s3_key(job, rest);
-	uuid_v4(event);
+	uuid_v7(event);
 	now_iso(now);
 	time_iso8601(r->mtime_ns / 1000000, mtime, sizeof(mtime));
 	if ((seq = job_next_seq(o, job, e)) < 0)
@@ -2247,7 +2247,7 @@ outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
 	sqlite3_finalize(s);
 	if (path == NULL)
 		return 0;
-	uuid_v4(event);
+	uuid_v7(event);
 	now_iso(now);
 	/* A copy of `of` as a new entry, in its job's fair order like any
 	 * new one; the S3 leg starts skipped when S3 holds the version. */

@@ -17,6 +17,7 @@
 
 #include <sqlite3.h>
 
+#include "base/util.h"
 #include "store/outbox.h"
 #include "tap.h"
 
@@ -36,6 +37,20 @@ count(struct outbox *o, const char *where)
 		n = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
 	return n;
+}
+
+/* The first column of the first row of sql, or NULL; the caller frees. */
+static char *
+query_text(struct outbox *o, const char *sql)
+{
+	sqlite3_stmt *s;
+	char *t = NULL;
+
+	if (sqlite3_prepare_v2(outbox_db(o), sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0) != NULL)
+		t = strdup((const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	return t;
 }
 
 static int
@@ -75,7 +90,8 @@ main(void)
 	struct outbox_counts n;
 	struct err e = {0};
 	size_t nv = 0;
-	int64_t id1 = 0, id2 = 0, id3 = 0;
+	int64_t id1 = 0, id2 = 0, id3 = 0, t0, t1, ms;
+	char *evt;
 	struct outbox_outcome done = { .event = EV_STORED, .etag = "\"e\"",
 	    .sha256 = "ab" };
 	struct outbox_outcome later = { .event = EV_TRANSIENT,
@@ -92,7 +108,22 @@ main(void)
 		return tap_done();
 	tap_int(outbox_lock(o, &e), 0, "take the lock");
 
+	t0 = time_now_ms();
 	tap_int(journal(o, JOB "/a.xml", 10, 1000, &id1), 1, "journal a file");
+	t1 = time_now_ms();
+	/* Event ids are version 7: the journal's milliseconds first, so the
+	 * unique index of a million of them grows at its end instead of
+	 * dirtying a random page a file. */
+	tap_int(count(o, "substr(event_id, 15, 1) = '7' AND substr(event_id, "
+	    "20, 1) IN ('8', '9', 'a', 'b')"), 1, "its event id is a version 7 "
+	    "UUID");
+	evt = query_text(o, "SELECT substr(event_id, 1, 8) || "
+	    "substr(event_id, 10, 4) FROM entries WHERE id = 1");
+	ms = evt ? (int64_t)strtoll(evt, NULL, 16) : -1;
+	tap_ok(ms >= t0 && ms <= t1, "that begins with the time it was "
+	    "journaled (%lld in [%lld, %lld])", (long long)ms, (long long)t0,
+	    (long long)t1);
+	free(evt);
 	tap_int(journal(o, JOB "/a.xml", 10, 1000, NULL), 0, "the same stat "
 	    "again journals nothing (rescans are cheap)");
 	tap_int(journal(o, JOB "/job.json", 5, 1000, NULL), 1, "journal job.json");
