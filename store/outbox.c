@@ -1181,8 +1181,9 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 	if (max <= 0)
 		return 0;
 	/* Nothing due is the common case when idle: find out with a read,
-	 * not a write transaction. */
-	if (outbox_next_due(o, leg, s3_on, e) != 0)
+	 * not a write transaction. Inside the caller's transaction (the
+	 * turn's, which asked already) the claim's own select says it. */
+	if (o->depth == 0 && outbox_next_due(o, leg, s3_on, e) != 0)
 		return 0;
 	now_iso(now);
 	if (outbox_begin(o, e) < 0)
