@@ -51,7 +51,7 @@ hash_file(int fd, uint64_t size, char *sha_hex, atomic_llong *beat,
 
 	if (sha == NULL)
 		abort();
-	EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
+	EVP_DigestInit_ex(sha, sha256_evp(), NULL);
 	for (;;) {
 		ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)off);
 
