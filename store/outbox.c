@@ -743,6 +743,13 @@ outbox_begin(struct outbox *o, struct err *e)
 	char sql[48];
 	int rc;
 
+	/* Inside a transaction SQLite ended itself (an I/O error), a
+	 * savepoint would start a new one that commits on its own. */
+	if (o->depth > 0 && sqlite3_get_autocommit(o->db)) {
+		err_set(e, ERR_TRANSIENT, "outbox %s: the transaction was rolled "
+		    "back by an error", o->path);
+		return -1;
+	}
 	/* The outermost, once a turn, and the savepoint just inside it
 	 * (a claim inside the turn's transaction) are prepared once. */
 	if (o->depth == 0) {
@@ -772,6 +779,15 @@ outbox_commit(struct outbox *o, struct err *e)
 
 	if (o->depth == 0) {
 		err_set(e, ERR_FATAL, "outbox %s: COMMIT without BEGIN", o->path);
+		return -1;
+	}
+	if (sqlite3_get_autocommit(o->db)) {
+		/* SQLite rolled the transaction back itself (an I/O error, a
+		 * full disk): what the caller wrote since is not in it. */
+		err_set(e, ERR_TRANSIENT, "outbox %s: the transaction was rolled "
+		    "back by an error", o->path);
+		o->depth = 0;
+		o->done_at[0][0] = o->done_at[1][0] = '\0';
 		return -1;
 	}
 	if (o->depth == 1)
@@ -2241,11 +2257,19 @@ outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
 		return -1;
 	}
 	sqlite3_bind_int64(s, 1, r->of);
-	if (sqlite3_step(s) == SQLITE_ROW) {
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
 		path = col_dup(s, 0);
 		job = col_dup(s, 1);
+	} else if (rc != SQLITE_DONE) {
+		/* An I/O error may have ended the caller's transaction: not
+		 * "nothing to repair", or the rest of it would run outside. */
+		db_err(o, e, "journaling a repair");
+		sqlite3_finalize(s);
+		return -1;
 	}
 	sqlite3_finalize(s);
+	rc = -1;
 	if (path == NULL)
 		return 0;
 	uuid_v7(event);

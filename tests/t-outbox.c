@@ -328,6 +328,23 @@ main(void)
 		outbox_close(o2);
 	}
 
+	/* SQLite may end a transaction itself (an I/O error, a full disk):
+	 * what follows must not run, or commit, outside it. */
+	{
+		int before = count(o, "1");
+
+		outbox_begin(o, &e);
+		journal(o, JOB "/gone-with-it.xml", 3, 3000, NULL);
+		sqlite3_exec(outbox_db(o), "ROLLBACK", NULL, NULL, NULL);
+		tap_int(outbox_begin(o, &e), -1, "a savepoint inside a "
+		    "transaction SQLite ended is refused (%s)", e.msg);
+		tap_int(outbox_commit(o, &e), -1, "and so is its commit");
+		outbox_rollback(o);
+		tap_int(count(o, "1"), before, "nothing of it was written");
+		tap_int(outbox_begin(o, &e), 0, "the next transaction begins");
+		outbox_rollback(o);
+	}
+
 	o2 = outbox_open(path, 0, &e);
 	tap_int(outbox_lock(o2, &e), -1, "a second outboxd cannot take the lock");
 	tap_ok(strstr(e.msg, "another outboxd (pid") != NULL, "and is told "
