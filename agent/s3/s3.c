@@ -1457,6 +1457,18 @@ select_bits(short revents)
 	    (revents & (POLLERR | POLLNVAL) ? CURL_CSELECT_ERR : 0);
 }
 
+/* 1 when curl still watches p's socket for the events it was polled for. */
+static int
+still_watched(const struct s3 *s, const struct pollfd *p)
+{
+	size_t i;
+
+	for (i = 0; i < s->nsocks; i++)
+		if (s->socks[i].fd == p->fd)
+			return s->socks[i].events == p->events;
+	return 0;
+}
+
 /*
  * One turn: poll the sockets curl watches (and wake_fd) for at most
  * timeout_ms or curl's next timer, then run curl for the sockets that
@@ -1492,14 +1504,17 @@ s3_wait(struct s3 *s, int timeout_ms, int wake_fd)
 	memcpy(s->ready, s->socks, n * sizeof(*s->ready));
 	if (wake_fd >= 0)
 		s->ready[n++] = (struct pollfd){ wake_fd, POLLIN, 0 };
-	ready = poll(s->ready, (nfds_t)n, timeout_ms < 0 ? 0 : timeout_ms);
+	ready = poll(s->ready, (nfds_t)n, timeout_ms);	/* < 0: no limit */
 	if (ready < 0 && errno != EINTR)
 		return -1;
 	bw_round(s);
-	/* The set is a copy: curl may change its sockets meanwhile (a
-	 * socket it no longer knows is ignored). */
+	/* The set is a copy: curl may change its sockets meanwhile. A
+	 * socket it no longer watches as polled is skipped: its number may
+	 * already name a new connection, which the old one's error flags
+	 * would fail. */
 	for (i = 0; ready > 0 && i < n; i++) {
-		if (s->ready[i].fd == wake_fd || s->ready[i].revents == 0)
+		if (s->ready[i].fd == wake_fd || s->ready[i].revents == 0 ||
+		    !still_watched(s, &s->ready[i]))
 			continue;
 		mc = curl_multi_socket_action(s->multi, s->ready[i].fd,
 		    select_bits(s->ready[i].revents), &still);
