@@ -77,9 +77,10 @@ obj() {
 target() {
 	local name=$1 srcs=$2 libs=$3 objs=() s
 	for s in $srcs; do objs+=("$(obj "$s")"); done
+	# base/util.c (in every target) holds sha256_evp: libcrypto for all.
 	# shellcheck disable=SC2086
 	"$cc" $common -fsanitize=fuzzer $deps_cflags "$here/$name.c" "${objs[@]}" \
-		$libs -lpthread -o "$out/$name"
+		$libs $crypto_libs -lpthread -o "$out/$name"
 	echo "$out/$name"
 }
 
