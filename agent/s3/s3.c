@@ -1501,7 +1501,8 @@ s3_wait(struct s3 *s, int timeout_ms, int wake_fd)
 		s->ready = xrealloc(s->ready, s->capready * sizeof(*s->ready));
 	}
 	n = s->nsocks;
-	memcpy(s->ready, s->socks, n * sizeof(*s->ready));
+	if (n > 0)	/* no socket yet: socks is NULL */
+		memcpy(s->ready, s->socks, n * sizeof(*s->ready));
 	if (wake_fd >= 0)
 		s->ready[n++] = (struct pollfd){ wake_fd, POLLIN, 0 };
 	ready = poll(s->ready, (nfds_t)n, timeout_ms);	/* < 0: no limit */
