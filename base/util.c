@@ -418,7 +418,7 @@ time_parse_iso8601(const char *s)
 }
 
 static void
-random_bytes(void *p, size_t n)
+getrandom_all(void *p, size_t n)
 {
 	unsigned char *c = p;
 
@@ -433,6 +433,46 @@ random_bytes(void *p, size_t n)
 		c += r;
 		n -= (size_t)r;
 	}
+}
+
+/*
+ * Small requests (an event id's bits) come from a per-thread pool that
+ * one getrandom call fills, instead of a system call each. The pool is
+ * emptied in a forked child, so parent and child never share bytes.
+ */
+static _Thread_local unsigned char rnd_pool[256];
+static _Thread_local size_t rnd_left;
+
+static void
+rnd_pool_drop(void)
+{
+	rnd_left = 0;
+}
+
+static void
+rnd_pool_setup(void)
+{
+	pthread_atfork(NULL, NULL, rnd_pool_drop);
+}
+
+static void
+random_bytes(void *p, size_t n)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	if (n > sizeof(rnd_pool) / 4) {
+		getrandom_all(p, n);
+		return;
+	}
+	pthread_once(&once, rnd_pool_setup);
+	if (rnd_left < n) {
+		getrandom_all(rnd_pool, sizeof(rnd_pool));
+		rnd_left = sizeof(rnd_pool);
+	}
+	memcpy(p, rnd_pool + sizeof(rnd_pool) - rnd_left, n);
+	/* Bytes handed out are not kept. */
+	memset(rnd_pool + sizeof(rnd_pool) - rnd_left, 0, n);
+	rnd_left -= n;
 }
 
 void

@@ -300,6 +300,12 @@ struct outbox {
 					   outside stmt_sql, prepared once */
 	char done_at[2][32];		/* per leg, the newest done the open
 					   transaction recorded, or "" */
+	/* The last job_seq written in the open transaction (job_seq_put):
+	 * a batch of one job's files reads and writes its row once, not
+	 * once a file. SEQ_DIRTY: not written to job_seq yet. */
+	enum { SEQ_NONE, SEQ_CLEAN, SEQ_DIRTY } seq_state;
+	char seq_job[40];
+	int64_t seq_last;
 };
 
 static void
@@ -732,6 +738,8 @@ write_done_at(struct outbox *o)
 	return rc;
 }
 
+static int seq_flush(struct outbox *o, struct err *e);
+
 /*
  * Transactions nest: the outermost is BEGIN IMMEDIATE ... COMMIT, inner
  * ones are savepoints, so a helper that needs atomicity (journaling a
@@ -756,6 +764,10 @@ outbox_begin(struct outbox *o, struct err *e)
 		rc = named_run(o, NAMED_BEGIN, "BEGIN IMMEDIATE") == SQLITE_DONE ?
 		    SQLITE_OK : SQLITE_ERROR;
 		o->done_at[0][0] = o->done_at[1][0] = '\0';
+		o->seq_state = SEQ_NONE;
+	} else if (seq_flush(o, e) < 0) {
+		/* A savepoint's rollback then forgets only its own. */
+		return -1;
 	} else if (o->depth == 1) {
 		rc = named_run(o, NAMED_SAVEPOINT, "SAVEPOINT s1") ==
 		    SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
@@ -790,10 +802,14 @@ outbox_commit(struct outbox *o, struct err *e)
 		o->done_at[0][0] = o->done_at[1][0] = '\0';
 		return -1;
 	}
-	if (o->depth == 1)
-		rc = write_done_at(o) == SQLITE_DONE &&
+	if (o->depth == 1) {
+		struct err se = {0};
+
+		rc = seq_flush(o, &se) == 0 && write_done_at(o) == SQLITE_DONE &&
 		    named_run(o, NAMED_COMMIT, "COMMIT") == SQLITE_DONE ?
 		    SQLITE_OK : SQLITE_ERROR;
+		o->seq_state = SEQ_NONE;
+	}
 	else if (o->depth == 2)
 		rc = named_run(o, NAMED_RELEASE, "RELEASE s1") == SQLITE_DONE ?
 		    SQLITE_OK : SQLITE_ERROR;
@@ -820,12 +836,14 @@ outbox_rollback(struct outbox *o)
 		    o->depth - 1, o->depth - 1);
 		sqlite3_exec(o->db, sql, NULL, NULL, NULL);
 		o->depth--;
+		o->seq_state = SEQ_NONE;	/* flushed when it began */
 		return;
 	}
 	if (!sqlite3_get_autocommit(o->db))
 		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 	o->depth = 0;
 	o->done_at[0][0] = o->done_at[1][0] = '\0';
+	o->seq_state = SEQ_NONE;
 }
 
 /* Runs a bound statement that returns no rows. */
@@ -913,10 +931,15 @@ file_put(struct outbox *o, const struct outbox_file *f, int versions,
 static int64_t
 job_next_seq(struct outbox *o, const char *job, struct err *e)
 {
-	sqlite3_stmt *s = stmt(o, ST_JOB_SEQ_GET, e);
+	sqlite3_stmt *s;
 	int64_t seq = -1;
 
-	if (s == NULL)
+	/* Within the transaction nothing else writes job_seq or moves the
+	 * frontier (claimed_upto forgets the cache). */
+	if (o->depth > 0 && o->seq_state != SEQ_NONE &&
+	    strcmp(o->seq_job, job) == 0)
+		return o->seq_last + 1;
+	if (seq_flush(o, e) < 0 || (s = stmt(o, ST_JOB_SEQ_GET, e)) == NULL)
 		return -1;
 	sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW)
@@ -928,7 +951,7 @@ job_next_seq(struct outbox *o, const char *job, struct err *e)
 }
 
 static int
-job_seq_put(struct outbox *o, const char *job, int64_t seq, struct err *e)
+seq_write(struct outbox *o, const char *job, int64_t seq, struct err *e)
 {
 	sqlite3_stmt *s = stmt(o, ST_JOB_SEQ_PUT, e);
 
@@ -937,6 +960,34 @@ job_seq_put(struct outbox *o, const char *job, int64_t seq, struct err *e)
 	sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, seq);
 	return step_done(o, s, e, "recording the job's sequence");
+}
+
+/* Writes the cached job_seq row, if it is not written yet. */
+static int
+seq_flush(struct outbox *o, struct err *e)
+{
+	if (o->seq_state != SEQ_DIRTY)
+		return 0;
+	if (seq_write(o, o->seq_job, o->seq_last, e) < 0)
+		return -1;
+	o->seq_state = SEQ_CLEAN;
+	return 0;
+}
+
+/* Inside a transaction, the row is written once: when another job's is,
+ * when a savepoint begins, or just before COMMIT (outbox_commit). */
+static int
+job_seq_put(struct outbox *o, const char *job, int64_t seq, struct err *e)
+{
+	if (o->depth == 0 || strlen(job) >= sizeof(o->seq_job))
+		return seq_write(o, job, seq, e);
+	if (o->seq_state == SEQ_DIRTY && strcmp(o->seq_job, job) != 0 &&
+	    seq_flush(o, e) < 0)
+		return -1;
+	memcpy(o->seq_job, job, strlen(job) + 1);
+	o->seq_last = seq;
+	o->seq_state = SEQ_DIRTY;
+	return 0;
 }
 
 /* legstate.h's "superseded" rule for the legs of path's entries older
@@ -1160,10 +1211,12 @@ static int
 claimed_upto(struct outbox *o, enum outbox_leg leg, int64_t seq,
     struct err *e)
 {
-	sqlite3_stmt *s = stmt(o, ST_CLAIMED_UPTO, e);
+	sqlite3_stmt *s;
 
-	if (s == NULL)
+	/* The frontier is the lowest seq a new entry may get. */
+	if (seq_flush(o, e) < 0 || (s = stmt(o, ST_CLAIMED_UPTO, e)) == NULL)
 		return -1;
+	o->seq_state = SEQ_NONE;
 	sqlite3_bind_text(s, 1, leg == OUTBOX_S3 ? "s3" : "db", -1,
 	    SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, seq);
@@ -1173,6 +1226,9 @@ claimed_upto(struct outbox *o, enum outbox_leg leg, int64_t seq,
 int
 outbox_live_legs(struct outbox *o, int s3_on, int db_on, struct err *e)
 {
+	if (seq_flush(o, e) < 0)
+		return -1;
+	o->seq_state = SEQ_NONE;
 	if (!s3_on && run(o, "DELETE FROM claim_seq WHERE leg = 's3'", "", e) < 0)
 		return -1;
 	if (!db_on && run(o, "DELETE FROM claim_seq WHERE leg = 'db'", "", e) < 0)

@@ -511,6 +511,88 @@ test_fair(void)
 	outbox_close(o);
 }
 
+/* ---- a job's sequence, written once a transaction ------------------------- */
+
+/* Journals job/name in the open transaction; 1 when journaled. */
+static int
+journal_one(struct outbox *o, const char *job, const char *name)
+{
+	struct err e = {0};
+	char p[128];
+	struct outbox_file f = { p, 10, 1000, 42, 0 };
+
+	snprintf(p, sizeof(p), "%s/%s.xml", job, name);
+	return outbox_journal(o, &f, NULL, &e);
+}
+
+/*
+ * outbox_journal keeps the job's last sequence in memory within a
+ * transaction and writes job_seq once (job_seq_put): interleaved jobs,
+ * a savepoint rolled back and a whole transaction rolled back must leave
+ * the same sequences and job_seq rows as writing it every file did.
+ */
+static void
+test_seq_batch(void)
+{
+	struct outbox *o = fresh("seq.db");
+	struct err e = {0};
+
+	if (!tap_ok(o != NULL, "open a new outbox"))
+		return;
+	outbox_begin(o, &e);
+	journal_one(o, JOB_A, "a1");
+	journal_one(o, JOB_A, "a2");
+	journal_one(o, JOB_B, "b1");
+	journal_one(o, JOB_A, "a3");
+	journal_one(o, JOB_B, "b2");
+	tap_ok(outbox_commit(o, &e) == 0, "one transaction journals two jobs' "
+	    "files, interleaved");
+	tap_int(query_int(o, "SELECT count(DISTINCT seq) FROM entries WHERE "
+	    "job_id = '" JOB_A "'"), 3, "job A's three files have three "
+	    "sequences");
+	tap_int(query_int(o, "SELECT max(seq) - min(seq) FROM entries WHERE "
+	    "job_id = '" JOB_A "'"), 2, "consecutive ones");
+	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
+	    JOB_A "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
+	    "job_id = '" JOB_A "'"), "job_seq holds job A's last");
+	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
+	    JOB_B "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
+	    "job_id = '" JOB_B "'"), "and job B's");
+
+	/* A savepoint rolled back forgets only its own. */
+	outbox_begin(o, &e);
+	journal_one(o, JOB_A, "a4");
+	outbox_begin(o, &e);
+	journal_one(o, JOB_A, "a5");
+	outbox_rollback(o);
+	journal_one(o, JOB_A, "a6");
+	tap_ok(outbox_commit(o, &e) == 0, "a savepoint inside is rolled back");
+	tap_int(query_int(o, "SELECT count(*) FROM entries WHERE path = '"
+	    JOB_A "/a5.xml'"), 0, "its file is not journaled");
+	tap_int(query_int(o, "SELECT count(DISTINCT seq) FROM entries WHERE "
+	    "job_id = '" JOB_A "'"), 5, "job A's five files still have five "
+	    "sequences");
+	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
+	    JOB_A "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
+	    "job_id = '" JOB_A "'"), "job_seq holds the last of them");
+
+	/* A transaction rolled back writes nothing; the next one goes on. */
+	outbox_begin(o, &e);
+	journal_one(o, JOB_A, "a7");
+	outbox_rollback(o);
+	outbox_begin(o, &e);
+	journal_one(o, JOB_A, "a8");
+	outbox_commit(o, &e);
+	tap_int(query_int(o, "SELECT count(DISTINCT seq) FROM entries WHERE "
+	    "job_id = '" JOB_A "'"), 6, "after a rollback, the next file of "
+	    "the job gets a sequence of its own");
+	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
+	    JOB_A "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
+	    "job_id = '" JOB_A "'"), "job_seq holds the last");
+	counts_agree(o, "after the sequences");
+	outbox_close(o);
+}
+
 /* ---- retention ------------------------------------------------------------ */
 
 static void
@@ -604,6 +686,7 @@ main(void)
 	test_counts();
 	test_plans();
 	test_fair();
+	test_seq_batch();
 	test_prune();
 	return tap_done();
 }
