@@ -800,6 +800,7 @@ outbox_commit(struct outbox *o, struct err *e)
 		    "back by an error", o->path);
 		o->depth = 0;
 		o->done_at[0][0] = o->done_at[1][0] = '\0';
+		o->seq_state = SEQ_NONE;	/* rolled back with it */
 		return -1;
 	}
 	if (o->depth == 1) {

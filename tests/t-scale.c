@@ -589,6 +589,32 @@ test_seq_batch(void)
 	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
 	    JOB_A "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
 	    "job_id = '" JOB_A "'"), "job_seq holds the last");
+
+	/* SQLite ended the transaction itself (an I/O error): the row kept
+	 * for it is forgotten with it, not written by a later statement
+	 * over what another connection wrote meanwhile. */
+	{
+		char path[256];
+		struct outbox *o2;
+
+		snprintf(path, sizeof(path), "%s/seq.db", dir);
+		o2 = outbox_open(path, 0, &e);
+		outbox_begin(o, &e);
+		journal_one(o, JOB_A, "r1");
+		sqlite3_exec(outbox_db(o), "ROLLBACK", NULL, NULL, NULL);
+		tap_ok(outbox_commit(o, &e) < 0, "a transaction SQLite rolled "
+		    "back does not commit");
+		outbox_begin(o2, &e);
+		journal_one(o2, JOB_A, "s1");
+		journal_one(o2, JOB_A, "s2");
+		outbox_commit(o2, &e);
+		journal_one(o, JOB_A, "t1");
+		tap_int(query_int(o, "SELECT count(*) - count(DISTINCT seq) FROM "
+		    "entries WHERE job_id = '" JOB_A "'"), 0, "then another "
+		    "connection's files and this one's next have a sequence "
+		    "each");
+		outbox_close(o2);
+	}
 	counts_agree(o, "after the sequences");
 	outbox_close(o);
 }
