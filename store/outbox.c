@@ -300,6 +300,8 @@ struct outbox {
 					   outside stmt_sql, prepared once */
 	char done_at[2][32];		/* per leg, the newest done the open
 					   transaction recorded, or "" */
+	char done_save[4][2][32];	/* done_at when savepoint sN began
+					   (N = 1..4), for its rollback */
 	/* The last job_seq written in the open transaction (job_seq_put):
 	 * a batch of one job's files reads and writes its row once, not
 	 * once a file. SEQ_DIRTY: not written to job_seq yet. */
@@ -769,9 +771,13 @@ outbox_begin(struct outbox *o, struct err *e)
 		/* A savepoint's rollback then forgets only its own. */
 		return -1;
 	} else if (o->depth == 1) {
+		memcpy(o->done_save[0], o->done_at, sizeof(o->done_at));
 		rc = named_run(o, NAMED_SAVEPOINT, "SAVEPOINT s1") ==
 		    SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
 	} else {
+		if (o->depth <= 4)
+			memcpy(o->done_save[o->depth - 1], o->done_at,
+			    sizeof(o->done_at));
 		snprintf(sql, sizeof(sql), "SAVEPOINT s%d", o->depth);
 		rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
 	}
@@ -838,6 +844,11 @@ outbox_rollback(struct outbox *o)
 		sqlite3_exec(o->db, sql, NULL, NULL, NULL);
 		o->depth--;
 		o->seq_state = SEQ_NONE;	/* flushed when it began */
+		/* Its stores are undone: so is the newest done time they set
+		 * (savepoints deeper than s4, which nothing opens, keep it). */
+		if (o->depth <= 4)
+			memcpy(o->done_at, o->done_save[o->depth - 1],
+			    sizeof(o->done_at));
 		return;
 	}
 	if (!sqlite3_get_autocommit(o->db))

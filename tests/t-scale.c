@@ -333,6 +333,27 @@ test_done_at(void)
 	t = last_done(o, OUTBOX_DB);
 	tap_ok(t == NULL, "and the database leg has none");
 	free(t);
+	/* A store in a savepoint rolled back, its transaction committed. */
+	{
+		struct outbox_entry *w = NULL;
+		size_t nw = 0;
+
+		journal_many(o, JOB_A, "n", 1);
+		outbox_claim(o, OUTBOX_S3, 1, 1, NULL, NULL, &w, &nw, &e);
+		usleep(5000);	/* a later millisecond than the last store */
+		outbox_begin(o, &e);
+		outbox_begin(o, &e);
+		if (nw == 1)
+			outbox_apply(o, OUTBOX_S3, w[0].id, &ok, &e);
+		outbox_rollback(o);
+		tap_ok(nw == 1 && outbox_commit(o, &e) == 0, "a store in a "
+		    "savepoint is rolled back, the transaction around it "
+		    "committed");
+		tap_int(query_int(o, "SELECT id FROM entries WHERE s3_done_at = "
+		    "(SELECT value FROM meta WHERE key = 'last_s3_done')"),
+		    v[1].id, "the last S3 store is still the one committed");
+		outbox_entries_free(w, nw);
+	}
 	counts_agree(o, "after a rollback and a commit");
 	outbox_entries_free(v, n);
 	outbox_close(o);
