@@ -9,8 +9,7 @@
 # the watch limit reached the unwatched directories are polled; polling
 # mode sees files without inotify; a second outboxd on the same outbox
 # refuses to start; a file journaled by the start-up rescan while its
-# writer paused is journaled again in its final form; a file linked in
-# whose temp name is removed at once is journaled without a rescan.
+# writer paused is journaled again in its final form.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ob.sh"
@@ -93,15 +92,6 @@ printf 'r' >"$UPLOADS/$j/before-rename.txt"
 sleep 0.3
 mv "$UPLOADS/$j/before-rename.txt" "$UPLOADS/$j/after-rename.txt"
 t_ok "a rename inside the tree journals the new name" wait_for 20 stored "$j/after-rename.txt"
-# A finished file hard-linked in whose other name goes at once (link, then
-# unlink, as some writers publish a temp file): no close or rename of the
-# name in the tree ever comes, and one link is left when the watcher looks.
-# It waited for the periodic rescan (an hour by default).
-printf 'linked in, then the temp name removed' >"$IT_DIR/publish.tmp"
-/usr/bin/python3 -c 'import os, sys; os.link(sys.argv[1], sys.argv[2]); os.unlink(sys.argv[1])' \
-	"$IT_DIR/publish.tmp" "$UPLOADS/$j/published.txt"
-t_ok "a file linked in whose other name is removed at once is stored" \
-	wait_for 20 stored "$j/published.txt"
 ob_stop
 
 # OUTBOXD_IGNORE applies to events and to rescans alike.

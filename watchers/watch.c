@@ -876,12 +876,8 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 /*
  * The files created in the events just read whose close or rename did not
  * come with them. A hard link (or linkat of an O_TMPFILE) appears complete
- * with no close or rename event to follow: settle it now. So does a file
- * with one link that nobody has open for writing (being_written): a link
- * whose other name was removed in the same read (ln tmp final; rm tmp),
- * or an O_TMPFILE linked in and closed; without this it waited for the
- * periodic rescan. An ordinary new file still open for writing waits for
- * its close, as does one whose writer cannot be told (no lease).
+ * with no close or rename event to follow: settle it now. An ordinary new
+ * file has one link and waits for its close.
  */
 static void
 created_check(struct watch *w)
@@ -897,8 +893,7 @@ created_check(struct watch *w)
 		struct err e;
 
 		if (tree_stat(w->rootfd, key, &st, &e) == 0 &&
-		    S_ISREG(st.st_mode) && (st.st_nlink > 1 ||
-		    being_written(w->rootfd, key) == 0))
+		    S_ISREG(st.st_mode) && st.st_nlink > 1)
 			settle_arm(w, key, w->cfg->settle_ms, w->cfg->settle_ms);
 	}
 	strmap_free(w->created);
