@@ -34,11 +34,12 @@
 /* ---- shared ------------------------------------------------------------ */
 
 static void
-taken_push(struct taken **h, const char *sha)
+taken_push(struct taken **h, const char *sha, int node)
 {
 	struct taken *t = xcalloc(1, sizeof(*t));
 
 	snprintf(t->sha, sizeof(t->sha), "%s", sha);
+	t->node = node;
 	t->next = *h;
 	*h = t;
 }
@@ -100,6 +101,7 @@ struct freq {
 	int64_t due;		/* simulated mono ms */
 	enum fault fault;
 	int cancelled;
+	int node;		/* the instance that started it */
 	struct freq *next;
 };
 
@@ -121,6 +123,8 @@ struct fake_s3 {
 	long long resent;		/* parts sent again to one upload */
 	struct strmap *sends;		/* "<upload id>#<n>" -> sends, as a
 					   count in the pointer */
+	int put_node;			/* the instance of the request being
+					   executed */
 };
 
 struct fake_s3 *
@@ -382,7 +386,7 @@ store_object(struct fake_s3 *f, const char *key, const unsigned char *b,
 	snprintf(o->meta_sha, sizeof(o->meta_sha), "%s", meta_sha ? meta_sha :
 	    "");
 	o->size = (int64_t)len;
-	taken_push(&o->history, o->sha);
+	taken_push(&o->history, o->sha, f->put_node);
 }
 
 static void
@@ -503,6 +507,7 @@ execute(struct fake_s3 *f, struct freq *q)
 	struct s3_req *r = q->r;
 	unsigned char *b = NULL;
 
+	f->put_node = q->node;
 	if (q->cancelled) {
 		err_set(&r->err, ERR_TRANSIENT, "%s %s: cancelled: outboxd is "
 		    "stopping", r->method, r->key);
@@ -630,6 +635,7 @@ s3_start_fake(void *h, struct s3_req *r)
 	r->err = (struct err){0};
 	buf_free(&r->body);
 	q->r = r;
+	q->node = f->w->node;
 	q->fault = f->mode == MODE_DOWN || f->mode == MODE_REFUSED ? F_NONE :
 	    draw_fault(f->w, f->mode, &f->forced);
 	if (f->lose_complete && strcmp(r->method, "POST") == 0 &&
@@ -938,7 +944,7 @@ record_one(struct fake_db *f, const struct pg_doc *d)
 	snprintf(doc->etag, sizeof(doc->etag), "%s", d->etag ? d->etag : "");
 	doc->has_key = d->s3_key != NULL;
 	doc->size = d->file_size;
-	taken_push(&doc->history, d->sha256);
+	taken_push(&doc->history, d->sha256, -1);
 	return created > 0 ? "job_created" : created < 0 ? "updated" :
 	    "inserted";
 }

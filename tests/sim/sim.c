@@ -161,6 +161,7 @@ use_node(struct sim *m, int k)
 	n->turn_cap = m->turn_cap;
 	n = &m->nodes[k];
 	m->cur = k;
+	m->w.node = k;
 	m->eng = n->eng;
 	m->wob = n->wob;
 	m->turns = n->turns;
@@ -990,6 +991,21 @@ check_order(struct sim *m, const struct afile *f, const struct taken *h,
 	}
 }
 
+/* Whether S3 held sha (stored by one instance) before the other
+ * instance's PUT that is its object now: the two-writer case only. */
+static int
+other_overwrote(const struct fobject *o, const char *sha)
+{
+	const struct taken *t;
+
+	if (o->history == NULL)
+		return 0;
+	for (t = o->history->next; t != NULL; t = t->next)
+		if (strcmp(t->sha, sha) == 0)
+			return t->node != o->history->node;
+	return 0;
+}
+
 static void
 check_file(struct sim *m, int i)
 {
@@ -1048,14 +1064,16 @@ check_file(struct sim *m, int i)
 	/* (One exception no engine can see: S3 took a newer version, its
 	 * reply was lost in a crash, and the file vanished before the retry
 	 * could hash it; then S3 holds the newer one.) */
-	/* (And one no pair of instances can prevent: each sends the version
-	 * it journaled, so a PUT of instance B's older version can land
-	 * after instance A stored the newer one and recorded its row; B
-	 * then sends the newer one too, unless the file vanished first.
-	 * Counted, and still a violation while the file exists.) */
+	/* (And one two uncoordinated instances do not prevent: each sends
+	 * the version it journaled, so a PUT of instance B's older version
+	 * can land after instance A stored the newer one and recorded its
+	 * row; B then sends the newer one too, unless the file vanished
+	 * first. Only when the last PUT is the other instance's; counted,
+	 * and still a violation while the file exists. DESIGN.md.) */
 	if (d != NULL && d->has_key && o != NULL && m->nn > 1 && !f->exists &&
 	    strcmp(o->sha, d->sha) != 0 && version_index(f, o->sha) >= 0 &&
-	    version_index(f, o->sha) < version_index(f, d->sha)) {
+	    version_index(f, o->sha) < version_index(f, d->sha) &&
+	    other_overwrote(o, d->sha)) {
 		m->last_writer++;
 	} else if (d != NULL && d->has_key && (o == NULL ||
 	    (strcmp(o->sha, d->sha) != 0 && version_index(f, o->sha) <=

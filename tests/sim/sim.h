@@ -46,6 +46,7 @@ enum fault {
 /* One version a store took, for the order checks. */
 struct taken {
 	char sha[65];
+	int node;		/* S3: the instance whose PUT this was */
 	struct taken *next;
 };
 
@@ -91,6 +92,7 @@ struct world {
 	long long refusals;		/* periods a store refused */
 	long long refused;		/* requests refused in them */
 	char violation[1024];		/* the first broken promise, or "" */
+	int node;			/* the instance whose engine runs now */
 	/* Called whenever the engine waits (idle or for S3): the driver's
 	 * chance to stop an engine that never ends. */
 	void (*on_wait)(struct world *w);
