@@ -742,6 +742,14 @@ write_done_at(struct outbox *o)
 
 static int seq_flush(struct outbox *o, struct err *e);
 
+/* What the open transaction kept in memory, forgotten with it. */
+static void
+txn_forget(struct outbox *o)
+{
+	o->done_at[0][0] = o->done_at[1][0] = '\0';
+	o->seq_state = SEQ_NONE;
+}
+
 /*
  * Transactions nest: the outermost is BEGIN IMMEDIATE ... COMMIT, inner
  * ones are savepoints, so a helper that needs atomicity (journaling a
@@ -765,21 +773,21 @@ outbox_begin(struct outbox *o, struct err *e)
 	if (o->depth == 0) {
 		rc = named_run(o, NAMED_BEGIN, "BEGIN IMMEDIATE") == SQLITE_DONE ?
 		    SQLITE_OK : SQLITE_ERROR;
-		o->done_at[0][0] = o->done_at[1][0] = '\0';
-		o->seq_state = SEQ_NONE;
+		txn_forget(o);
 	} else if (seq_flush(o, e) < 0) {
 		/* A savepoint's rollback then forgets only its own. */
 		return -1;
-	} else if (o->depth == 1) {
-		memcpy(o->done_save[0], o->done_at, sizeof(o->done_at));
-		rc = named_run(o, NAMED_SAVEPOINT, "SAVEPOINT s1") ==
-		    SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
 	} else {
-		if (o->depth <= 4)
+		if (o->depth <= 4)	/* for the savepoint's rollback */
 			memcpy(o->done_save[o->depth - 1], o->done_at,
 			    sizeof(o->done_at));
-		snprintf(sql, sizeof(sql), "SAVEPOINT s%d", o->depth);
-		rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
+		if (o->depth == 1) {
+			rc = named_run(o, NAMED_SAVEPOINT, "SAVEPOINT s1") ==
+			    SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+		} else {
+			snprintf(sql, sizeof(sql), "SAVEPOINT s%d", o->depth);
+			rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
+		}
 	}
 	if (rc != SQLITE_OK) {
 		db_err(o, e, "BEGIN");
@@ -805,8 +813,7 @@ outbox_commit(struct outbox *o, struct err *e)
 		err_set(e, ERR_TRANSIENT, "outbox %s: the transaction was rolled "
 		    "back by an error", o->path);
 		o->depth = 0;
-		o->done_at[0][0] = o->done_at[1][0] = '\0';
-		o->seq_state = SEQ_NONE;	/* rolled back with it */
+		txn_forget(o);
 		return -1;
 	}
 	if (o->depth == 1) {
@@ -815,7 +822,7 @@ outbox_commit(struct outbox *o, struct err *e)
 		rc = seq_flush(o, &se) == 0 && write_done_at(o) == SQLITE_DONE &&
 		    named_run(o, NAMED_COMMIT, "COMMIT") == SQLITE_DONE ?
 		    SQLITE_OK : SQLITE_ERROR;
-		o->seq_state = SEQ_NONE;
+		txn_forget(o);
 	}
 	else if (o->depth == 2)
 		rc = named_run(o, NAMED_RELEASE, "RELEASE s1") == SQLITE_DONE ?
@@ -854,8 +861,7 @@ outbox_rollback(struct outbox *o)
 	if (!sqlite3_get_autocommit(o->db))
 		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 	o->depth = 0;
-	o->done_at[0][0] = o->done_at[1][0] = '\0';
-	o->seq_state = SEQ_NONE;
+	txn_forget(o);
 }
 
 /* Runs a bound statement that returns no rows. */
@@ -983,6 +989,17 @@ seq_flush(struct outbox *o, struct err *e)
 	if (seq_write(o, o->seq_job, o->seq_last, e) < 0)
 		return -1;
 	o->seq_state = SEQ_CLEAN;
+	return 0;
+}
+
+/* Writes the kept row and forgets it: the claim frontier, the lowest
+ * seq a new entry may get, is about to move. */
+static int
+seq_settle(struct outbox *o, struct err *e)
+{
+	if (seq_flush(o, e) < 0)
+		return -1;
+	o->seq_state = SEQ_NONE;
 	return 0;
 }
 
@@ -1225,10 +1242,8 @@ claimed_upto(struct outbox *o, enum outbox_leg leg, int64_t seq,
 {
 	sqlite3_stmt *s;
 
-	/* The frontier is the lowest seq a new entry may get. */
-	if (seq_flush(o, e) < 0 || (s = stmt(o, ST_CLAIMED_UPTO, e)) == NULL)
+	if (seq_settle(o, e) < 0 || (s = stmt(o, ST_CLAIMED_UPTO, e)) == NULL)
 		return -1;
-	o->seq_state = SEQ_NONE;
 	sqlite3_bind_text(s, 1, leg == OUTBOX_S3 ? "s3" : "db", -1,
 	    SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, seq);
@@ -1238,9 +1253,8 @@ claimed_upto(struct outbox *o, enum outbox_leg leg, int64_t seq,
 int
 outbox_live_legs(struct outbox *o, int s3_on, int db_on, struct err *e)
 {
-	if (seq_flush(o, e) < 0)
+	if (seq_settle(o, e) < 0)
 		return -1;
-	o->seq_state = SEQ_NONE;
 	if (!s3_on && run(o, "DELETE FROM claim_seq WHERE leg = 's3'", "", e) < 0)
 		return -1;
 	if (!db_on && run(o, "DELETE FROM claim_seq WHERE leg = 'db'", "", e) < 0)

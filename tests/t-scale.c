@@ -546,6 +546,19 @@ journal_one(struct outbox *o, const char *job, const char *name)
 	return outbox_journal(o, &f, NULL, &e);
 }
 
+/* job_seq's row for job holds the highest seq of the job's entries. */
+static void
+seq_row_is_last(struct outbox *o, const char *job, const char *what)
+{
+	char row[160], last[160];
+
+	snprintf(row, sizeof(row), "SELECT last_seq FROM job_seq WHERE "
+	    "job_id = '%s'", job);
+	snprintf(last, sizeof(last), "SELECT max(seq) FROM entries WHERE "
+	    "job_id = '%s'", job);
+	tap_int(query_int(o, row), query_int(o, last), "%s", what);
+}
+
 /*
  * outbox_journal keeps the job's last sequence in memory within a
  * transaction and writes job_seq once (job_seq_put): interleaved jobs,
@@ -573,12 +586,8 @@ test_seq_batch(void)
 	    "sequences");
 	tap_int(query_int(o, "SELECT max(seq) - min(seq) FROM entries WHERE "
 	    "job_id = '" JOB_A "'"), 2, "consecutive ones");
-	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
-	    JOB_A "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
-	    "job_id = '" JOB_A "'"), "job_seq holds job A's last");
-	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
-	    JOB_B "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
-	    "job_id = '" JOB_B "'"), "and job B's");
+	seq_row_is_last(o, JOB_A, "job_seq holds job A's last");
+	seq_row_is_last(o, JOB_B, "and job B's");
 
 	/* A savepoint rolled back forgets only its own. */
 	outbox_begin(o, &e);
@@ -593,9 +602,7 @@ test_seq_batch(void)
 	tap_int(query_int(o, "SELECT count(DISTINCT seq) FROM entries WHERE "
 	    "job_id = '" JOB_A "'"), 5, "job A's five files still have five "
 	    "sequences");
-	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
-	    JOB_A "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
-	    "job_id = '" JOB_A "'"), "job_seq holds the last of them");
+	seq_row_is_last(o, JOB_A, "job_seq holds the last of them");
 
 	/* A transaction rolled back writes nothing; the next one goes on. */
 	outbox_begin(o, &e);
@@ -607,9 +614,7 @@ test_seq_batch(void)
 	tap_int(query_int(o, "SELECT count(DISTINCT seq) FROM entries WHERE "
 	    "job_id = '" JOB_A "'"), 6, "after a rollback, the next file of "
 	    "the job gets a sequence of its own");
-	tap_int(query_int(o, "SELECT last_seq FROM job_seq WHERE job_id = '"
-	    JOB_A "'"), query_int(o, "SELECT max(seq) FROM entries WHERE "
-	    "job_id = '" JOB_A "'"), "job_seq holds the last");
+	seq_row_is_last(o, JOB_A, "job_seq holds the last");
 
 	/* SQLite ended the transaction itself (an I/O error): the row kept
 	 * for it is forgotten with it, not written by a later statement
