@@ -33,8 +33,13 @@ CREATE TABLE IF NOT EXISTS entries (
     updated_at   TEXT NOT NULL,
 
     -- The S3 leg. States: pending, in_flight, done, failed, skipped.
+    -- (Comparisons, not IN (...): SQLite builds a temporary b-tree for an
+    -- IN list of more than two values each time the CHECK runs, that is
+    -- with every journal insert, claim and outcome; schema 6.)
     s3_state     TEXT NOT NULL DEFAULT 'pending'
-                 CHECK (s3_state IN ('pending','in_flight','done','failed','skipped')),
+                 CHECK (s3_state = 'pending' OR s3_state = 'in_flight' OR
+                     s3_state = 'done' OR s3_state = 'failed' OR
+                     s3_state = 'skipped'),
     s3_attempts  INTEGER NOT NULL DEFAULT 0,
     s3_next_at   TEXT NOT NULL,             -- not tried again before this
     s3_error     TEXT,                      -- last error, or why skipped
@@ -44,7 +49,9 @@ CREATE TABLE IF NOT EXISTS entries (
 
     -- The database leg, same states.
     db_state     TEXT NOT NULL DEFAULT 'pending'
-                 CHECK (db_state IN ('pending','in_flight','done','failed','skipped')),
+                 CHECK (db_state = 'pending' OR db_state = 'in_flight' OR
+                     db_state = 'done' OR db_state = 'failed' OR
+                     db_state = 'skipped'),
     db_attempts  INTEGER NOT NULL DEFAULT 0,
     db_next_at   TEXT NOT NULL,
     db_error     TEXT,
