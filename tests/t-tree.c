@@ -2,16 +2,21 @@
  * t-tree.c - proves files are only ever read beneath the uploads root:
  * symlinks (to files, to directories, in the middle of a path) and ".."
  * are refused, a FIFO neither blocks nor is read, a walk reports each
- * kind of thing for what it is, and the ignore rules match DESIGN.md.
+ * kind of thing for what it is, a file another process holds a write
+ * lease on is reported busy at once (not opened in a loop until the lease
+ * breaks), and the ignore rules match DESIGN.md.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "watchers/tree.h"
@@ -50,6 +55,84 @@ touch(const char *dir, const char *rel, const char *text)
 	}
 }
 
+
+static int64_t
+now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/*
+ * A child that takes a write lease on path and holds it for hold_ms,
+ * ignoring the kernel's request to let go (SIGIO), as a stuck lease
+ * holder would; the kernel breaks such a lease only after
+ * /proc/sys/fs/lease-break-time (45 s). Returns its pid once the lease is
+ * held, or -1 (leases not available here).
+ */
+static pid_t
+hold_write_lease(const char *path, int hold_ms)
+{
+	int pfd[2];
+	char ok = 0;
+	pid_t pid;
+
+	if (pipe(pfd) < 0)
+		return -1;
+	if ((pid = fork()) == 0) {
+		int fd = open(path, O_RDWR);
+
+		signal(SIGIO, SIG_IGN);
+		ok = fd >= 0 && fcntl(fd, F_SETLEASE, F_WRLCK) == 0;
+		if (write(pfd[1], &ok, 1) != 1 || !ok)
+			_exit(1);
+		usleep((useconds_t)hold_ms * 1000);
+		_exit(0);
+	}
+	close(pfd[1]);
+	if (pid < 0 || read(pfd[0], &ok, 1) != 1 || !ok) {
+		if (pid > 0)
+			waitpid(pid, NULL, 0);
+		pid = -1;
+	}
+	close(pfd[0]);
+	return pid;
+}
+
+/* Opening a file under another process's write lease: busy, at once. */
+static void
+leased(int rootfd, const char *root, const char *how)
+{
+	char path[600];
+	struct err e = {0};
+	struct stat st;
+	int64_t t0, took;
+	pid_t pid;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/job/leased.xml", root);
+	if ((pid = hold_write_lease(path, 3000)) < 0) {
+		tap_diag("%s: no write lease could be taken here: not checked",
+		    how);
+		return;
+	}
+	t0 = now_ms();
+	fd = tree_open_file(rootfd, "job/leased.xml", &st, &e);
+	took = now_ms() - t0;
+	tap_ok(fd < 0 && took < 1000, "%s: a file under another process's "
+	    "write lease is not waited for (%lld ms)", how, (long long)took);
+	tap_int(e.cls, ERR_TRANSIENT, "%s: it is busy, to be tried again "
+	    "later (%s)", how, e.msg);
+	tap_ok(strstr(e.msg, "lease") != NULL, "%s: the message says why",
+	    how);
+	if (fd >= 0)
+		close(fd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
 int
 main(void)
 {
@@ -70,6 +153,7 @@ main(void)
 	mkdir(p, 0700);
 	touch(root, "job/a.xml", "<a/>");
 	touch(root, "job/sub/b.md", "# b");
+	touch(root, "job/leased.xml", "<l/>");
 	touch(base, "secret.txt", "outside");
 	snprintf(p, sizeof(p), "%s/secret.txt", base);
 	snprintf(q, sizeof(q), "%s/job/link-to-secret", root);
@@ -116,13 +200,14 @@ main(void)
 		tap_int(tree_stat(rootfd, "job/link-to-secret", &st, &e), 0,
 		    "%s: tree_stat sees the link itself", how);
 		tap_ok(S_ISLNK(st.st_mode), "%s: as a link", how);
+		leased(rootfd, root, how);
 	}
 	tree_use_openat2(1);
 
 	tap_int(tree_walk(rootfd, "", NULL, count_visit, NULL, &e), 0,
 	    "walk the tree");
-	tap_ok(files == 2 && dirs == 2 && links == 2 && others == 1,
-	    "2 files, 2 directories, 2 links, 1 FIFO (got %d %d %d %d)",
+	tap_ok(files == 3 && dirs == 2 && links == 2 && others == 1,
+	    "3 files, 2 directories, 2 links, 1 FIFO (got %d %d %d %d)",
 	    files, dirs, links, others);
 
 	tap_ok(watch_ignored(NULL, ".hidden"), "dot files are ignored");

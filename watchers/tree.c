@@ -50,8 +50,15 @@ open_error(struct err *e, const char *rel, int saved)
 	else if (saved == EXDEV)
 		err_set(e, ERR_PERMANENT, "%s: resolves outside the uploads "
 		    "root", rel);
+	else if (saved == EAGAIN)
+		/* A file opened O_NONBLOCK under another process's lease
+		 * (Samba, an NFS server's delegation): the open asks the
+		 * holder to let go, and a later try finds it free. */
+		err_set(e, ERR_TRANSIENT, "%s: busy: another process holds a "
+		    "lease on it (or a directory on its path was being "
+		    "renamed)", rel);
 	else if (saved == EMFILE || saved == ENFILE || saved == ENOMEM ||
-	    saved == EINTR || saved == EAGAIN)
+	    saved == EINTR)
 		err_sys(e, ERR_TRANSIENT, "%s", rel);
 	else
 		err_sys(e, ERR_PERMANENT, "%s", rel);
@@ -109,15 +116,19 @@ tree_open(int rootfd, const char *rel, int flags, struct err *e)
 		rel = ".";
 	if (have_openat2 >= 0) {
 		struct open_how how;
+		int tries = 0;
 
 		memset(&how, 0, sizeof(how));
 		how.flags = (unsigned long long)flags;
 		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 		    RESOLVE_NO_MAGICLINKS;
+		/* EAGAIN: a rename raced the lookup (try again), or the file
+		 * is under another process's lease, which no immediate retry
+		 * ends: it used to spin here until the lease broke (45 s). */
 		do
 			fd = (int)syscall(SYS_openat2, rootfd, rel, &how,
 			    sizeof(how));
-		while (fd < 0 && errno == EAGAIN);
+		while (fd < 0 && errno == EAGAIN && ++tries < 3);
 		if (fd >= 0 || errno != ENOSYS) {
 			have_openat2 = 1;
 			if (fd < 0)
