@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS entries (
     -- IN list of more than two values each time the CHECK runs, that is
     -- with every journal insert, claim and outcome; schema 6.)
     s3_state     TEXT NOT NULL DEFAULT 'pending'
+                 CONSTRAINT s3_state_known
                  CHECK (s3_state = 'pending' OR s3_state = 'in_flight' OR
                      s3_state = 'done' OR s3_state = 'failed' OR
                      s3_state = 'skipped'),
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS entries (
 
     -- The database leg, same states.
     db_state     TEXT NOT NULL DEFAULT 'pending'
+                 CONSTRAINT db_state_known
                  CHECK (db_state = 'pending' OR db_state = 'in_flight' OR
                      db_state = 'done' OR db_state = 'failed' OR
                      db_state = 'skipped'),

@@ -28,6 +28,7 @@
 #include <sqlite3.h>
 
 #include "base/keymap.h"
+#include "base/log.h"
 #include "schema/sql.h"
 #include "store/outbox.h"
 
@@ -554,10 +555,12 @@ static const char *const old_checks[2] = {
 	"CHECK (db_state IN ('pending','in_flight','done','failed','skipped'))",
 };
 static const char *const new_checks[2] = {
-	"CHECK (s3_state = 'pending' OR s3_state = 'in_flight' OR\n"
+	"CONSTRAINT s3_state_known\n"
+	"                 CHECK (s3_state = 'pending' OR s3_state = 'in_flight' OR\n"
 	"                     s3_state = 'done' OR s3_state = 'failed' OR\n"
 	"                     s3_state = 'skipped')",
-	"CHECK (db_state = 'pending' OR db_state = 'in_flight' OR\n"
+	"CONSTRAINT db_state_known\n"
+	"                 CHECK (db_state = 'pending' OR db_state = 'in_flight' OR\n"
 	"                     db_state = 'done' OR db_state = 'failed' OR\n"
 	"                     db_state = 'skipped')",
 };
@@ -597,17 +600,22 @@ checks_rewritten(const char *sql)
  * outbox made before gets the table's stored text rewritten, which is how
  * SQLite documents changing a CHECK (lang_altertable.html, "Making other
  * kinds of table schema changes"): the rows are the same, and the
- * constraint accepts exactly what the old one did. Where the rewrite
- * cannot be made (SQLite in defensive mode) the outbox keeps the old text
- * and works as before, only slower; the next start tries again.
+ * constraint accepts exactly what the old one did; named, so a violation
+ * says "CHECK constraint failed: s3_state_known" on one line. Where SQLite
+ * refuses the rewrite (a defensive build) or the new text does not parse
+ * (someone changed the table's text), the savepoint undoes it, a warning
+ * says so and the outbox works as before, only slower; the next start
+ * tries again. If SQLite rolled the whole transaction back meanwhile, the
+ * open fails instead, as it would for any other upgrade.
  */
 static int
 upgrade_checks(struct outbox *o, struct err *e)
 {
-	char *v = outbox_meta_get(o, "schema_version");
-	int old = v == NULL || atoi(v) < 6, rc, cookie = -1;
+	char *v = outbox_meta_get(o, "schema_version"), bump[64];
+	int old = v == NULL || atoi(v) < 6, cookie = -1;
 	sqlite3_stmt *s = NULL;
 	char *sql = NULL;
+	struct err why = {0};
 
 	free(v);
 	if (!old)
@@ -620,43 +628,52 @@ upgrade_checks(struct outbox *o, struct err *e)
 	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0) != NULL)
 		sql = checks_rewritten((const char *)sqlite3_column_text(s, 0));
 	sqlite3_finalize(s);
+	s = NULL;
 	if (sql == NULL)
 		return exec(o, "UPDATE meta SET value = '6' WHERE key = "
 		    "'schema_version'", e);
+	if (exec(o, "SAVEPOINT checks6", e) < 0) {
+		free(sql);
+		return -1;
+	}
 	if (sqlite3_prepare_v2(o->db, "PRAGMA schema_version", -1, &s,
 	    NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
 		cookie = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
 	s = NULL;
-	rc = cookie >= 0 && exec(o, "SAVEPOINT checks6; "
-	    "PRAGMA writable_schema = ON", e) == 0 ? 0 : -1;
-	if (rc == 0 && (sqlite3_prepare_v2(o->db, "UPDATE sqlite_master SET "
-	    "sql = ?1 WHERE type = 'table' AND name = 'entries'", -1, &s,
+	if (cookie < 0)
+		db_err(o, &why, "reading the schema cookie");
+	else if (exec(o, "PRAGMA writable_schema = ON", &why) == 0 &&
+	    (sqlite3_prepare_v2(o->db, "UPDATE sqlite_master SET sql = ?1 "
+	    "WHERE type = 'table' AND name = 'entries'", -1, &s,
 	    NULL) != SQLITE_OK || sqlite3_bind_text(s, 1, sql, -1,
 	    SQLITE_STATIC) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE))
-		rc = -1;
+		db_err(o, &why, "rewriting the table's text");
 	sqlite3_finalize(s);
 	free(sql);
-	if (rc == 0) {
-		/* A new cookie makes every connection (this one too) read the
-		 * schema again; the SELECT proves the new text parses. */
-		char bump[64];
-
-		snprintf(bump, sizeof(bump), "PRAGMA schema_version = %d",
-		    cookie + 1);
-		rc = exec(o, bump, e) == 0 &&
-		    exec(o, "PRAGMA writable_schema = OFF", e) == 0 &&
-		    exec(o, "SELECT s3_state FROM entries LIMIT 0", e) == 0 ?
-		    0 : -1;
+	/* A new cookie makes every connection (this one too) read the
+	 * schema again; the SELECT proves the new text parses. */
+	snprintf(bump, sizeof(bump), "PRAGMA schema_version = %d", cookie + 1);
+	if (why.msg[0] == '\0' && exec(o, bump, &why) == 0 &&
+	    exec(o, "PRAGMA writable_schema = OFF", &why) == 0)
+		(void)exec(o, "SELECT s3_state FROM entries LIMIT 0", &why);
+	if (why.msg[0] == '\0')
+		return exec(o, "RELEASE checks6; UPDATE meta SET value = '6' "
+		    "WHERE key = 'schema_version'", e);
+	sqlite3_exec(o->db, "PRAGMA writable_schema = OFF", NULL, NULL, NULL);
+	/* SQLite may have rolled the whole start-up transaction back itself
+	 * (out of memory, an I/O error): then nothing of the upgrade is left
+	 * to keep, and the open fails with the first error. */
+	if (sqlite3_get_autocommit(o->db) || sqlite3_exec(o->db,
+	    "ROLLBACK TO checks6; RELEASE checks6", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		*e = why;
+		return -1;
 	}
-	if (rc < 0) {
-		sqlite3_exec(o->db, "PRAGMA writable_schema = OFF; "
-		    "ROLLBACK TO checks6; RELEASE checks6", NULL, NULL, NULL);
-		err_clear(e);
-		return 0;
-	}
-	return exec(o, "RELEASE checks6; UPDATE meta SET value = '6' "
-	    "WHERE key = 'schema_version'", e);
+	log_warnx("%s (rewriting the states' CHECKs, schema 6): they keep "
+	    "their old text; the outbox works as before, a little slower, and "
+	    "the next start tries again", why.msg);
+	return 0;
 }
 
 /* SQLite's memory statistics take a global mutex on every allocation

@@ -66,13 +66,13 @@ struct plans {
  * IN list of more than two values (in the statement, or in a CHECK it
  * runs: schema 6) is one, and EXPLAIN QUERY PLAN does not show it. */
 static int
-ephemeral_tables(struct outbox *o, const char *sql)
+ephemeral_tables(sqlite3 *db, const char *sql)
 {
 	char *q = sqlite3_mprintf("EXPLAIN %s", sql);
 	sqlite3_stmt *s;
 	int n = 0;
 
-	if (sqlite3_prepare_v2(outbox_db(o), q, -1, &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db, q, -1, &s, NULL) != SQLITE_OK)
 		n = -1;
 	else
 		while (sqlite3_step(s) == SQLITE_ROW)
@@ -93,7 +93,7 @@ count_trees(void *arg, const char *sql, const char *plan)
 	/* The statements run for each file say OR FAIL (schema 5); a
 	 * statement changing many rows collects them in a b-tree, rightly. */
 	if (strstr(sql, " OR FAIL ") != NULL &&
-	    (k = ephemeral_tables(p->o, sql)) != 0) {
+	    (k = ephemeral_tables(outbox_db(p->o), sql)) != 0) {
 		p->ephemeral++;
 		tap_diag("builds %d temporary b-tree(s) a run: %s", k, sql);
 	}
@@ -362,6 +362,113 @@ test_upgrade_v4(void)
 	if (o != NULL)
 		triggers_cheap(o, "opened again");
 	outbox_close(o);
+}
+
+/* The stored text of entries' CREATE TABLE, as a new string. */
+static char *
+entries_text(sqlite3 *db)
+{
+	sqlite3_stmt *s;
+	char *t = NULL;
+
+	if (sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE "
+	    "name = 'entries'", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		t = strdup((const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	return t;
+}
+
+/*
+ * An outbox of the schema-5 release (tests/data/outbox-v5.sql, the last
+ * before schema 6, its repair column added by ALTER TABLE) upgrades: the
+ * states' CHECKs compare; a connection opened before, with a statement
+ * prepared before, sees the new text. One whose table text the rewrite
+ * would break (the old CHECK quoted in a comment) keeps its text and
+ * schema 5, and works.
+ */
+static void
+test_upgrade_v5(void)
+{
+	char path[256], *v, *before, *after;
+	sqlite3 *other = NULL;
+	sqlite3_stmt *st = NULL;
+	struct outbox *o;
+	struct err e = {0};
+	size_t n;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/v5.db", dir);
+	if (!tap_ok(load_dump(path, "outbox-v5.sql") == 0,
+	    "load the schema-5 outbox"))
+		return;
+	tap_ok(sqlite3_open(path, &other) == SQLITE_OK &&
+	    sqlite3_prepare_v2(other, "UPDATE entries SET s3_state = ?1 "
+	    "WHERE id = 1", -1, &st, NULL) == SQLITE_OK,
+	    "another connection prepares a statement before the upgrade");
+	o = outbox_open(path, 0, &e);
+	if (!tap_ok(o != NULL, "outboxd opens (upgrades) it (%s)", e.msg))
+		goto out;
+	v = outbox_meta_get(o, "schema_version");
+	tap_str(v, "6", "schema 5 becomes schema 6");
+	free(v);
+	checks_compare(o, "upgraded from schema 5");
+	counts_agree(o, "after the upgrade from schema 5");
+	sqlite3_bind_text(st, 1, "lost", -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	tap_ok(rc == SQLITE_CONSTRAINT && strstr(sqlite3_errmsg(other),
+	    "s3_state_known") != NULL, "the other connection's statement "
+	    "runs against the new text (%s)", sqlite3_errmsg(other));
+	tap_int(ephemeral_tables(other, "UPDATE entries SET s3_state = "
+	    "'done', db_state = 'done' WHERE id = 1"), 0, "and builds no "
+	    "temporary b-tree there either");
+	claim_and(o, OUTBOX_S3, 8, 1, EV_STORED, JOB_A, &n);
+	tap_int((int)n, 2, "its two S3 legs never tried are claimed and "
+	    "stored");
+	counts_agree(o, "after storing them");
+	outbox_close(o);
+
+	/* The fallback: the old CHECK quoted in a comment before the column
+	 * is found first, and its replacement (on several lines) ends the
+	 * comment early, so the rewritten text does not parse. */
+	snprintf(path, sizeof(path), "%s/v5-odd.db", dir);
+	sqlite3_finalize(st);
+	st = NULL;
+	sqlite3_close(other);
+	other = NULL;
+	if (!tap_ok(load_dump(path, "outbox-v5.sql") == 0 &&
+	    sqlite3_open(path, &other) == SQLITE_OK &&
+	    sqlite3_exec(other, "PRAGMA writable_schema = ON; UPDATE "
+	    "sqlite_master SET sql = replace(sql, '    kind ', '    -- was: "
+	    "CHECK (s3_state IN (''pending'',''in_flight'',''done'',"
+	    "''failed'',''skipped''))' || char(10) || '    kind ') WHERE "
+	    "name = 'entries'; PRAGMA schema_version = 100; "
+	    "PRAGMA writable_schema = OFF", NULL, NULL, NULL) == SQLITE_OK,
+	    "a schema-5 outbox whose table text quotes the old CHECK"))
+		goto out;
+	before = entries_text(other);
+	o = outbox_open(path, 0, &e);
+	tap_ok(o != NULL, "outboxd opens it: the rewrite that does not parse "
+	    "is undone (%s)", e.msg);
+	if (o != NULL) {
+		v = outbox_meta_get(o, "schema_version");
+		tap_str(v, "5", "it stays schema 5, to be tried again");
+		free(v);
+		after = entries_text(outbox_db(o));
+		tap_ok(before != NULL && after != NULL &&
+		    strcmp(before, after) == 0, "its table's text is as it was");
+		free(after);
+		tap_ok(query_int(o, "SELECT count(*) FROM pragma_integrity_check "
+		    "WHERE integrity_check = 'ok'") == 1, "integrity_check ok");
+		claim_and(o, OUTBOX_S3, 8, 1, EV_STORED, JOB_A, &n);
+		tap_int((int)n, 2, "and it works: two S3 legs stored");
+		counts_agree(o, "in the outbox left at schema 5");
+		outbox_close(o);
+	}
+	free(before);
+out:
+	sqlite3_finalize(st);
+	sqlite3_close(other);
 }
 
 /* A done time is written with the transaction that made it, and not by
@@ -803,6 +910,7 @@ main(void)
 	}
 	test_upgrade();
 	test_upgrade_v4();
+	test_upgrade_v5();
 	test_done_at();
 	test_counts();
 	test_plans();
