@@ -10,6 +10,7 @@ run.sh such as W8's) is appended to RESULTS.md in the order given.
 """
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -582,7 +583,18 @@ def main():
     for path in notes:
         if os.path.exists(path):
             with open(path) as f:
-                A(f.read().rstrip("\n"))
+                text = f.read().rstrip("\n")
+            # The notes are written by hand for one run; a run of another
+            # commit gets them as that run's analysis, said so at the top
+            # (their "this run" is not this one).
+            m = re.search(r"commit `([0-9a-f]{7,40})`", text)
+            mine = meta.get("commit", "")
+            if m and not (mine.startswith(m.group(1)) or m.group(1).startswith(mine or "-")):
+                A("> The analysis below was written for the run of commit `%s`, not for this "
+                  "run (`%s`): its figures are that run's; this run's are in the tables above."
+                  % (m.group(1), mine or "?"))
+                A("")
+            A(text)
             A("")
 
     with open(os.path.join(outdir, "RESULTS.md"), "w") as f:
