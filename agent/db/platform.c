@@ -184,7 +184,7 @@ platform_detect(const char *head, size_t len, int whole,
 	sax.reference = on_reference;
 	sax.serror = keep_first_error;
 	sax.error = sax.warning = NULL;
-	ctxt = xmlCreatePushParserCtxt(&sax, NULL, NULL, 0, "upload.xml");
+	ctxt = xmlCreatePushParserCtxt(&sax, NULL, NULL, 0, NULL);
 	if (ctxt == NULL)
 		return;
 	ctxt->_private = &sc;
