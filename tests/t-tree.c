@@ -16,7 +16,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "watchers/tree.h"
@@ -55,15 +54,6 @@ touch(const char *dir, const char *rel, const char *text)
 	}
 }
 
-
-static int64_t
-now_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /*
  * A child that takes a write lease on path and holds it for hold_ms,
@@ -118,9 +108,9 @@ leased(int rootfd, const char *root, const char *how)
 		    how);
 		return;
 	}
-	t0 = now_ms();
+	t0 = time_mono_ms();
 	fd = tree_open_file(rootfd, "job/leased.xml", &st, &e);
-	took = now_ms() - t0;
+	took = time_mono_ms() - t0;
 	tap_ok(fd < 0 && took < 1000, "%s: a file under another process's "
 	    "write lease is not waited for (%lld ms)", how, (long long)took);
 	tap_int(e.cls, ERR_TRANSIENT, "%s: it is busy, to be tried again "
