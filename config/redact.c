@@ -290,8 +290,6 @@ cfg_redact(const char *msg, const char *conninfo)
 	char *out;
 
 	buf_puts(&b, msg ? msg : "");
-	b.data[strcspn(b.data, "\n")] = '\0';
-	b.len = strlen(b.data);
 	if (conninfo != NULL && conninfo[0] != '\0') {
 		unparsable = from_libpq(&s, conninfo);
 		from_uri(&s, conninfo);
@@ -312,7 +310,11 @@ cfg_redact(const char *msg, const char *conninfo)
 	}
 	if (unparsable)
 		mask_quoted(&b);
+	/* One line, cut only now: a password may hold a newline, and a
+	 * quoted piece cut before its closing quote would leave its tail
+	 * unmasked (found by fuzz-redact). */
 	out = buf_take(&b);
+	out[strcspn(out, "\n")] = '\0';
 	mask_shapes(out);
 	return out;
 }

@@ -66,6 +66,12 @@ main(void)
 	    "its last word");
 	hides("host=db sslpassword=keypass99 port=zz", "keypass99",
 	    "sslpassword");
+	/* libpq quotes the token it cannot decode (here the host part,
+	 * after the password's raw '@'), which holds quotes; a newline in
+	 * it once cut the message before the closing quote, and the rest
+	 * of the quoted piece was shown (found by fuzz-redact). */
+	hides("postgresql://u:ab@c\"dsecret9%ZZ\nfgh\"ijk%ZZ@db/postgres",
+	    "secret9", "a raw '@', quotes and a newline in a URI's password");
 
 	r = cfg_redact("could not translate host name \"db.example\" to "
 	    "address", "host=db.example password=hunter22");
