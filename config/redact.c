@@ -198,57 +198,43 @@ is_word(int c)
 	return isalnum(c) || c == '_' || c >= 0x80;
 }
 
-/* Replaces every occurrence of the secret in b (as a whole token when
- * it is short: "a" must not eat every a of the message). */
+/* Marks (in m, a byte for each byte of text) every occurrence of the
+ * secret in text, as a whole token when it is short: "a" must not eat
+ * every a of the message. Marks, not replacements: each secret is found
+ * in the message as it was, whatever another one covers. */
 static void
-mask(struct buf *b, const char *secret)
+mark(const char *text, char *m, const char *secret)
 {
 	size_t n = strlen(secret);
 	int token = n < 4;
-	struct buf out = {0};
-	const char *p = b->data, *hit;
+	const char *p = text, *hit;
 
-	/* An empty secret is found everywhere and masked for ever (found
-	 * by fuzz-redact: a 13-byte connection string hung). */
+	/* An empty secret is found everywhere (found by fuzz-redact: a
+	 * 13-byte connection string once hung). */
 	if (n == 0)
 		return;
-	buf_puts(&out, "");
 	while ((hit = strstr(p, secret)) != NULL) {
-		int ok = !token || ((hit == b->data ||
+		if (!token || ((hit == text ||
 		    !is_word((unsigned char)hit[-1])) &&
-		    !is_word((unsigned char)hit[n]));
-
-		buf_append(&out, p, (size_t)(hit - p) + (ok ? 0 : 1));
-		if (ok) {
-			buf_puts(&out, MASK);
-			p = hit + n;
-		} else {
-			p = hit + 1;
-		}
+		    !is_word((unsigned char)hit[n])))
+			memset(m + (hit - text), 1, n);
+		p = hit + 1;
 	}
-	buf_puts(&out, p);
-	buf_free(b);
-	*b = out;
 }
 
-/* Everything from the first quote to the last (but a leading "=")
- * becomes "***": the quoted piece of the string may itself hold quotes,
- * so quotes cannot be paired. */
+/* Marks everything between the first quote and the last (but a leading
+ * "="): the quoted piece of the string may itself hold quotes, so quotes
+ * cannot be paired. */
 static void
-mask_quoted(struct buf *b)
+mark_quoted(const char *text, char *m)
 {
-	struct buf out = {0};
-	char *q = strchr(b->data, '"'), *last = strrchr(b->data, '"');
+	const char *q = strchr(text, '"'), *last = strrchr(text, '"');
 
 	while (q != NULL && strncmp(q, "\"=\"", 3) == 0)
 		q = strchr(q + 3, '"');
-	if (q == NULL || last == NULL || last <= q)
+	if (q == NULL || last == NULL || last <= q + 1)
 		return;
-	buf_append(&out, b->data, (size_t)(q - b->data) + 1);
-	buf_puts(&out, MASK);
-	buf_puts(&out, last);
-	buf_free(b);
-	*b = out;
+	memset(m + (q + 1 - text), 1, (size_t)(last - q - 1));
 }
 
 /* Whatever still looks like scheme://user:secret@ or password=secret. */
@@ -285,31 +271,37 @@ cfg_redact(const char *msg, const char *conninfo)
 {
 	struct secrets s = {0};
 	struct buf b = {0};
-	size_t i, j;
-	int unparsable = 0;
-	char *out;
+	const char *text = msg ? msg : "";
+	size_t i, n = strlen(text);
+	char *m = xcalloc(n + 1, 1), *out;
 
-	buf_puts(&b, msg ? msg : "");
 	if (conninfo != NULL && conninfo[0] != '\0') {
-		unparsable = from_libpq(&s, conninfo);
+		if (from_libpq(&s, conninfo))
+			mark_quoted(text, m);
 		from_uri(&s, conninfo);
 		from_keyvalue(&s, conninfo);
 	}
-	/* Longest first, so a word never leaves the rest of its value. */
-	for (i = 0; i < s.n; i++)
-		for (j = i + 1; j < s.n; j++)
-			if (strlen(s.v[j]) > strlen(s.v[i])) {
-				char *t = s.v[i];
-
-				s.v[i] = s.v[j];
-				s.v[j] = t;
-			}
 	for (i = 0; i < s.n; i++) {
-		mask(&b, s.v[i]);
+		mark(text, m, s.v[i]);
 		free(s.v[i]);
 	}
-	if (unparsable)
-		mask_quoted(&b);
+	/* Each run of marked bytes becomes one mask. */
+	buf_puts(&b, "");
+	for (i = 0; i < n; i++) {
+		size_t j = i;
+
+		if (!m[i]) {
+			while (j < n && !m[j])
+				j++;
+			buf_append(&b, text + i, j - i);
+		} else {
+			while (j < n && m[j])
+				j++;
+			buf_puts(&b, MASK);
+		}
+		i = j - 1;
+	}
+	free(m);
 	/* One line, cut only now: a password may hold a newline, and a
 	 * quoted piece cut before its closing quote would leave its tail
 	 * unmasked (found by fuzz-redact). */

@@ -4,8 +4,9 @@
  * '%' in a URI's password, "password=PW X" with a space), passwords with
  * percent-encoded '@' and '/', ?password= in a URI, quoted key/value
  * passwords (as the VCAP_SERVICES credentials become), and messages that
- * quote the whole string. Each libpq error here is libpq's own (from
- * PQconninfoParse), not a made-up one.
+ * quote the whole string; and what fuzz-redact found (a newline, or a
+ * lone quote, in a password whose piece libpq quotes). Each libpq error
+ * here is libpq's own (from PQconninfoParse), not a made-up one.
  */
 #include "config.h"
 
@@ -72,6 +73,12 @@ main(void)
 	 * of the quoted piece was shown (found by fuzz-redact). */
 	hides("postgresql://u:ab@c\"dsecret9%ZZ\nfgh\"ijk%ZZ@db/postgres",
 	    "secret9", "a raw '@', quotes and a newline in a URI's password");
+	/* A password's word that is a lone quote is masked as a token; it
+	 * once took the quotes around libpq's piece (here the part before
+	 * the '/', taken for a host and port) before that piece was found
+	 * by them, and the piece was shown (found by fuzz-redact). */
+	hides("postgresql://u:%00sec9ret/x \" y@db/postgres", "sec9ret",
+	    "a lone quote among a URI's password's words");
 
 	r = cfg_redact("could not translate host name \"db.example\" to "
 	    "address", "host=db.example password=hunter22");
