@@ -1661,28 +1661,80 @@ outbox_etag_done(struct outbox *o, int64_t id, struct err *e)
 	return step_done(o, s, e, "recording an ETag");
 }
 
+/* A term the partial indexes carry, so SQLite walks one of them (the
+ * legs of leg l in state from) rather than the table; "" when none
+ * does. */
+static void
+move_hint(char *hint, size_t n, int l, enum outbox_state from)
+{
+	hint[0] = '\0';
+	if (from == OUTBOX_PENDING || from == OUTBOX_IN_FLIGHT)
+		snprintf(hint, n, " AND %s_state IN ('pending', 'in_flight')",
+		    l == 0 ? "s3" : "db");
+	else if (from == OUTBOX_FAILED)
+		snprintf(hint, n, " AND (s3_state = 'failed' OR "
+		    "db_state = 'failed')");
+}
+
 /* move_all's UPDATE for leg l (0 S3, 1 database) in state from, of the
  * newest entries of their paths or of older ones; the caller frees it. */
 static char *
 move_sql(int l, enum outbox_state from, int newest, int retry)
 {
 	const char *L = l == 0 ? "s3" : "db";
-	char attempts[32] = "", hint[64] = "";
+	char attempts[32] = "", hint[64];
 
 	if (retry && newest)
 		snprintf(attempts, sizeof(attempts), ", %s_attempts = 0", L);
-	/* A term the partial indexes carry, so SQLite walks one of them (the
-	 * legs in that state) rather than the table. */
-	if (from == OUTBOX_PENDING || from == OUTBOX_IN_FLIGHT)
-		snprintf(hint, sizeof(hint), " AND %s_state IN "
-		    "('pending', 'in_flight')", L);
-	else if (from == OUTBOX_FAILED)
-		snprintf(hint, sizeof(hint), " AND (s3_state = 'failed' OR "
-		    "db_state = 'failed')");
+	move_hint(hint, sizeof(hint), l, from);
 	return xasprintf("UPDATE entries SET %s_state = ?1, %s_next_at = ?2, "
 	    "updated_at = ?2, %s_error = coalesce(?3, %s_error)%s "
 	    "WHERE %s_state = ?4%s AND id %s " NEWEST_OF_PATH, L, L, L, L,
 	    attempts, L, hint, newest ? "=" : "<");
+}
+
+/*
+ * Has leg l any entry in state from? 1 yes (or cannot tell by an index:
+ * the UPDATE will look), 0 no, -1 with e. Asked by an index before
+ * move_all compiles its UPDATEs: each carries the counts triggers and
+ * a dozen partial indexes, and compiling them was a fifth of the start
+ * of an outboxd --once (issue 11), when there is mostly nothing to move.
+ */
+static char *
+probe_sql(int l, enum outbox_state from)
+{
+	char hint[64];
+
+	move_hint(hint, sizeof(hint), l, from);
+	if (hint[0] == '\0')
+		return NULL;
+	return xasprintf("SELECT 1 FROM entries WHERE %s_state = ?1%s LIMIT 1",
+	    l == 0 ? "s3" : "db", hint);
+}
+
+static int
+leg_in_state(struct outbox *o, int l, enum outbox_state from, struct err *e)
+{
+	sqlite3_stmt *s = NULL;
+	char *sql;
+	int rc;
+
+	if ((sql = probe_sql(l, from)) == NULL)
+		return 1;
+	rc = sqlite3_prepare_v2(o->db, sql, -1, &s, NULL);
+	free(sql);
+	if (rc != SQLITE_OK) {
+		db_err(o, e, "looking for legs to move");
+		return -1;
+	}
+	sqlite3_bind_text(s, 1, outbox_state_name(from), -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_err(o, e, "looking for legs to move");
+		return -1;
+	}
+	return rc == SQLITE_ROW;
 }
 
 /*
@@ -1699,8 +1751,12 @@ move_all(struct outbox *o, enum outbox_state from, enum leg_event ev,
 	int l, newest;
 
 	now_iso(now);
-	for (l = 0; l < 2; l++)
-		for (newest = 0; newest <= 1; newest++) {
+	for (l = 0; l < 2; l++) {
+		int some = leg_in_state(o, l, from, e);
+
+		if (some < 0)
+			return -1;
+		for (newest = 0; some && newest <= 1; newest++) {
 			const struct leg_rule *r = leg_next(from, ev, newest);
 
 			if (r == NULL)
@@ -1729,15 +1785,35 @@ move_all(struct outbox *o, enum outbox_state from, enum leg_event ev,
 			*n += sqlite3_changes(o->db);
 			sqlite3_finalize(s);
 		}
+	}
 	return 0;
 }
+
+static const char sql_skipped_upload[] = "SELECT 1 FROM entries WHERE "
+    "s3_upload_id IS NOT NULL AND s3_state = 'skipped' LIMIT 1";
 
 /* Queues for abort the uploads of every skipped S3 leg that has one. */
 static int
 abort_all_skipped(struct outbox *o, struct err *e)
 {
+	sqlite3_stmt *s = NULL;
 	char now[32];
+	int rc;
 
+	/* By entries_upload, before compiling the three that change rows. */
+	if (sqlite3_prepare_v2(o->db, sql_skipped_upload, -1, &s, NULL) !=
+	    SQLITE_OK) {
+		db_err(o, e, "looking for skipped uploads");
+		return -1;
+	}
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if (rc != SQLITE_ROW) {
+		db_err(o, e, "looking for skipped uploads");
+		return -1;
+	}
 	now_iso(now);
 	if (run(o, "INSERT OR IGNORE INTO aborts (upload_id, s3_key, reason, "
 	    "created_at, next_at) SELECT s3_upload_id, s3_key, "
@@ -2768,7 +2844,7 @@ outbox_explain(struct outbox *o,
 {
 	const char *const named[] = { sql_etag_due, sql_abort_due,
 	    sql_prune_walk, sql_oldest[0], sql_oldest[1], sql_last_error,
-	    sql_counts_kept, sql_last_done };
+	    sql_counts_kept, sql_last_done, sql_skipped_upload };
 	static const enum outbox_state froms[] = { OUTBOX_IN_FLIGHT,
 	    OUTBOX_PENDING, OUTBOX_FAILED };
 	int i, l, k, newest, n = 0;
@@ -2790,5 +2866,15 @@ outbox_explain(struct outbox *o,
 				if (rc < 0)
 					return -1;
 			}
+	/* recovery's probes before those */
+	for (l = 0; l < 2; l++)
+		for (k = 0; k < 3; k++, n++) {
+			char *sql = probe_sql(l, froms[k]);
+			int rc = explain_one(o, sql, fn, arg);
+
+			free(sql);
+			if (rc < 0)
+				return -1;
+		}
 	return n;
 }

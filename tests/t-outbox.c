@@ -328,6 +328,34 @@ main(void)
 		outbox_close(o2);
 	}
 
+	/* Start-up recovery: an S3 leg skipped while it held a multipart
+	 * upload (as a crash between the skip and the abort leaves it) has
+	 * that upload queued for abort and forgotten with its parts; an
+	 * outbox with none compiles nothing that changes rows (the probe
+	 * before the three statements must not hide this one). */
+	{
+		int64_t a = 0;
+		struct outbox_part *pv = NULL;
+		size_t np = 0;
+		char sql[300];
+
+		journal(o, JOB "/skipped-big.bin", 90000000, 12000, &a);
+		outbox_set_upload_id(o, a, "skipped-upload", &e);
+		outbox_part_done(o, a, 1, 8388608, "\"p1\"", "00", &e);
+		snprintf(sql, sizeof(sql), "UPDATE entries SET s3_state = "
+		    "'skipped' WHERE id = %lld", (long long)a);
+		sqlite3_exec(outbox_db(o), sql, NULL, NULL, NULL);
+		tap_ok(outbox_recover(o, &e) >= 0, "recover (%s)", e.msg);
+		snprintf(sql, sizeof(sql), "id = %lld AND s3_upload_id IS NULL "
+		    "AND EXISTS (SELECT 1 FROM aborts WHERE upload_id = "
+		    "'skipped-upload')", (long long)a);
+		tap_int(count(o, sql), 1, "a skipped leg's multipart upload is "
+		    "queued for abort and forgotten at recovery");
+		outbox_parts(o, a, &pv, &np, &e);
+		tap_int((int64_t)np, 0, "with its recorded parts");
+		free(pv);
+	}
+
 	/* SQLite may end a transaction itself (an I/O error, a full disk):
 	 * what follows must not run, or commit, outside it. */
 	{
