@@ -378,18 +378,97 @@ time_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Days since 1970-01-01 of a proleptic Gregorian date, and back (the
+ * civil calendar's eras of 400 years, 146,097 days each). */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+static void
+civil_from_days(int64_t z, int *y, int *m, int *d)
+{
+	int64_t era, doe, yoe, doy, mp;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+static void
+put_digits(char *p, int v, int n)
+{
+	while (n-- > 0) {
+		p[n] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
+/* 2026-12-02T06:15:41.123Z, by hand: strftime and snprintf were 2,600
+ * instructions a call, several calls a file (issue 11). Years past 9999
+ * (and a short buffer) take the library's way, which prints them so. */
 void
 time_iso8601(int64_t ms, char *out, size_t n)
 {
-	time_t secs = (time_t)(ms / 1000);
+	time_t secs;
 	struct tm tm;
 	char tmp[32];
 
 	if (ms < 0)
-		secs = 0, ms = 0;
+		ms = 0;
+	secs = (time_t)(ms / 1000);
+	if (n >= 25 && ms < INT64_C(253402300800000)) {
+		int64_t day = ms / 86400000, t = ms % 86400000;
+		int y, mo, d;
+
+		civil_from_days(day, &y, &mo, &d);
+		put_digits(out, y, 4);
+		out[4] = '-';
+		put_digits(out + 5, mo, 2);
+		out[7] = '-';
+		put_digits(out + 8, d, 2);
+		out[10] = 'T';
+		put_digits(out + 11, (int)(t / 3600000), 2);
+		out[13] = ':';
+		put_digits(out + 14, (int)(t / 60000 % 60), 2);
+		out[16] = ':';
+		put_digits(out + 17, (int)(t / 1000 % 60), 2);
+		out[19] = '.';
+		put_digits(out + 20, (int)(t % 1000), 3);
+		out[23] = 'Z';
+		out[24] = '\0';
+		return;
+	}
 	gmtime_r(&secs, &tm);
 	strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(out, n, "%s.%03dZ", tmp, (int)(ms % 1000));
+}
+
+/* n digits at p as a number, or -1. */
+static int
+digits_at(const char *p, int n)
+{
+	int v = 0;
+
+	while (n-- > 0) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		v = v * 10 + (*p++ - '0');
+	}
+	return v;
 }
 
 int64_t
@@ -397,12 +476,27 @@ time_parse_iso8601(const char *s)
 {
 	struct tm tm;
 	const char *p;
-	int ms = 0;
+	int64_t secs;
+	int ms = 0, y, mo, d, h, mi, sec;
 
-	memset(&tm, 0, sizeof(tm));
-	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (p == NULL)
-		return -1;
+	/* The form outboxd writes, by hand, within the ranges strptime
+	 * takes (seconds to 61); any other the library reads as before. */
+	if ((y = digits_at(s, 4)) >= 0 && s[4] == '-' &&
+	    (mo = digits_at(s + 5, 2)) >= 1 && mo <= 12 && s[7] == '-' &&
+	    (d = digits_at(s + 8, 2)) >= 1 && d <= 31 && s[10] == 'T' &&
+	    (h = digits_at(s + 11, 2)) >= 0 && h <= 23 && s[13] == ':' &&
+	    (mi = digits_at(s + 14, 2)) >= 0 && mi <= 59 && s[16] == ':' &&
+	    (sec = digits_at(s + 17, 2)) >= 0 && sec <= 61) {
+		secs = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 +
+		    sec;
+		p = s + 19;
+	} else {
+		memset(&tm, 0, sizeof(tm));
+		p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+		if (p == NULL)
+			return -1;
+		secs = (int64_t)timegm(&tm);
+	}
 	if (*p == '.') {
 		int digits = 0;
 
@@ -414,7 +508,7 @@ time_parse_iso8601(const char *s)
 	}
 	if (*p != 'Z' || p[1] != '\0')
 		return -1;
-	return (int64_t)timegm(&tm) * 1000 + ms;
+	return secs * 1000 + ms;
 }
 
 static void
