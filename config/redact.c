@@ -17,6 +17,7 @@
 
 struct secrets {
 	char *v[MAX_SECRETS];	/* the texts to remove, owned */
+	size_t len[MAX_SECRETS];	/* their lengths */
 	size_t n;
 };
 
@@ -25,11 +26,13 @@ add(struct secrets *s, const char *p, size_t n)
 {
 	size_t i;
 
+	n = strnlen(p, n);	/* a decoded %00 ends it as a C string */
 	if (n == 0 || s->n == MAX_SECRETS)
 		return;
 	for (i = 0; i < s->n; i++)
-		if (strlen(s->v[i]) == n && memcmp(s->v[i], p, n) == 0)
+		if (s->len[i] == n && memcmp(s->v[i], p, n) == 0)
 			return;
+	s->len[s->n] = n;
 	s->v[s->n++] = xstrndup(p, n);
 }
 
@@ -39,7 +42,8 @@ hexval(int c)
 	return isdigit(c) ? c - '0' : isxdigit(c) ? tolower(c) - 'a' + 10 : -1;
 }
 
-/* A secret and each of its space-separated words. */
+/* A secret and each of its space-separated words (a decoded NUL
+ * separates words too). */
 static void
 add_words(struct secrets *s, const char *p, size_t n)
 {
@@ -47,9 +51,10 @@ add_words(struct secrets *s, const char *p, size_t n)
 
 	add(s, p, n);
 	for (i = 0; i < n; i = w) {
-		while (i < n && isspace((unsigned char)p[i]))
+		while (i < n && (isspace((unsigned char)p[i]) || p[i] == '\0'))
 			i++;
-		for (w = i; w < n && !isspace((unsigned char)p[w]); w++)
+		for (w = i; w < n && !isspace((unsigned char)p[w]) &&
+		    p[w] != '\0'; w++)
 			;
 		if (w > i && w - i < n)
 			add(s, p + i, w - i);
@@ -113,25 +118,23 @@ from_uri(struct secrets *s, const char *ci)
 	}
 }
 
-/* Does "keyword =" follow at p, for one of libpq's keywords (the next
- * option of a key/value string; "x=" of another word is the password's)? */
+/* Does "keyword =" follow at p, for one of libpq's keywords (defs, from
+ * PQconndefaults; the next option of a key/value string; "x=" of another
+ * word is the password's)? */
 static int
-key_follows(const char *p)
+key_follows(const char *p, const PQconninfoOption *defs)
 {
-	PQconninfoOption *defs, *o;
+	const PQconninfoOption *o;
 	const char *k = p;
 	int found = 0;
 
 	while (isalnum((unsigned char)*k) || *k == '_')
 		k++;
-	if (k == p)
+	if (k == p || defs == NULL)
 		return 0;
-	if ((defs = PQconndefaults()) != NULL) {
-		for (o = defs; o->keyword != NULL && !found; o++)
-			found = strlen(o->keyword) == (size_t)(k - p) &&
-			    strncmp(o->keyword, p, (size_t)(k - p)) == 0;
-		PQconninfoFree(defs);
-	}
+	for (o = defs; o->keyword != NULL && !found; o++)
+		found = strlen(o->keyword) == (size_t)(k - p) &&
+		    strncmp(o->keyword, p, (size_t)(k - p)) == 0;
 	while (*k == ' ' || *k == '\t')
 		k++;
 	return found && *k == '=';
@@ -142,9 +145,15 @@ key_follows(const char *p)
 static void
 from_keyvalue(struct secrets *s, const char *ci)
 {
+	/* libpq's keywords once: PQconndefaults reads the environment and
+	 * the password database, and was called at every space (found by
+	 * review: "xpassword=y " 5,000 times took minutes). */
+	PQconninfoOption *defs = PQconndefaults();
 	const char *p;
 
-	for (p = strstr(ci, "password"); p != NULL;
+	/* Each "password=" not yet read adds a value: once the secrets are
+	 * full, the rest of a hostile string adds nothing but work. */
+	for (p = strstr(ci, "password"); p != NULL && s->n < MAX_SECRETS;
 	    p = strstr(p + 1, "password")) {
 		const char *v = p + 8, *end;
 
@@ -159,7 +168,7 @@ from_keyvalue(struct secrets *s, const char *ci)
 		 * "keyword=", as libpq cuts it (at a space), and quoted. */
 		for (end = v; *end; end++)
 			if (isspace((unsigned char)*end) &&
-			    key_follows(end + strspn(end, " \t\r\n")))
+			    key_follows(end + strspn(end, " \t\r\n"), defs))
 				break;
 		add_value(s, v, (size_t)(end - v), 0);
 		add_value(s, v, strcspn(v, " \t\r\n"), 0);
@@ -170,6 +179,7 @@ from_keyvalue(struct secrets *s, const char *ci)
 			add_value(s, v, (size_t)(end - v), 0);
 		}
 	}
+	PQconninfoFree(defs);
 }
 
 /* What libpq itself parses as a password, when it can. 1 when it could
@@ -198,39 +208,50 @@ is_word(int c)
 	return isalnum(c) || c == '_' || c >= 0x80;
 }
 
-/* Marks (in m, a byte for each byte of text) every occurrence of the
- * secret in text, as a whole token when it is short: "a" must not eat
- * every a of the message. Marks, not replacements: each secret is found
- * in the message as it was, whatever another one covers. */
+/* Marks (in m, a byte for each byte of text, n bytes) every occurrence
+ * of the secret (sn bytes) in text, as a whole token when it is short:
+ * "a" must not eat every a of the message. Marks, not replacements: each
+ * secret is found in the message as it was, whatever another one covers.
+ * memmem, not strstr: glibc's AVX-512 strstr takes time quadratic in a
+ * long needle of one repeated byte (found by review: seconds for a
+ * 50,000-byte word). */
 static void
-mark(const char *text, char *m, const char *secret)
+mark(const char *text, size_t n, char *m, const char *secret, size_t sn)
 {
-	size_t n = strlen(secret);
-	int token = n < 4;
-	const char *p = text, *hit;
+	int token = sn < 4;
+	const char *p = text, *end = text + n, *hit;
 
 	/* An empty secret is found everywhere (found by fuzz-redact: a
 	 * 13-byte connection string once hung). */
-	if (n == 0)
+	if (sn == 0)
 		return;
-	while ((hit = strstr(p, secret)) != NULL) {
+	/* Past a marked hit, not one byte on: overlapping hits of a long
+	 * secret were a memset each, quadratic (found by review). What an
+	 * overlap leaves unmarked is shorter than the secret. */
+	while ((size_t)(end - p) >= sn &&
+	    (hit = memmem(p, (size_t)(end - p), secret, sn)) != NULL) {
 		if (!token || ((hit == text ||
 		    !is_word((unsigned char)hit[-1])) &&
-		    !is_word((unsigned char)hit[n])))
-			memset(m + (hit - text), 1, n);
-		p = hit + 1;
+		    !is_word((unsigned char)hit[sn]))) {
+			memset(m + (hit - text), 1, sn);
+			p = hit + sn;
+		} else {
+			p = hit + 1;
+		}
 	}
 }
 
-/* Marks everything between the first quote and the last (but a leading
- * "="): the quoted piece of the string may itself hold quotes, so quotes
- * cannot be paired. */
+/* Marks everything between the first quote and the last (but the "="
+ * of libpq's `missing "=" after "X"`): the quoted piece of the string
+ * may itself hold quotes, so quotes cannot be paired. */
 static void
 mark_quoted(const char *text, char *m)
 {
 	const char *q = strchr(text, '"'), *last = strrchr(text, '"');
 
-	while (q != NULL && strncmp(q, "\"=\"", 3) == 0)
+	/* Only libpq's own `missing "=" after "X"`: a quoted piece that
+	 * itself begins with =" is not skipped (found by review). */
+	while (q != NULL && strncmp(q, "\"=\" after \"", 11) == 0)
 		q = strchr(q + 3, '"');
 	if (q == NULL || last == NULL || last <= q + 1)
 		return;
@@ -282,7 +303,7 @@ cfg_redact(const char *msg, const char *conninfo)
 		from_keyvalue(&s, conninfo);
 	}
 	for (i = 0; i < s.n; i++) {
-		mark(text, m, s.v[i]);
+		mark(text, n, m, s.v[i], s.len[i]);
 		free(s.v[i]);
 	}
 	/* Each run of marked bytes becomes one mask. */
