@@ -145,10 +145,11 @@ key_follows(const char *p, const PQconninfoOption *defs)
 static void
 from_keyvalue(struct secrets *s, const char *ci)
 {
-	/* libpq's keywords once: PQconndefaults reads the environment and
-	 * the password database, and was called at every space (found by
-	 * review: "xpassword=y " 5,000 times took minutes). */
-	PQconninfoOption *defs = PQconndefaults();
+	/* libpq's keywords once, and only for a string with a password=
+	 * in it: PQconndefaults reads the environment and the password
+	 * database, and was called at every space (found by review:
+	 * "xpassword=y " 5,000 times took minutes). */
+	PQconninfoOption *defs = NULL;
 	const char *p;
 
 	/* Each "password=" not yet read adds a value: once the secrets are
@@ -164,6 +165,8 @@ from_keyvalue(struct secrets *s, const char *ci)
 		v++;
 		while (*v == ' ' || *v == '\t')
 			v++;
+		if (defs == NULL)
+			defs = PQconndefaults();
 		/* Each reading of an ambiguous value: up to the next
 		 * "keyword=", as libpq cuts it (at a space), and quoted. */
 		for (end = v; *end; end++)
