@@ -4,6 +4,12 @@
 -- names with these once (upgrade_triggers), and writes the newest done
 -- times (meta last_s3_done, last_db_done) itself, once a transaction.
 --
+-- Where SQLite has the pre-update hook, outboxd's own connections turn
+-- these triggers off and keep the same counts in C, written once per
+-- bucket at COMMIT (store/outbox.c, "The counts, kept in C"); the
+-- triggers keep them for every other connection (an admin's sqlite3, an
+-- earlier release). Both do the same arithmetic.
+--
 -- Why they look as they do: SQLite gives a statement that fires a trigger
 -- a statement journal (a copy of every page it changes, to undo the
 -- statement alone) when anything in it may ABORT. An upsert's DO UPDATE

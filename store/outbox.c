@@ -10,7 +10,9 @@
  * their callers roll the whole transaction back on any error, so they
  * need no statement journal to undo them alone, and with the triggers of
  * schema/outbox5.sql SQLite then keeps none (see there; it was a third
- * of the outbox's CPU per file).
+ * of the outbox's CPU per file). Where SQLite has the pre-update hook,
+ * this connection keeps the counts in C instead of by those triggers
+ * ("The counts, kept in C" below).
  */
 #include "config.h"
 
@@ -25,6 +27,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#ifdef HAVE_SQLITE3_PREUPDATE_HOOK
+#define SQLITE_ENABLE_PREUPDATE_HOOK 1	/* sqlite3.h declares it then */
+#endif
 #include <sqlite3.h>
 
 #include "base/keymap.h"
@@ -80,7 +85,8 @@ enum stmt_id {
 #define ENTRY_COLUMNS \
 	"id, event_id, job_id, path, s3_key, kind, version, size, mtime_ns, " \
 	"inode, coalesce(sha256, ''), s3_etag, s3_state, db_state, " \
-	"s3_attempts, db_attempts, s3_upload_id, repair IS NOT NULL, seq"
+	"s3_attempts, db_attempts, s3_upload_id, repair IS NOT NULL, seq, " \
+	"db_needs_etag"
 
 /* The database leg's "ready" set: the S3 leg is decided, or has been
  * tried (a database leg does not wait for a failing S3). Spelled as in
@@ -91,6 +97,9 @@ enum stmt_id {
 
 static int run(struct outbox *o, const char *sql, const char *fmt,
     struct err *e, ...);
+#ifdef HAVE_SQLITE3_PREUPDATE_HOOK
+static int counts_hook_on(struct outbox *o, struct err *e);
+#endif
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_FILE_GET] =
@@ -197,7 +206,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "  updated_at = ?8 "
 	    "WHERE id = ?1",
 	[ST_LEG_NOW] =
-	    "SELECT s3_state, db_state, id = " NEWEST_OF_PATH ", path "
+	    "SELECT s3_state, db_state, id = " NEWEST_OF_PATH ", path, "
+	    "  db_needs_etag, s3_attempts, db_attempts, size "
 	    "FROM entries WHERE id = ?1",
 	[ST_FORGET_STAT] =
 	    "UPDATE files SET size = -1 WHERE path = ?1 AND entry_id = ?2",
@@ -285,9 +295,40 @@ static const char sql_last_done[] =
     " (SELECT value FROM meta WHERE key = 'last_s3_done'), "
     " (SELECT value FROM meta WHERE key = 'last_db_done')";
 
+/*
+ * The counts, kept in C (issue 11). The triggers of schema/outbox5.sql
+ * cost two UPDATEs of counts for every change of a row of entries: a
+ * third of a claim's time. Where SQLite has its pre-update hook, an
+ * outbox connection that writes turns its triggers off and sums the same
+ * changes (counts_hook) into one delta per bucket of the counts table,
+ * written at COMMIT (counts_flush): one UPDATE per bucket a transaction
+ * touched. Other connections (an admin's sqlite3, an earlier release)
+ * keep the triggers, which keep the same numbers.
+ *
+ * A savepoint keeps the deltas it began with, for its rollback. Where the
+ * deltas might not match what SQLite kept (a statement failed inside the
+ * transaction, or entries changed outside outbox_begin), the commit
+ * counts afresh instead (counts_recount).
+ */
+enum { CC_S3_STATE, CC_DB_STATE, CC_NEEDS_ETAG, CC_S3_ATTEMPTS,
+	CC_DB_ATTEMPTS, CC_SIZE, CC_N };
+/* Buckets: (s3 state, db state, needs_etag), then the pruned row. */
+#define CB_PRUNED (OUTBOX_NSTATES * OUTBOX_NSTATES * 2)
+#define CB_N (CB_PRUNED + 1)
+#define OUTBOX_NEST 8		/* savepoints the deltas can undo */
+
+struct cdelta {
+	int64_t n, bytes_done, s3_retries, db_retries;
+};
+struct cacc {
+	uint64_t touched;		/* bit b: bucket b has a delta */
+	struct cdelta b[CB_N];
+};
+
 /* Slots of struct outbox's named[]. */
 enum { NAMED_BEGIN, NAMED_COMMIT, NAMED_SAVEPOINT, NAMED_RELEASE,
-	NAMED_ETAG_DUE, NAMED_ABORT_DUE, NAMED_LAST_DONE, NAMED_COUNT };
+	NAMED_ETAG_DUE, NAMED_ABORT_DUE, NAMED_LAST_DONE, NAMED_COUNTS_ADD,
+	NAMED_COUNT };
 
 struct outbox {
 	sqlite3 *db;			/* this thread's connection */
@@ -309,6 +350,15 @@ struct outbox {
 	enum { SEQ_NONE, SEQ_CLEAN, SEQ_DIRTY } seq_state;
 	char seq_job[40];
 	int64_t seq_last;
+	/* The counts kept in C (see "The counts, kept in C"). */
+	int counts_by_hook;		/* 1: the hook, triggers off */
+	int ccol[CC_N];			/* counted_column[]'s indexes */
+	int crecount;			/* count afresh at COMMIT */
+	int cstray;			/* entries changed outside outbox_begin */
+	int crecounted;			/* this commit counted afresh */
+	long cstray_seen;		/* how often (outbox_counts_stray) */
+	struct cacc cacc;		/* the open transaction's deltas */
+	struct cacc csave[OUTBOX_NEST];	/* cacc when savepoint sN began */
 };
 
 static void
@@ -322,6 +372,10 @@ db_err(struct outbox *o, struct err *e, const char *what)
 
 	err_set(e, cls, "outbox %s: %s: %s", o->path, what,
 	    sqlite3_errmsg(o->db));
+	/* The statement may have changed rows before it failed, and SQLite
+	 * may or may not have undone them: the deltas cannot tell. */
+	if (!sqlite3_get_autocommit(o->db))
+		o->crecount = 1;
 }
 
 static sqlite3_stmt *
@@ -447,6 +501,17 @@ upgrade_columns(struct outbox *o, struct err *e)
 	"  sum(CASE WHEN s3_state = 'done' THEN size ELSE 0 END), " \
 	"  sum(max(s3_attempts - 1, 0)), sum(max(db_attempts - 1, 0)) " \
 	"FROM entries GROUP BY s3_state, db_state, db_needs_etag"
+/* Every bucket of counts, at zero where there is none yet. */
+#define COUNTS_GRID \
+	"INSERT OR IGNORE INTO counts SELECT s3.v, db.v, etag.v, 0, 0, 0, 0 " \
+	"FROM (SELECT 'pending' AS v UNION ALL SELECT 'in_flight' " \
+	"  UNION ALL SELECT 'done' UNION ALL SELECT 'failed' " \
+	"  UNION ALL SELECT 'skipped') AS s3, " \
+	" (SELECT 'pending' AS v UNION ALL SELECT 'in_flight' " \
+	"  UNION ALL SELECT 'done' UNION ALL SELECT 'failed' " \
+	"  UNION ALL SELECT 'skipped') AS db, " \
+	" (SELECT 0 AS v UNION ALL SELECT 1) AS etag; " \
+	"INSERT OR IGNORE INTO counts VALUES ('pruned', 'pruned', 0, 0, 0, 0, 0)"
 
 /*
  * Schema 4: the counts the triggers keep start from one full count, and
@@ -743,6 +808,10 @@ outbox_open(const char *path, int readonly, struct err *e)
 		sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
 		goto fail;
 	}
+#ifdef HAVE_SQLITE3_PREUPDATE_HOOK
+	if (counts_hook_on(o, e) < 0)
+		goto fail;
+#endif
 	return o;
 fail:
 	outbox_close(o);
@@ -876,6 +945,305 @@ txn_forget(struct outbox *o)
 {
 	o->done_at[0][0] = o->done_at[1][0] = '\0';
 	o->seq_state = SEQ_NONE;
+	while (o->cacc.touched != 0) {
+		int b = __builtin_ctzll(o->cacc.touched);
+
+		memset(&o->cacc.b[b], 0, sizeof(o->cacc.b[b]));
+		o->cacc.touched &= o->cacc.touched - 1;
+	}
+	o->crecount = 0;
+}
+
+/* A row's share of the counts: its bucket and what it adds there. */
+struct cshare {
+	int bucket;
+	struct cdelta d;
+};
+
+/* The share of a row with these values; -1 if the counts table has no
+ * bucket for it. */
+static int
+cshare_set(struct cshare *c, int s3, int dbs, int64_t needs_etag,
+    int64_t s3_attempts, int64_t db_attempts, int64_t size)
+{
+	if (s3 < 0 || s3 >= OUTBOX_NSTATES || dbs < 0 ||
+	    dbs >= OUTBOX_NSTATES || (needs_etag != 0 && needs_etag != 1)) {
+		c->bucket = -1;
+		return -1;
+	}
+	c->bucket = (s3 * OUTBOX_NSTATES + dbs) * 2 + (int)needs_etag;
+	c->d.n = 1;
+	c->d.bytes_done = s3 == OUTBOX_DONE ? size : 0;
+	c->d.s3_retries = s3_attempts > 1 ? s3_attempts - 1 : 0;
+	c->d.db_retries = db_attempts > 1 ? db_attempts - 1 : 0;
+	return 0;
+}
+
+static void
+cadd(struct outbox *o, int bucket, const struct cdelta *d, int sign)
+{
+	struct cdelta *t = &o->cacc.b[bucket];
+
+	t->n += sign * d->n;
+	t->bytes_done += sign * d->bytes_done;
+	t->s3_retries += sign * d->s3_retries;
+	t->db_retries += sign * d->db_retries;
+	o->cacc.touched |= UINT64_C(1) << bucket;
+}
+
+#ifdef HAVE_SQLITE3_PREUPDATE_HOOK
+static void counts_hook(void *arg, sqlite3 *db, int op, const char *zdb,
+    const char *table, sqlite3_int64 key1, sqlite3_int64 key2);
+#endif
+
+/*
+ * Runs a bound statement that changes at most one row of entries, whose
+ * share of the counts the caller knows: was before (NULL for an INSERT),
+ * now after. The hook is off meanwhile: it would read back from SQLite
+ * what the caller has at hand (a claim, an outcome and a journal insert
+ * paid 5-7k instructions each for it). A share of -1 (bucket) makes the
+ * commit count afresh.
+ */
+static int
+step_counted(struct outbox *o, sqlite3_stmt *s, const struct cshare *was,
+    const struct cshare *now, struct err *e, const char *what)
+{
+	int rc;
+
+#ifdef HAVE_SQLITE3_PREUPDATE_HOOK
+	if (o->counts_by_hook)
+		sqlite3_preupdate_hook(o->db, NULL, NULL);
+#endif
+	rc = sqlite3_step(s);
+#ifdef HAVE_SQLITE3_PREUPDATE_HOOK
+	if (o->counts_by_hook)
+		sqlite3_preupdate_hook(o->db, counts_hook, o);
+#endif
+	done_with(s);
+	if (rc != SQLITE_DONE) {
+		db_err(o, e, what);
+		return -1;
+	}
+	if (!o->counts_by_hook || sqlite3_changes(o->db) == 0)
+		return 0;
+	if (o->depth == 0 || sqlite3_get_autocommit(o->db)) {
+		o->cstray = 1;
+		o->cstray_seen++;
+	}
+	if ((was != NULL && was->bucket < 0) || now->bucket < 0) {
+		o->crecount = 1;
+		return 0;
+	}
+	if (was != NULL)
+		cadd(o, was->bucket, &was->d, -1);
+	cadd(o, now->bucket, &now->d, 1);
+	return 0;
+}
+
+#ifdef HAVE_SQLITE3_PREUPDATE_HOOK
+
+/* The old (or new) row of the change the hook is told of; -1 if it is
+ * none the counts table has a bucket for (the commit counts afresh). */
+static int
+cshare_of(struct outbox *o, sqlite3 *db, int old, struct cshare *c)
+{
+	sqlite3_value *v[CC_N];
+	int i, s3, dbs;
+	int64_t etag, a3, adb;
+
+	for (i = 0; i < CC_N; i++)
+		if ((old ? sqlite3_preupdate_old(db, o->ccol[i], &v[i]) :
+		    sqlite3_preupdate_new(db, o->ccol[i], &v[i])) != SQLITE_OK)
+			return -1;
+	s3 = outbox_state_parse((const char *)sqlite3_value_text(
+	    v[CC_S3_STATE]));
+	dbs = outbox_state_parse((const char *)sqlite3_value_text(
+	    v[CC_DB_STATE]));
+	etag = sqlite3_value_int64(v[CC_NEEDS_ETAG]);
+	a3 = sqlite3_value_int64(v[CC_S3_ATTEMPTS]);
+	adb = sqlite3_value_int64(v[CC_DB_ATTEMPTS]);
+	return cshare_set(c, s3, dbs, etag, a3, adb,
+	    sqlite3_value_int64(v[CC_SIZE]));
+}
+
+/* SQLite's pre-update hook: what the count triggers would do, in memory.
+ * A DELETE is a prune: the row's share moves to the pruned bucket. */
+static void
+counts_hook(void *arg, sqlite3 *db, int op, const char *zdb,
+    const char *table, sqlite3_int64 key1, sqlite3_int64 key2)
+{
+	struct outbox *o = arg;
+	struct cshare was, now;
+
+	(void)key1;
+	(void)key2;
+	if (strcmp(table, "entries") != 0 || strcmp(zdb, "main") != 0)
+		return;
+	if ((op != SQLITE_INSERT && cshare_of(o, db, 1, &was) < 0) ||
+	    (op != SQLITE_DELETE && cshare_of(o, db, 0, &now) < 0)) {
+		o->crecount = 1;
+		if (o->depth == 0 || sqlite3_get_autocommit(db)) {
+			o->cstray = 1;
+			o->cstray_seen++;
+		}
+		return;
+	}
+	if (op == SQLITE_UPDATE && was.bucket == now.bucket &&
+	    memcmp(&was.d, &now.d, sizeof(was.d)) == 0)
+		return;		/* a column the counts do not keep */
+	if (o->depth == 0 || sqlite3_get_autocommit(db)) {
+		/* No outbox_begin (or SQLite ended it): nothing will write
+		 * the deltas. */
+		o->cstray = 1;
+		o->cstray_seen++;
+	}
+	if (op != SQLITE_INSERT)
+		cadd(o, was.bucket, &was.d, -1);
+	if (op == SQLITE_DELETE)
+		cadd(o, CB_PRUNED, &was.d, 1);
+	if (op != SQLITE_DELETE)
+		cadd(o, now.bucket, &now.d, 1);
+}
+
+/* After the schema is current: the hook instead of the triggers. 0, or
+ * -1 with e (then the triggers stay on). */
+static int
+counts_hook_on(struct outbox *o, struct err *e)
+{
+	static const char *const counted_column[CC_N] = { "s3_state",
+		"db_state", "db_needs_etag", "s3_attempts", "db_attempts", "size" };
+	sqlite3_stmt *s = NULL;
+	int i, found = 0, off = 1;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT cid, name FROM "
+	    "pragma_table_info('entries')", -1, &s, NULL) != SQLITE_OK) {
+		db_err(o, e, "reading the columns of entries");
+		return -1;
+	}
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(s, 1);
+
+		for (i = 0; name != NULL && i < CC_N; i++)
+			if (strcmp(name, counted_column[i]) == 0) {
+				o->ccol[i] = sqlite3_column_int(s, 0);
+				found |= 1 << i;
+			}
+	}
+	sqlite3_finalize(s);
+	if (found != (1 << CC_N) - 1) {
+		err_set(e, ERR_FATAL, "outbox %s: entries lacks a counted "
+		    "column", o->path);
+		return -1;
+	}
+	if (sqlite3_db_config(o->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, &off)
+	    != SQLITE_OK || off != 0) {
+		db_err(o, e, "turning the count triggers off");
+		return -1;
+	}
+	sqlite3_preupdate_hook(o->db, counts_hook, o);
+	o->counts_by_hook = 1;
+	return 0;
+}
+#endif
+
+/* Counts afresh, in the open transaction: the pruned row is kept (its
+ * entries are gone), every other bucket is what entries holds. */
+static int
+counts_recount(struct outbox *o)
+{
+	return sqlite3_exec(o->db, "DELETE FROM counts WHERE s3_state <> "
+	    "'pruned'; INSERT INTO counts " FULL_COUNT "; " COUNTS_GRID,
+	    NULL, NULL, NULL) == SQLITE_OK ? SQLITE_DONE : SQLITE_ERROR;
+}
+
+/* One bucket's delta into counts: SQLITE_DONE, SQLITE_NOTFOUND when its
+ * row is gone, or an error code. */
+static int
+counts_add_bucket(struct outbox *o, int b)
+{
+	const struct cdelta *d = &o->cacc.b[b];
+	sqlite3_stmt *s;
+	int rc;
+
+	if (d->n == 0 && d->bytes_done == 0 && d->s3_retries == 0 &&
+	    d->db_retries == 0)
+		return SQLITE_DONE;
+	s = named_stmt(o, NAMED_COUNTS_ADD, "UPDATE counts SET "
+	    "n = n + ?4, bytes_done = bytes_done + ?5, "
+	    "s3_retries = s3_retries + ?6, db_retries = db_retries + ?7 "
+	    "WHERE s3_state = ?1 AND db_state = ?2 AND needs_etag = ?3");
+	if (s == NULL)
+		return SQLITE_ERROR;
+	if (b == CB_PRUNED) {
+		sqlite3_bind_text(s, 1, "pruned", -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, "pruned", -1, SQLITE_STATIC);
+		sqlite3_bind_int(s, 3, 0);
+	} else {
+		sqlite3_bind_text(s, 1, outbox_state_name(
+		    (enum outbox_state)(b / 2 / OUTBOX_NSTATES)), -1,
+		    SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, outbox_state_name(
+		    (enum outbox_state)(b / 2 % OUTBOX_NSTATES)), -1,
+		    SQLITE_STATIC);
+		sqlite3_bind_int(s, 3, b % 2);
+	}
+	sqlite3_bind_int64(s, 4, d->n);
+	sqlite3_bind_int64(s, 5, d->bytes_done);
+	sqlite3_bind_int64(s, 6, d->s3_retries);
+	sqlite3_bind_int64(s, 7, d->db_retries);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc == SQLITE_DONE && sqlite3_changes(o->db) != 1)
+		return SQLITE_NOTFOUND;		/* the bucket's row is gone */
+	return rc;
+}
+
+/* Counts afresh; the pruned row, which no full count can give, still
+ * gets the transaction's prunes. */
+static int
+counts_recount_all(struct outbox *o)
+{
+	int rc = counts_recount(o);
+
+	if (rc == SQLITE_DONE)
+		rc = counts_add_bucket(o, CB_PRUNED);
+	if (rc == SQLITE_DONE)
+		o->crecounted = 1;	/* outbox_commit clears cstray */
+	return rc;
+}
+
+/* Before COMMIT: the deltas of the transaction into counts. SQLITE_DONE
+ * or an error code. */
+static int
+counts_flush(struct outbox *o)
+{
+	uint64_t t;
+	int rc;
+
+	o->crecounted = 0;
+	if (!o->counts_by_hook)
+		return SQLITE_DONE;
+	if (o->crecount || o->cstray) {
+		if (o->cstray)
+			log_warnx("outbox %s: entries changed outside a "
+			    "transaction; the counts are counted afresh",
+			    o->path);
+		return counts_recount_all(o);
+	}
+	for (t = o->cacc.touched; t != 0; t &= t - 1) {
+		rc = counts_add_bucket(o, __builtin_ctzll(t));
+		if (rc == SQLITE_NOTFOUND)
+			return counts_recount_all(o);
+		if (rc != SQLITE_DONE)
+			return rc;
+	}
+	return SQLITE_DONE;
+}
+
+long
+outbox_counts_stray(const struct outbox *o)
+{
+	return o->cstray_seen;
 }
 
 /*
@@ -905,10 +1273,16 @@ outbox_begin(struct outbox *o, struct err *e)
 	} else if (seq_flush(o, e) < 0) {
 		/* A savepoint's rollback then forgets only its own. */
 		return -1;
+	} else if (o->counts_by_hook && o->depth > OUTBOX_NEST) {
+		err_set(e, ERR_FATAL, "outbox %s: savepoints nested deeper "
+		    "than %d", o->path, OUTBOX_NEST);
+		return -1;
 	} else {
 		if (o->depth <= 4)	/* for the savepoint's rollback */
 			memcpy(o->done_save[o->depth - 1], o->done_at,
 			    sizeof(o->done_at));
+		if (o->counts_by_hook)
+			o->csave[o->depth - 1] = o->cacc;
 		if (o->depth == 1) {
 			rc = named_run(o, NAMED_SAVEPOINT, "SAVEPOINT s1") ==
 			    SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
@@ -948,8 +1322,11 @@ outbox_commit(struct outbox *o, struct err *e)
 		struct err se = {0};
 
 		rc = seq_flush(o, &se) == 0 && write_done_at(o) == SQLITE_DONE &&
+		    counts_flush(o) == SQLITE_DONE &&
 		    named_run(o, NAMED_COMMIT, "COMMIT") == SQLITE_DONE ?
 		    SQLITE_OK : SQLITE_ERROR;
+		if (rc == SQLITE_OK && o->crecounted)
+			o->cstray = 0;	/* only once the recount is durable */
 		txn_forget(o);
 	}
 	else if (o->depth == 2)
@@ -984,6 +1361,8 @@ outbox_rollback(struct outbox *o)
 		if (o->depth <= 4)
 			memcpy(o->done_at, o->done_save[o->depth - 1],
 			    sizeof(o->done_at));
+		if (o->counts_by_hook)	/* outbox_begin went no deeper */
+			o->cacc = o->csave[o->depth - 1];
 		return;
 	}
 	if (!sqlite3_get_autocommit(o->db))
@@ -1179,8 +1558,8 @@ supersede_older(struct outbox *o, const char *path, int64_t new_id,
 	return abort_skipped(o, path, e);
 }
 
-int
-outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
+static int
+journal_in(struct outbox *o, const struct outbox_file *f, int64_t *id,
     struct err *e)
 {
 	sqlite3_stmt *s;
@@ -1192,6 +1571,7 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 	int versions = 0, rc;
 	int64_t new_id, seq;
 	struct err kerr = {0};
+	struct cshare share;
 	const char *s3_state = "pending", *s3_error = NULL;
 	const char *db_state = "pending", *db_error = NULL;
 
@@ -1245,7 +1625,9 @@ outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
 	sqlite3_bind_text(s, 15, db_error, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 16, next, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 17, seq);
-	if (step_done(o, s, e, "journaling an entry") < 0 ||
+	cshare_set(&share, outbox_state_parse(s3_state),
+	    outbox_state_parse(db_state), 0, 0, 0, f->size);
+	if (step_counted(o, s, NULL, &share, e, "journaling an entry") < 0 ||
 	    job_seq_put(o, job, seq, e) < 0)
 		goto fail;
 	new_id = sqlite3_last_insert_rowid(o->db);
@@ -1323,6 +1705,7 @@ read_entry(sqlite3_stmt *s, struct outbox_entry *en)
 	en->upload_id = col_dup(s, 16);
 	en->repair = sqlite3_column_int(s, 17);
 	en->seq = sqlite3_column_int64(s, 18);
+	en->db_needs_etag = sqlite3_column_int(s, 19);
 }
 
 void
@@ -1449,14 +1832,24 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct leg_rule *r = leg_next(OUTBOX_PENDING, EV_CLAIM, 1);
+		const struct outbox_entry *en = &v[i];
+		struct cshare was, to;
+		int s3 = leg == OUTBOX_S3;
 
-		sqlite3_bind_int64(mark, 1, v[i].id);
+		/* en's attempts count the claim already. */
+		cshare_set(&was, en->s3_state, en->db_state, en->db_needs_etag,
+		    en->s3_attempts - s3, en->db_attempts - !s3, en->size);
+		cshare_set(&to, s3 ? (int)r->to : en->s3_state,
+		    s3 ? en->db_state : (int)r->to, en->db_needs_etag,
+		    en->s3_attempts, en->db_attempts, en->size);
+		sqlite3_bind_int64(mark, 1, en->id);
 		sqlite3_bind_text(mark, 2, now, -1, SQLITE_STATIC);
 		sqlite3_bind_text(mark, 3, outbox_state_name(r->from), -1,
 		    SQLITE_STATIC);
 		sqlite3_bind_text(mark, 4, outbox_state_name(r->to), -1,
 		    SQLITE_STATIC);
-		if (step_done(o, mark, e, "marking entries in flight") < 0)
+		if (step_counted(o, mark, &was, &to, e,
+		    "marking entries in flight") < 0)
 			goto fail;
 	}
 	if (upto > 0 && claimed_upto(o, leg, upto, e) < 0)
@@ -1496,11 +1889,20 @@ abort_entry(struct outbox *o, int64_t id, const char *why, struct err *e)
 	return 0;
 }
 
-/* The leg's state, whether id is its path's newest entry, and whether
- * its S3 leg was skipped. 1 found, 0 no such entry, -1 with e. */
+/* What an outcome is applied to: the entry's legs and what of it the
+ * counts keep. */
+struct legs_now {
+	int state[2];		/* per leg */
+	int newest;		/* id is its path's newest entry */
+	int needs_etag;
+	int64_t attempts[2], size;
+};
+
+/* The entry's legs now (and its path, which the caller frees). 1 found,
+ * 0 no such entry, -1 with e. */
 static int
-leg_now(struct outbox *o, enum outbox_leg leg, int64_t id, int *state,
-    int *newest, int *s3_skipped, char **path, struct err *e)
+leg_now(struct outbox *o, int64_t id, struct legs_now *ln, char **path,
+    struct err *e)
 {
 	sqlite3_stmt *s = stmt(o, ST_LEG_NOW, e);
 	int rc;
@@ -1510,12 +1912,16 @@ leg_now(struct outbox *o, enum outbox_leg leg, int64_t id, int *state,
 	sqlite3_bind_int64(s, 1, id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
-		*state = outbox_state_parse((const char *)sqlite3_column_text(s,
-		    leg == OUTBOX_S3 ? 0 : 1));
-		*s3_skipped = outbox_state_parse((const char *)
-		    sqlite3_column_text(s, 0)) == OUTBOX_SKIPPED;
-		*newest = sqlite3_column_int(s, 2);
+		ln->state[OUTBOX_S3] = outbox_state_parse((const char *)
+		    sqlite3_column_text(s, 0));
+		ln->state[OUTBOX_DB] = outbox_state_parse((const char *)
+		    sqlite3_column_text(s, 1));
+		ln->newest = sqlite3_column_int(s, 2);
 		*path = col_dup(s, 3);
+		ln->needs_etag = sqlite3_column_int(s, 4);
+		ln->attempts[OUTBOX_S3] = sqlite3_column_int64(s, 5);
+		ln->attempts[OUTBOX_DB] = sqlite3_column_int64(s, 6);
+		ln->size = sqlite3_column_int64(s, 7);
 	}
 	done_with(s);
 	if (rc == SQLITE_ROW)
@@ -1526,8 +1932,8 @@ leg_now(struct outbox *o, enum outbox_leg leg, int64_t id, int *state,
 	return -1;
 }
 
-int
-outbox_apply(struct outbox *o, enum outbox_leg leg, int64_t id,
+static int
+apply_in(struct outbox *o, enum outbox_leg leg, int64_t id,
     const struct outbox_outcome *oc, struct err *e)
 {
 	const struct leg_rule *r;
@@ -1535,16 +1941,32 @@ outbox_apply(struct outbox *o, enum outbox_leg leg, int64_t id,
 	char now[32], next[32], why[1200];
 	const char *error = NULL;
 	char *path = NULL;
-	int state, newest, s3_skipped, rc = -1;
+	struct legs_now ln;
+	struct cshare was, to;
+	int state, s3_skipped, etag_later, rc = -1;
 
-	rc = leg_now(o, leg, id, &state, &newest, &s3_skipped, &path, e);
+	rc = leg_now(o, id, &ln, &path, e);
 	if (rc <= 0)
 		return rc == 0 ? OUTBOX_SKIPPED : -1;
 	rc = -1;
-	if ((r = leg_next((enum outbox_state)state, oc->event, newest)) == NULL) {
+	state = ln.state[leg];
+	s3_skipped = ln.state[OUTBOX_S3] == OUTBOX_SKIPPED;
+	if ((r = leg_next((enum outbox_state)state, oc->event, ln.newest)) ==
+	    NULL) {
 		free(path);
 		return state;
 	}
+	etag_later = (r->rec & REC_ETAG_LATER) && !s3_skipped ? 1 : 0;
+	cshare_set(&was, ln.state[OUTBOX_S3], ln.state[OUTBOX_DB],
+	    ln.needs_etag, ln.attempts[OUTBOX_S3], ln.attempts[OUTBOX_DB],
+	    ln.size);
+	ln.state[leg] = (int)r->to;
+	ln.attempts[leg] += (r->rec & REC_ATTEMPT) ? 1 : 0;
+	if (leg == OUTBOX_DB && r->to == OUTBOX_DONE)
+		ln.needs_etag = etag_later;
+	cshare_set(&to, ln.state[OUTBOX_S3], ln.state[OUTBOX_DB],
+	    ln.needs_etag, ln.attempts[OUTBOX_S3], ln.attempts[OUTBOX_DB],
+	    ln.size);
 	now_iso(now);
 	if (r->rec & REC_BACKOFF)
 		time_iso8601(oc->next_at_ms, next, sizeof(next));
@@ -1570,12 +1992,11 @@ outbox_apply(struct outbox *o, enum outbox_leg leg, int64_t id,
 		sqlite3_bind_text(s, 6, (r->rec & REC_RESULT) ? oc->etag : NULL,
 		    -1, SQLITE_TRANSIENT);
 	else
-		sqlite3_bind_int(s, 6, (r->rec & REC_ETAG_LATER) &&
-		    !s3_skipped ? 1 : 0);
+		sqlite3_bind_int(s, 6, etag_later);
 	sqlite3_bind_text(s, 7, (r->rec & REC_RESULT) ? oc->sha256 : NULL, -1,
 	    SQLITE_TRANSIENT);
 	sqlite3_bind_text(s, 8, now, -1, SQLITE_STATIC);
-	if (step_done(o, s, e, "recording a result") < 0)
+	if (step_counted(o, s, &was, &to, e, "recording a result") < 0)
 		goto out;
 	if (r->to == OUTBOX_DONE && strcmp(now, o->done_at[leg]) > 0)
 		memcpy(o->done_at[leg], now, sizeof(now));
@@ -1650,8 +2071,8 @@ outbox_etag_due(struct outbox *o)
 	return due;
 }
 
-int
-outbox_etag_done(struct outbox *o, int64_t id, struct err *e)
+static int
+etag_done_in(struct outbox *o, int64_t id, struct err *e)
 {
 	sqlite3_stmt *s;
 
@@ -2081,11 +2502,20 @@ outbox_counts_check(struct outbox *o, struct err *e)
 	sqlite3_stmt *s = NULL;
 	int rc = 0;
 
-	/* Rows of either side that the other lacks (empty groups aside). */
+	if (o->cstray_seen > 0) {
+		err_set(e, ERR_FATAL, "outbox %s: %ld changes of entries outside "
+		    "outbox_begin (the counts kept in C missed them)", o->path,
+		    o->cstray_seen);
+		return -1;
+	}
+	/* Rows of either side that the other lacks (groups all zero aside:
+	 * a bucket of no entries that still holds bytes or retries is
+	 * wrong too). */
 	if (sqlite3_prepare_v2(o->db,
 	    "WITH kept AS (SELECT s3_state, db_state, needs_etag, n, bytes_done, "
 	    "  s3_retries, db_retries FROM counts "
-	    "  WHERE s3_state <> 'pruned' AND n <> 0), full AS (" FULL_COUNT ") "
+	    "  WHERE s3_state <> 'pruned' AND (n <> 0 OR bytes_done <> 0 OR "
+	    "  s3_retries <> 0 OR db_retries <> 0)), full AS (" FULL_COUNT ") "
 	    "SELECT 'kept', * FROM (SELECT * FROM kept EXCEPT SELECT * FROM full) "
 	    "UNION ALL "
 	    "SELECT 'full', * FROM (SELECT * FROM full EXCEPT SELECT * FROM kept) "
@@ -2523,8 +2953,8 @@ out:
 	return rc;
 }
 
-int
-outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
+static int
+journal_repair_in(struct outbox *o, const struct outbox_repair *r,
     int64_t *id, struct err *e)
 {
 	char event[37], now[32];
@@ -2877,4 +3307,79 @@ outbox_explain(struct outbox *o,
 				return -1;
 		}
 	return n;
+}
+
+/*
+ * The calls that change what the counts keep, each in a transaction of
+ * its own when the caller holds none (the counts kept in C are written
+ * at COMMIT; see "The counts, kept in C"). outbox_claim and the calls
+ * that move many legs open their own.
+ */
+static int
+own_begin(struct outbox *o, struct err *e)
+{
+	if (o->depth > 0 && sqlite3_get_autocommit(o->db)) {
+		err_set(e, ERR_TRANSIENT, "outbox %s: the transaction was rolled "
+		    "back by an error", o->path);
+		return -1;
+	}
+	if (o->depth > 0)
+		return 0;
+	return outbox_begin(o, e) < 0 ? -1 : 1;
+}
+
+/* rc of the call inside; -1 if the own transaction did not commit. */
+static int
+own_end(struct outbox *o, int own, int rc, struct err *e)
+{
+	if (own <= 0)
+		return rc;
+	if (rc < 0) {
+		outbox_rollback(o);
+		return rc;
+	}
+	return outbox_commit(o, e) < 0 ? -1 : rc;
+}
+
+int
+outbox_journal(struct outbox *o, const struct outbox_file *f, int64_t *id,
+    struct err *e)
+{
+	int own = own_begin(o, e);
+
+	if (own < 0)
+		return -1;
+	return own_end(o, own, journal_in(o, f, id, e), e);
+}
+
+int
+outbox_apply(struct outbox *o, enum outbox_leg leg, int64_t id,
+    const struct outbox_outcome *oc, struct err *e)
+{
+	int own = own_begin(o, e);
+
+	if (own < 0)
+		return -1;
+	return own_end(o, own, apply_in(o, leg, id, oc, e), e);
+}
+
+int
+outbox_etag_done(struct outbox *o, int64_t id, struct err *e)
+{
+	int own = own_begin(o, e);
+
+	if (own < 0)
+		return -1;
+	return own_end(o, own, etag_done_in(o, id, e), e);
+}
+
+int
+outbox_journal_repair(struct outbox *o, const struct outbox_repair *r,
+    int64_t *id, struct err *e)
+{
+	int own = own_begin(o, e);
+
+	if (own < 0)
+		return -1;
+	return own_end(o, own, journal_repair_in(o, r, id, e), e);
 }

@@ -97,6 +97,7 @@ struct outbox_entry {
 				   not by the user: the database leg adds no
 				   activity */
 	int64_t seq;		/* fair claim order (schema 4) */
+	int db_needs_etag;	/* recorded before S3 answered */
 };
 
 void outbox_entry_free(struct outbox_entry *en);
@@ -227,6 +228,11 @@ int outbox_counts(struct outbox *o, int s3_on, int db_on,
 /* 0 when the kept counts equal a full count of the entries, else -1 with
  * e naming a difference. For tests and the simulation. */
 int outbox_counts_check(struct outbox *o, struct err *e);
+/* How many changes of entries this connection saw outside outbox_begin,
+ * where the counts it keeps in C (store/outbox.c) had to be counted
+ * afresh. Always 0 unless a caller writes entries behind the outbox's
+ * back; the simulation checks it. */
+long outbox_counts_stray(const struct outbox *o);
 
 /*
  * Retention: one batch (at most max entries looked at, one short
