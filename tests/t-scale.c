@@ -943,8 +943,16 @@ test_recount_keeps_prunes(void)
 	outbox_counts(o, 1, 1, &n, &e);
 	tap_int(n.pruned, 2, "the commit that counted afresh kept them in "
 	    "the pruned count");
+#ifdef HAVE_SQLITE3_PREUPDATE_HOOK
 	tap_ok(outbox_counts_stray(o) > 0 && outbox_counts_check(o, &e) < 0,
 	    "the stray write is reported");
+#else
+	/* Counts kept by the triggers: the write behind its back is counted
+	 * like any other. */
+	tap_ok(outbox_counts_stray(o) == 0 && outbox_counts_check(o, &e) == 0,
+	    "without the pre-update hook the triggers counted the write: %s",
+	    e.msg);
+#endif
 	outbox_close(o);
 }
 
