@@ -97,6 +97,15 @@ RAW=$W/raw.tsv
 printf '#workload\ttarget\ttool\tround\tfiles\tbytes\twall_s\tuser_s\tsys_s\trss_kib\tok\textra\n' >"$RAW"
 OUTBOXD=$BUILD/outboxd
 OUTBOXCTL=$BUILD/outboxctl
+# W1's floor: a bare libcurl client with outboxd's signer (bench/put-floor.c),
+# built from this checkout, so an older OUTBOXD_BENCH_TREE is compared with
+# the same floor.
+FLOOR=$TOP/_build-bench/bench/put-floor
+if [ "$BUILD" != "$TOP/_build-bench" ]; then
+	bash "$TOP/tools/build.sh" "$TOP/_build-bench" >/dev/null
+fi
+make -s -C "$TOP/_build-bench" bench/put-floor >/dev/null ||
+	{ say "bench/put-floor did not build: W1 has no floor row"; FLOOR=; }
 BUCKET=outboxd-test
 AK=S3RVER SK=S3RVER REGION=us-east-1
 CLK_TCK=$(getconf CLK_TCK)
@@ -279,6 +288,10 @@ run_curl_par() { # MFILE LOG SRC PREFIX ENDPOINT: every file of SRC, 16 at a tim
 		"${CURL_SIGN[@]}" -K "$cfg" >"$log" 2>&1
 	rm -f "$cfg"
 }
+run_put_floor() { # MFILE LOG SRC PREFIX ENDPOINT: bench/put-floor, 16 at a time
+	AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK "${MEASURE[@]}" "$1" -- \
+		"$FLOOR" "$5" "$BUCKET" "$4" "$3" 16 "$REGION" >"$2" 2>&1
+}
 run_curl_one() { # MFILE LOG FILE KEY ENDPOINT: one PUT
 	"${MEASURE[@]}" "$1" -- curl --noproxy '*' -sS --fail -o /dev/null "${CURL_SIGN[@]}" \
 		-T "$3" "$5/$BUCKET/$4" >"$2" 2>&1
@@ -353,6 +366,7 @@ rm -rf "$W/warm"
 # ---------------------------------------------------------------- W1
 # 1,000 files x 4 KiB in one job, from files present to all stored.
 W1_TOOLS=(outboxd outboxd-c8 outboxd+db rclone rclone-t16 s3cmd aws curl-p16)
+[ -z "$FLOOR" ] || W1_TOOLS+=(put-floor)
 w1_run() { # TOOL ROUND
 	local tool=$1 r=$2 job d m ok=1 extra= n want
 	job=$(new_job)
@@ -369,6 +383,7 @@ w1_run() { # TOOL ROUND
 	s3cmd) run_s3cmd "$m" "$d/log" "$d/up/$job" "jobs/$job/uploads" "$S3URL" ;;
 	aws) run_aws "$m" "$d/log" "$d/up/$job" "jobs/$job/uploads" "$S3URL" ;;
 	curl-p16) run_curl_par "$m" "$d/log" "$d/up/$job" "jobs/$job/uploads" "$S3URL" ;;
+	put-floor) run_put_floor "$m" "$d/log" "$d/up/$job" "jobs/$job/uploads" "$S3URL" ;;
 	esac
 	[ "$(exit_of "$m")" = 0 ] || { ok=0; extra+="exit=$(exit_of "$m");"; }
 	n=$(count_objects "jobs/$job")
