@@ -1775,18 +1775,33 @@ outbox_live_legs(struct outbox *o, int s3_on, int db_on, struct err *e)
 
 int
 outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
-    int (*skip)(void *arg, const char *path), void *skip_arg,
+    int (*skip)(void *arg, int64_t id, const char *path), void *skip_arg,
+    struct outbox_entry **out, size_t *nout, struct err *e)
+{
+	return outbox_claim_ahead(o, leg, max, 0, 0, s3_on, skip, skip_arg,
+	    out, nout, e);
+}
+
+int
+outbox_claim_ahead(struct outbox *o, enum outbox_leg leg, int firm,
+    int ahead, int64_t ahead_bytes, int s3_on,
+    int (*skip)(void *arg, int64_t id, const char *path), void *skip_arg,
     struct outbox_entry **out, size_t *nout, struct err *e)
 {
 	struct outbox_entry *v = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *s, *mark;
 	char now[32];
-	int64_t upto = 0;
-	int rc;
+	int64_t upto = 0, extra = 0;
+	int rc, max;
 
 	*out = NULL;
 	*nout = 0;
+	if (firm < 0)
+		firm = 0;
+	if (ahead < 0 || ahead_bytes <= 0)
+		ahead = 0;
+	max = firm + ahead;
 	if (max <= 0)
 		return 0;
 	/* Nothing due is the common case when idle: find out with a read,
@@ -1810,8 +1825,14 @@ outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < (size_t)max) {
 		const char *path = (const char *)sqlite3_column_text(s, 3);
 
-		if (skip != NULL && skip(skip_arg, path))
+		if (skip != NULL && skip(skip_arg, sqlite3_column_int64(s, 0),
+		    path))
 			continue;
+		if (n >= (size_t)firm) {
+			extra += sqlite3_column_int64(s, 7); /* size */
+			if (extra > ahead_bytes)
+				break;
+		}
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
 			v = xrealloc(v, cap * sizeof(*v));

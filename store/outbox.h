@@ -107,12 +107,22 @@ void outbox_entries_free(struct outbox_entry *v, size_t n);
  * Claims up to max legs that are due (pending, next attempt reached) and
  * marks them in_flight, attempts + 1, in one transaction. For the
  * database leg, an entry is due once its S3 leg is done or skipped, has
- * failed at least once, or s3_on is 0. Oldest first. skip(arg, path)
+ * failed at least once, or s3_on is 0. Oldest first. skip(arg, id, path)
  * returning 1 leaves an entry alone (its path is already in flight).
  */
 int outbox_claim(struct outbox *o, enum outbox_leg leg, int max, int s3_on,
-    int (*skip)(void *arg, const char *path), void *skip_arg,
+    int (*skip)(void *arg, int64_t id, const char *path), void *skip_arg,
     struct outbox_entry **v, size_t *n, struct err *e);
+/*
+ * The same, claiming ahead: up to firm legs as outbox_claim does, then up
+ * to ahead more, in order, while the sizes of those extra legs sum to at
+ * most ahead_bytes (the first that would pass it ends the claim), so a
+ * turn claims a batch of small files and no large file early.
+ */
+int outbox_claim_ahead(struct outbox *o, enum outbox_leg leg, int firm,
+    int ahead, int64_t ahead_bytes, int s3_on,
+    int (*skip)(void *arg, int64_t id, const char *path), void *skip_arg,
+    struct outbox_entry **out, size_t *nout, struct err *e);
 
 /* What the engine learned of one claimed leg. */
 struct outbox_outcome {

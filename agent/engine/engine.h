@@ -42,10 +42,12 @@ struct leg {
 				   credentials or the bucket (ERR_REFUSED) */
 	int proved;		/* a request succeeded since the last
 				   AccessDenied: the credentials work */
-	int64_t denied[DENIED_MAX];	/* entries denied while the
-					   credentials worked (a ring) */
-	int denials[DENIED_MAX];	/* how often each was */
+	int64_t denied[DENIED_MAX];	/* entries denied (a ring) */
+	int denials[DENIED_MAX];	/* how often each was while the
+					   credentials worked */
+	long long denied_oks[DENIED_MAX]; /* oks at each one's last denial */
 	int ndenied;		/* next slot of the ring */
+	long long oks;		/* requests that succeeded, so far */
 };
 
 /* What a queued record writes. */
@@ -97,6 +99,8 @@ struct sync {
 	struct upload_env env;		/* what uploads need */
 	struct upload **ups;		/* S3 legs in progress */
 	int nups, capups;
+	int64_t ups_bytes;		/* the sizes of their files, summed */
+	int probe_skip;			/* the S3 claim skips denied keys */
 	int naborts;			/* aborts in flight */
 	struct strmap *inflight;	/* paths with an S3 leg in progress */
 	struct rec *recs, **recs_tail;	/* the queue, oldest first */
@@ -124,6 +128,7 @@ struct sync {
 	struct scrub *scrub;		/* the background scrub (scrub.c), or
 					   NULL until its first turn */
 	long long turns;		/* loop turns so far */
+	long long ahead;		/* S3 legs claimed ahead of free slots */
 	struct poison *poison;		/* marks the entry being inspected */
 	struct metrics_live live;	/* counters for the metrics */
 	unsigned creds_gen_seen;	/* the S3 credentials' generation */
@@ -134,7 +139,9 @@ struct sync {
 
 /* The legs a turn claims, in its one outbox transaction (sync.c). */
 struct turn_claims {
-	int s3_room;			/* S3 legs it may claim */
+	int s3_room;			/* S3 legs it may claim: */
+	int s3_firm;			/*   this many for free slots, */
+	int64_t s3_ahead_bytes;		/*   the rest while this many bytes */
 	int db_want;			/* database legs it may claim */
 	int db_s3_on;			/* the database legs wait for S3 */
 	struct outbox_entry *s3, *db;	/* what it claimed */

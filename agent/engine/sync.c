@@ -59,6 +59,17 @@
 #define DB_WAIT_MS	50		/* the same for the database leg's claim
 					   (a batch is a PostgreSQL round trip) */
 #define QUEUE_MAX	256		/* records written at once, at most */
+/* Small files are claimed ahead of the free slots, up to AHEAD times the
+ * concurrency more and AHEAD_BYTES of files (uploads in progress count),
+ * so a turn claims and records a batch of them, not a few. */
+#define AHEAD		3
+#define AHEAD_BYTES	(4 * 1024 * 1024)
+/* While more uploads are claimed than run (a backlog drains), outcomes
+ * wait up to this long for the next claim, which comes once half of them
+ * are done: a transaction per batch, not per BATCH_WAIT_MS of a slow
+ * server. An outcome not yet written is an upload made again after a
+ * crash, with the same key and bytes. */
+#define BACKLOG_WAIT_MS	250
 
 static const char *const leg_names[2] = { "s3", "db" };
 
@@ -348,6 +359,7 @@ engine_leg_ok(struct sync *s, enum outbox_leg leg)
 	l->paused_until = 0;
 	l->refused = 0;
 	l->proved = 1;
+	l->oks++;
 	metrics_set(&s->live, M_LEG_PAUSED, leg, 0);
 	metrics_set(&s->live, M_LEG_REFUSED, leg, 0);
 }
@@ -445,20 +457,32 @@ skip_gone(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 	enqueue(s, r);
 }
 
-/* Counts a denial of entry id while the credentials worked: how many
- * (kept across pauses of the leg). */
+/*
+ * Notes a denial of entry id; counts it (returns how many were counted,
+ * kept across pauses of the leg) when the credentials worked since: some
+ * request succeeded since the leg's last refusal (proved), or since this
+ * entry's own last denial. Returns 0 when it does not count.
+ */
 static int
 note_denied(struct leg *l, int64_t id)
 {
-	int i;
+	int i, counts;
 
 	for (i = 0; i < DENIED_MAX; i++)
 		if (l->denied[i] == id)
-			return ++l->denials[i];
-	l->denied[l->ndenied] = id;
-	l->denials[l->ndenied] = 1;
-	l->ndenied = (l->ndenied + 1) % DENIED_MAX;
-	return 1;
+			break;
+	if (i == DENIED_MAX) {
+		i = l->ndenied;
+		l->ndenied = (l->ndenied + 1) % DENIED_MAX;
+		l->denied[i] = id;
+		l->denials[i] = 0;
+		l->denied_oks[i] = -1;	/* only proved counts */
+	}
+	counts = l->proved || (l->denied_oks[i] >= 0 &&
+	    l->oks > l->denied_oks[i]);
+	l->denied_oks[i] = l->oks;
+	l->proved = 0;
+	return counts ? ++l->denials[i] : 0;
 }
 
 /* Pauses the leg for a refusal: one log line (and the status) when the
@@ -498,17 +522,21 @@ engine_refused(struct sync *s, enum outbox_leg leg,
 	int attempts = leg == OUTBOX_S3 ? en->s3_attempts : en->db_attempts;
 	struct outbox_outcome oc = { .event = EV_TRANSIENT, .error = e->msg,
 	    .next_at_ms = time_now_ms() };
+	int n;
 
-	if (e->cls == ERR_DENIED && l->proved) {
-		/* Other requests succeeded since the last refusal: this may
-		 * be a policy on this key alone. Met three times so (twice
-		 * is not enough: the second may be the first request a
-		 * bucket-wide refusal meets, t-sim seed 14001482), it is.
-		 * A pause of the leg keeps the counts: two keys denied in
-		 * turn pause the leg at each round, and forgetting then
-		 * kept both from ever failing (t-sim denied-keys). */
-		l->proved = 0;
-		if (note_denied(l, en->id) >= DENIED_TIMES) {
+	if (e->cls == ERR_DENIED && (n = note_denied(l, en->id)) > 0) {
+		/* Other requests succeeded since the last refusal, or since
+		 * this key's last denial: this may be a policy on this key
+		 * alone. Met three times so (twice is not enough: the second
+		 * may be the first request a bucket-wide refusal meets, t-sim
+		 * seed 14001482), it is. A pause of the leg keeps the counts:
+		 * two keys denied in turn pause the leg at each round, and
+		 * forgetting then kept both from ever failing (t-sim
+		 * denied-keys). Two keys denied in the same round: only the
+		 * first found the leg proved, and the other never counted
+		 * until successes since its own last denial did (t-sim
+		 * denied-keys, seeds 3, 18 and 21). */
+		if (n >= DENIED_TIMES) {
 			engine_fail(s, leg, en, e);
 			return;
 		}
@@ -560,12 +588,27 @@ s3_busy(const struct sync *s)
 	return s3_on(s) ? s->io.s3.running(s->io.s3.h) : 0;
 }
 
+/* Whether the leg denied entry id since its last success. */
 static int
-path_in_flight(void *arg, const char *path)
+denied_since_ok(const struct leg *l, int64_t id)
+{
+	int i;
+
+	for (i = 0; i < DENIED_MAX; i++)
+		if (l->denied[i] == id)
+			return l->denied_oks[i] == l->oks;
+	return 0;
+}
+
+/* What an S3 claim leaves alone: a path in flight, and while the leg is
+ * probing (s->probe_skip) a key it denied since its last success. */
+static int
+skip_claim(void *arg, int64_t id, const char *path)
 {
 	struct sync *s = arg;
 
-	return strmap_get(s->inflight, path) != NULL;
+	return strmap_get(s->inflight, path) != NULL || (s->probe_skip &&
+	    denied_since_ok(&s->legs[OUTBOX_S3], id));
 }
 
 static void
@@ -630,6 +673,7 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 	}
 	if (strmap_get(s->inflight, en->path) == u)
 		strmap_del(s->inflight, en->path);
+	s->ups_bytes -= en->size;
 	upload_free(u);
 	s->ups[i] = s->ups[--s->nups];
 }
@@ -658,6 +702,7 @@ add_upload(struct sync *s, struct upload *u)
 		s->ups = xrealloc(s->ups, (size_t)s->capups * sizeof(*s->ups));
 	}
 	s->ups[s->nups++] = u;
+	s->ups_bytes += upload_entry(u)->size;
 	strmap_put(s->inflight, upload_entry(u)->path, u);
 }
 
@@ -680,6 +725,9 @@ start_uploads(struct sync *s, struct turn_claims *tc)
 		struct outbox_part *parts = NULL;
 		size_t np = 0;
 
+		if (s->nups >= s->cfg->concurrency)
+			s->ahead++;
+
 		if (v[i].upload_id != NULL &&
 		    outbox_parts(s->ob, v[i].id, &parts, &np, &e) < 0)
 			log_err("%s", e.msg);	/* resumes from scratch */
@@ -698,9 +746,23 @@ start_uploads(struct sync *s, struct turn_claims *tc)
 static int
 claim_turn(struct sync *s, struct turn_claims *tc, struct err *e)
 {
-	if (tc->s3_room > 0 && outbox_claim(s->ob, OUTBOX_S3, tc->s3_room, 1,
-	    path_in_flight, s, &tc->s3, &tc->ns3, e) < 0)
+	/* A paused leg's probe is another key than those it denied, while
+	 * there is one: probing a denied key again and again kept the leg
+	 * paused and its denials from ever counting (t-sim denied-keys,
+	 * seeds 3 and 18). */
+	s->probe_skip = s->legs[OUTBOX_S3].failures > 0;
+	if (tc->s3_room > 0 && outbox_claim_ahead(s->ob, OUTBOX_S3, tc->s3_firm,
+	    tc->s3_room - tc->s3_firm, tc->s3_ahead_bytes, 1, skip_claim, s,
+	    &tc->s3, &tc->ns3, e) < 0)
 		return -1;
+	if (tc->s3_room > 0 && tc->ns3 == 0 && s->probe_skip) {
+		s->probe_skip = 0;
+		if (outbox_claim_ahead(s->ob, OUTBOX_S3, tc->s3_firm,
+		    tc->s3_room - tc->s3_firm, tc->s3_ahead_bytes, 1, skip_claim,
+		    s, &tc->s3, &tc->ns3, e) < 0)
+			return -1;
+	}
+	s->probe_skip = 0;
 	if (tc->db_want > 0 && outbox_claim(s->ob, OUTBOX_DB, tc->db_want,
 	    tc->db_s3_on, NULL, NULL, &tc->db, &tc->ndb, e) < 0)
 		return -1;
@@ -708,18 +770,21 @@ claim_turn(struct sync *s, struct turn_claims *tc, struct err *e)
 }
 
 /*
- * Whether leg claims now, with room for that many: always when no upload is
- * in flight (a lone file goes at once), with room for half the concurrency
- * (S3), or once the leg's last claim is BATCH_WAIT_MS (DB_WAIT_MS) old.
- * Otherwise the turn waits for more uploads to finish (BATCH_WAIT_MS).
+ * Whether leg claims now, with room for that many of at most cap: always
+ * when no upload is in flight (a lone file goes at once), with room for
+ * half of cap (S3), or once the leg's last claim is BATCH_WAIT_MS
+ * (DB_WAIT_MS) old. Otherwise the turn waits for more uploads to finish
+ * (BATCH_WAIT_MS).
  */
 static int
-claim_now(struct sync *s, enum outbox_leg leg, int room)
+claim_now(struct sync *s, enum outbox_leg leg, int room, int cap)
 {
 	int64_t wait = leg == OUTBOX_S3 ? BATCH_WAIT_MS : DB_WAIT_MS;
 
-	if (s->nups == 0 || (leg == OUTBOX_S3 && room * 2 >= s->cfg->concurrency)
-	    || time_mono_ms() - s->claimed_at[leg] >= wait)
+	/* (Every slot busy, an S3 claim waits for room: nothing idles.) */
+	if (s->nups == 0 || (leg == OUTBOX_S3 && room * 2 >= cap) ||
+	    ((leg != OUTBOX_S3 || s->nups < s->cfg->concurrency) &&
+	    time_mono_ms() - s->claimed_at[leg] >= wait))
 		return 1;
 	s->deferred = 1;
 	return 0;
@@ -740,7 +805,8 @@ queue_due(struct sync *s, int stopping)
 	if (stopping || s->nups == 0 || s->recs_urgent ||
 	    s->nrecs >= QUEUE_MAX)
 		return 1;
-	if (!s->wrote && time_mono_ms() - s->recs_since >= BATCH_WAIT_MS)
+	if (!s->wrote && time_mono_ms() - s->recs_since >=
+	    (s->nups > s->cfg->concurrency ? BACKLOG_WAIT_MS : BATCH_WAIT_MS))
 		return 1;
 	s->deferred = 1;
 	return 0;
@@ -757,9 +823,19 @@ claims_wanted(struct sync *s, int stopping, struct turn_claims *tc)
 	if (stopping || s->queue_failing)
 		return 0;
 	if (s3_on(s)) {
+		int c = s->cfg->concurrency, cap = c;
+
+		/* Free slots, then ahead of them while the leg is well. */
+		tc->s3_firm = c - s->nups > 0 ? c - s->nups : 0;
+		tc->s3_ahead_bytes = AHEAD_BYTES - s->ups_bytes;
+		if (s->legs[OUTBOX_S3].failures == 0 && tc->s3_ahead_bytes > 0)
+			cap = c * (1 + AHEAD);
 		tc->s3_room = engine_leg_allowance(s, OUTBOX_S3,
-		    s->cfg->concurrency - s->nups);
-		if (tc->s3_room > 0 && !claim_now(s, OUTBOX_S3, tc->s3_room))
+		    cap - s->nups > 0 ? cap - s->nups : 0);
+		if (tc->s3_firm > tc->s3_room)
+			tc->s3_firm = tc->s3_room;
+		if (tc->s3_room > 0 && !claim_now(s, OUTBOX_S3, tc->s3_room,
+		    cap))
 			tc->s3_room = 0;
 		if (tc->s3_room > 0 &&
 		    outbox_next_due(s->ob, OUTBOX_S3, 1, &e) != 0)
@@ -770,7 +846,8 @@ claims_wanted(struct sync *s, int stopping, struct turn_claims *tc)
 		 * rows are written now and get the ETag later. */
 		tc->db_s3_on = s3_on(s) && s->legs[OUTBOX_S3].failures == 0;
 		tc->db_want = engine_leg_allowance(s, OUTBOX_DB, DB_BATCH);
-		if (tc->db_want > 0 && !claim_now(s, OUTBOX_DB, tc->db_want))
+		if (tc->db_want > 0 && !claim_now(s, OUTBOX_DB, tc->db_want,
+		    DB_BATCH))
 			tc->db_want = 0;
 		/* S3 outcomes make database legs due: a turn that writes
 		 * them claims those in the same transaction, not a turn
@@ -797,7 +874,7 @@ flush_end(struct sync *s, int stopping)
 	if (s->recs_s3 == 0 || stopping || s->queue_failing ||
 	    s->io.db.h == NULL ||
 	    (tc.db_want = engine_leg_allowance(s, OUTBOX_DB, DB_BATCH)) == 0 ||
-	    !claim_now(s, OUTBOX_DB, tc.db_want)) {
+	    !claim_now(s, OUTBOX_DB, tc.db_want, DB_BATCH)) {
 		engine_flush(s);
 		return 0;
 	}
@@ -1255,6 +1332,12 @@ long long
 sync_heartbeat(struct sync *s)
 {
 	return atomic_load(&s->heartbeat);
+}
+
+long long
+sync_claimed_ahead(const struct sync *s)
+{
+	return s->ahead;
 }
 
 long long

@@ -49,6 +49,8 @@ int sync_once(struct sync *s);
 int sync_step(struct sync *s);
 /* Steps taken so far. */
 long long sync_turns(const struct sync *s);
+/* S3 legs claimed ahead of free slots so far (the simulator reports it). */
+long long sync_claimed_ahead(const struct sync *s);
 /* Findings that forget a path's stat (gone, changed) still queued while
  * the queue's writes succeed; 0 after every step (the simulator checks). */
 int sync_held_findings(const struct sync *s);
