@@ -1820,8 +1820,10 @@ outbox_claim_ahead(struct outbox *o, enum outbox_leg leg, int firm,
 	if (s == NULL || mark == NULL)
 		goto fail;
 	sqlite3_bind_text(s, 1, now, -1, SQLITE_STATIC);
-	/* Ask for extra rows: some may be skipped as already in flight. */
-	sqlite3_bind_int(s, 2, max * 2 + 8);
+	/* Ask for extra rows: some may be skipped, as already in flight or
+	 * (a paused leg's probe) as keys the engine saw denied, up to the 64
+	 * it remembers. Rows are read only as far as needed. */
+	sqlite3_bind_int(s, 2, max * 2 + 8 + (skip != NULL ? 64 : 0));
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < (size_t)max) {
 		const char *path = (const char *)sqlite3_column_text(s, 3);
 
@@ -1876,12 +1878,13 @@ outbox_claim_ahead(struct outbox *o, enum outbox_leg leg, int firm,
 	if (upto > 0 && claimed_upto(o, leg, upto, e) < 0)
 		goto fail;
 	if (outbox_commit(o, e) < 0)
-		goto fail;
+		goto gone;	/* rolled back (its savepoint only) already */
 	*out = v;
 	*nout = n;
 	return 0;
 fail:
 	outbox_rollback(o);
+gone:
 	outbox_entries_free(v, n);
 	return -1;
 }

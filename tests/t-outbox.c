@@ -81,6 +81,58 @@ finish(struct outbox *o, enum outbox_leg leg, int64_t id,
 	return outbox_commit(o, e);
 }
 
+/* Skips the first 20 entries it is asked about (as a paused leg's probe
+ * skips keys denied since the last success). */
+static int
+skip_twenty(void *arg, int64_t id, const char *path)
+{
+	int64_t *first = arg;
+
+	(void)path;
+	return id < *first + 20;
+}
+
+/* outbox_claim_ahead: a skip reaches past many rows, and rows claimed
+ * beyond the firm ones stop at their byte budget. */
+static void
+claims_ahead(const char *dir)
+{
+	char path[256], name[64];
+	struct outbox *o;
+	struct outbox_entry *v = NULL;
+	struct err e = {0};
+	size_t nv = 0;
+	int64_t first = 0, id;
+	int i;
+
+	snprintf(path, sizeof(path), "%s/claims.db", dir);
+	if (!tap_ok((o = outbox_open(path, 0, &e)) != NULL, "open an outbox "
+	    "for claims ahead (%s)", e.msg))
+		return;
+	for (i = 0; i < 30; i++) {
+		snprintf(name, sizeof(name), JOB "/c%02d.xml", i);
+		journal(o, name, 100, 1000, &id);
+		if (i == 0)
+			first = id;
+	}
+	tap_int(outbox_claim(o, OUTBOX_S3, 1, 1, skip_twenty, &first, &v, &nv,
+	    &e), 0, "a probe's claim that skips 20 due entries");
+	tap_ok(nv == 1 && v[0].id == first + 20, "still claims the 21st "
+	    "(the claim used to read 10 rows and find none)");
+	outbox_entries_free(v, nv);
+	tap_int(outbox_claim_ahead(o, OUTBOX_S3, 2, 5, 250, 1, NULL, NULL, &v,
+	    &nv, &e), 0, "claim 2 firm and up to 5 ahead within 250 bytes");
+	tap_int((int64_t)nv, 4, "2 firm, then 2 of 100 bytes: a third would "
+	    "pass the budget");
+	outbox_entries_free(v, nv);
+	tap_int(outbox_claim_ahead(o, OUTBOX_S3, 0, 5, 50, 1, NULL, NULL, &v,
+	    &nv, &e), 0, "claim none firm and ahead within 50 bytes");
+	tap_int((int64_t)nv, 0, "a file larger than the budget is not "
+	    "claimed ahead");
+	outbox_entries_free(v, nv);
+	outbox_close(o);
+}
+
 int
 main(void)
 {
@@ -382,6 +434,7 @@ main(void)
 	outbox_close(o2);
 	outbox_close(o);
 	tap_int(outbox_lock_owner(path), 0, "no owner once closed");
+	claims_ahead(dir);
 	{
 		char cmd[600];
 

@@ -40,14 +40,18 @@ struct leg {
 	int64_t paused_until;	/* monotonic ms; one probe at a time till */
 	int refused;		/* paused because the store refused the
 				   credentials or the bucket (ERR_REFUSED) */
-	int proved;		/* a request succeeded since the last
-				   AccessDenied: the credentials work */
+	/* Tickets number the leg's work as it is issued (S3: each upload
+	 * at its claim; the database: each success, its batches going one
+	 * at a time), so a success can be told to be of work issued after
+	 * a refusal, not of a request authorized before it. */
+	long long tickets;	/* the last ticket issued */
+	long long ok_ticket;	/* the highest ticket that succeeded */
+	long long refused_at;	/* tickets at the last refusal or denial */
 	int64_t denied[DENIED_MAX];	/* entries denied (a ring) */
 	int denials[DENIED_MAX];	/* how often each was while the
 					   credentials worked */
-	long long denied_oks[DENIED_MAX]; /* oks at each one's last denial */
+	long long denied_at[DENIED_MAX]; /* tickets at each one's last */
 	int ndenied;		/* next slot of the ring */
-	long long oks;		/* requests that succeeded, so far */
 };
 
 /* What a queued record writes. */
@@ -101,6 +105,7 @@ struct sync {
 	int nups, capups;
 	int64_t ups_bytes;		/* the sizes of their files, summed */
 	int probe_skip;			/* the S3 claim skips denied keys */
+	int ups_cap;			/* uploads claimed at most (AHEAD) */
 	int naborts;			/* aborts in flight */
 	struct strmap *inflight;	/* paths with an S3 leg in progress */
 	struct rec *recs, **recs_tail;	/* the queue, oldest first */

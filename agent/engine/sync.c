@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -341,8 +342,9 @@ retry_at(const struct sync *s, int attempts)
 	    (int64_t)s->cfg->retry_max_s * 1000, rand_below(UINT64_MAX));
 }
 
-void
-engine_leg_ok(struct sync *s, enum outbox_leg leg)
+/* Records a success of the leg's work numbered ticket (engine.h). */
+static void
+leg_ok_ticket(struct sync *s, enum outbox_leg leg, long long ticket)
 {
 	struct leg *l = &s->legs[leg];
 
@@ -358,10 +360,17 @@ engine_leg_ok(struct sync *s, enum outbox_leg leg)
 	l->failures = 0;
 	l->paused_until = 0;
 	l->refused = 0;
-	l->proved = 1;
-	l->oks++;
+	if (ticket > l->ok_ticket)
+		l->ok_ticket = ticket;
 	metrics_set(&s->live, M_LEG_PAUSED, leg, 0);
 	metrics_set(&s->live, M_LEG_REFUSED, leg, 0);
+}
+
+/* A success of work issued now (the database leg's batches). */
+void
+engine_leg_ok(struct sync *s, enum outbox_leg leg)
+{
+	leg_ok_ticket(s, leg, ++s->legs[leg].tickets);
 }
 
 void
@@ -459,9 +468,11 @@ skip_gone(struct sync *s, enum outbox_leg leg, const struct outbox_entry *en,
 
 /*
  * Notes a denial of entry id; counts it (returns how many were counted,
- * kept across pauses of the leg) when the credentials worked since: some
- * request succeeded since the leg's last refusal (proved), or since this
- * entry's own last denial. Returns 0 when it does not count.
+ * kept across pauses of the leg) when the credentials worked since: work
+ * issued after the leg's last refusal, or after this entry's own last
+ * denial, succeeded (tickets, engine.h: a long PUT authorized before a
+ * bucket-wide revocation and finishing after it proves nothing). Returns
+ * 0 when it does not count.
  */
 static int
 note_denied(struct leg *l, int64_t id)
@@ -476,12 +487,11 @@ note_denied(struct leg *l, int64_t id)
 		l->ndenied = (l->ndenied + 1) % DENIED_MAX;
 		l->denied[i] = id;
 		l->denials[i] = 0;
-		l->denied_oks[i] = -1;	/* only proved counts */
+		l->denied_at[i] = l->refused_at;
 	}
-	counts = l->proved || (l->denied_oks[i] >= 0 &&
-	    l->oks > l->denied_oks[i]);
-	l->denied_oks[i] = l->oks;
-	l->proved = 0;
+	counts = l->ok_ticket > l->refused_at || l->ok_ticket > l->denied_at[i];
+	l->denied_at[i] = l->tickets;
+	l->refused_at = l->tickets;
 	return counts ? ++l->denials[i] : 0;
 }
 
@@ -525,17 +535,17 @@ engine_refused(struct sync *s, enum outbox_leg leg,
 	int n;
 
 	if (e->cls == ERR_DENIED && (n = note_denied(l, en->id)) > 0) {
-		/* Other requests succeeded since the last refusal, or since
-		 * this key's last denial: this may be a policy on this key
+		/* Work issued since the last refusal, or since this key's
+		 * last denial, succeeded: this may be a policy on this key
 		 * alone. Met three times so (twice is not enough: the second
 		 * may be the first request a bucket-wide refusal meets, t-sim
 		 * seed 14001482), it is. A pause of the leg keeps the counts:
 		 * two keys denied in turn pause the leg at each round, and
 		 * forgetting then kept both from ever failing (t-sim
 		 * denied-keys). Two keys denied in the same round: only the
-		 * first found the leg proved, and the other never counted
-		 * until successes since its own last denial did (t-sim
-		 * denied-keys, seeds 3, 18 and 21). */
+		 * first found a success since the last refusal, and the
+		 * other never counted until successes since its own last
+		 * denial did (t-sim denied-keys, seeds 3, 18 and 21). */
 		if (n >= DENIED_TIMES) {
 			engine_fail(s, leg, en, e);
 			return;
@@ -552,6 +562,8 @@ engine_refused(struct sync *s, enum outbox_leg leg,
 	 * is another key. */
 	if (e->cls == ERR_DENIED)
 		oc.next_at_ms = retry_at(s, attempts);
+	else
+		l->refused_at = l->tickets;	/* what succeeds must follow */
 	pause_refused(s, leg, e);
 	engine_outcome(s, leg, en->id, &oc);
 }
@@ -588,7 +600,8 @@ s3_busy(const struct sync *s)
 	return s3_on(s) ? s->io.s3.running(s->io.s3.h) : 0;
 }
 
-/* Whether the leg denied entry id since its last success. */
+/* Whether the leg denied entry id after the work of its last success
+ * was issued. */
 static int
 denied_since_ok(const struct leg *l, int64_t id)
 {
@@ -596,7 +609,7 @@ denied_since_ok(const struct leg *l, int64_t id)
 
 	for (i = 0; i < DENIED_MAX; i++)
 		if (l->denied[i] == id)
-			return l->denied_oks[i] == l->oks;
+			return l->ok_ticket <= l->denied_at[i];
 	return 0;
 }
 
@@ -641,7 +654,7 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 		oc.etag = o->etag;
 		oc.sha256 = o->sha256;
 		engine_outcome(s, OUTBOX_S3, en->id, &oc);
-		engine_leg_ok(s, OUTBOX_S3);
+		leg_ok_ticket(s, OUTBOX_S3, upload_ticket(u));
 		metrics_add(&s->live, M_UPLOADED_BYTES, OUTBOX_S3, en->size);
 		log_stored(s, en, o);
 		break;
@@ -665,7 +678,8 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 		break;
 	case UPLOAD_STOPPED:
 		oc.event = EV_STOPPED;
-		oc.error = "interrupted: outboxd stopped while sending";
+		oc.error = upload_started(u) ? "interrupted: outboxd stopped "
+		    "while sending" : "outboxd stopped before sending it";
 		engine_outcome(s, OUTBOX_S3, en->id, &oc);
 		break;
 	case UPLOAD_BUSY:
@@ -675,7 +689,12 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 		strmap_del(s->inflight, en->path);
 	s->ups_bytes -= en->size;
 	upload_free(u);
-	s->ups[i] = s->ups[--s->nups];
+	/* In claim order: slots go to the oldest first (run_s3), so one
+	 * claimed ahead does not wait behind later claims (a swap with the
+	 * last kept one at the back for as long as a backlog lasted). */
+	s->nups--;
+	memmove(&s->ups[i], &s->ups[i + 1], (size_t)(s->nups - i) *
+	    sizeof(*s->ups));
 }
 
 /* Reports every upload that has finished. */
@@ -701,6 +720,7 @@ add_upload(struct sync *s, struct upload *u)
 		s->capups = s->capups ? s->capups * 2 : 16;
 		s->ups = xrealloc(s->ups, (size_t)s->capups * sizeof(*s->ups));
 	}
+	upload_set_ticket(u, ++s->legs[OUTBOX_S3].tickets);
 	s->ups[s->nups++] = u;
 	s->ups_bytes += upload_entry(u)->size;
 	strmap_put(s->inflight, upload_entry(u)->path, u);
@@ -829,7 +849,7 @@ claims_wanted(struct sync *s, int stopping, struct turn_claims *tc)
 		tc->s3_firm = c - s->nups > 0 ? c - s->nups : 0;
 		tc->s3_ahead_bytes = AHEAD_BYTES - s->ups_bytes;
 		if (s->legs[OUTBOX_S3].failures == 0 && tc->s3_ahead_bytes > 0)
-			cap = c * (1 + AHEAD);
+			cap = s->ups_cap;
 		tc->s3_room = engine_leg_allowance(s, OUTBOX_S3,
 		    cap - s->nups > 0 ? cap - s->nups : 0);
 		if (tc->s3_firm > tc->s3_room)
@@ -1004,7 +1024,7 @@ static int
 run_s3(struct sync *s, int stopping)
 {
 	size_t budget = HASH_BUDGET;
-	int slots, i, busy = 0;
+	int slots, i, busy = 0, fresh;
 
 	if (!s3_on(s))
 		return 0;
@@ -1021,8 +1041,19 @@ run_s3(struct sync *s, int stopping)
 			busy = 1;
 	}
 	slots = s->cfg->concurrency - s3_busy(s);
-	for (i = 0; i < s->nups && slots > 0; i++)
+	/* While the leg fails, an upload not started yet waits: one goes,
+	 * as the probe, once the pause allows one and nothing else is in
+	 * flight (claimed ahead, the rest would go into the outage). */
+	fresh = s->legs[OUTBOX_S3].failures == 0 || stopping ? -1 :
+	    s3_busy(s) == 0 && engine_leg_allowance(s, OUTBOX_S3, 1) > 0;
+	for (i = 0; i < s->nups && slots > 0; i++) {
+		if (fresh >= 0 && !upload_started(s->ups[i])) {
+			if (fresh == 0)
+				continue;
+			fresh = 0;
+		}
 		upload_send(s->ups[i], &slots, stopping);
+	}
 	if (!stopping)
 		send_aborts(s, &slots);
 	reap_uploads(s);
@@ -1180,6 +1211,19 @@ sync_new_io(const struct cfg *cfg, int wake_fd, const struct engine_io *io,
 		goto fail;
 	/* A pause a stopped outboxd left behind is not this one's. */
 	clear_pauses(s);
+	/* Each upload holds its file open from its claim: claims ahead stay
+	 * well inside the descriptors this process may open. */
+	{
+		struct rlimit rl;
+		int64_t cap = (int64_t)cfg->concurrency * (1 + AHEAD);
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+		    rl.rlim_cur != RLIM_INFINITY &&
+		    (int64_t)rl.rlim_cur / 2 - cfg->concurrency < cap)
+			cap = (int64_t)rl.rlim_cur / 2 - cfg->concurrency;
+		s->ups_cap = cap > cfg->concurrency ? (int)cap :
+		    cfg->concurrency;
+	}
 	s->env = (struct upload_env){ cfg, &s->io.s3, s, s->rootfd, MIN_PART,
 	    NULL };
 	atomic_store(&s->heartbeat, time_mono_ms());

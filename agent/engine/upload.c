@@ -106,6 +106,8 @@ struct upload {
 	char *upload_id;	/* the multipart upload, or NULL */
 	int restarts;		/* fresh multipart uploads this attempt */
 	int decided;		/* out is final */
+	int started;		/* a request was sent */
+	long long ticket;	/* upload_set_ticket */
 	const char *abandon_why;	/* abort the upload once idle */
 	struct upload_outcome out;	/* what the sync thread records */
 };
@@ -645,6 +647,7 @@ start(struct upload *u, struct ureq *q, int *slots)
 		return -1;
 	}
 	u->inflight++;
+	u->started = 1;
 	(*slots)--;
 	return 0;
 }
@@ -796,6 +799,24 @@ upload_send(struct upload *u, int *slots, int stopping)
 	default:
 		break;
 	}
+}
+
+void
+upload_set_ticket(struct upload *u, long long ticket)
+{
+	u->ticket = ticket;
+}
+
+long long
+upload_ticket(const struct upload *u)
+{
+	return u->ticket;
+}
+
+int
+upload_started(const struct upload *u)
+{
+	return u->started;
 }
 
 /* ---- replies ------------------------------------------------------------- */

@@ -100,6 +100,14 @@ void upload_stop(struct upload *u);
 /* Requests of u in flight. */
 int upload_inflight(const struct upload *u);
 
+/* The sync thread's number for u (its leg's ticket, engine.h). */
+void upload_set_ticket(struct upload *u, long long ticket);
+long long upload_ticket(const struct upload *u);
+
+/* Whether u sent a request yet (an upload claimed ahead waits for a
+ * slot before its first). */
+int upload_started(const struct upload *u);
+
 /* Finished (no request in flight)? Fills out when so. */
 int upload_finished(const struct upload *u, struct upload_outcome *out);
 
