@@ -2,7 +2,8 @@
 # it-config.sh - bad configuration stops outboxd at once with exit 78
 # (EX_CONFIG) and one line naming each variable and its problem, never a
 # secret; --env-file reads the app's .env without overriding the
-# environment; usage errors exit 64; -n checks and exits.
+# environment; usage errors exit 64; -n checks and exits; --once with S3
+# unreachable gives up within seconds (exit 75), with every file pending.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ob.sh"
@@ -69,4 +70,25 @@ write_file "$(new_job)/a.xml" "<a/>"
 touch -d '1 minute ago' "$UPLOADS"/*/a.xml
 t_ok "with no store configured outboxd --once journals and exits 0" "$OUTBOXD" --once
 t_is "$(sqlite3 "$OUTBOXD_STATE_DB" 'select count(*) from entries')" 1 "the file is in the outbox"
+
+# S3 refusing connections: --once tries, then exits 75 (EX_TEMPFAIL) with
+# everything pending. With 100 files it claims ahead of its 16 slots; the
+# uploads claimed but not sent must not make it wait for them probe by
+# probe, with backoff (it did, for minutes, before they were given back).
+j=$(new_job)
+for i in $(seq 1 100); do write_file "$j/f$i.xml" "<a>$i</a>"; done
+touch -d '1 minute ago' "$UPLOADS/$j"/*
+rc=0
+start=$EPOCHSECONDS
+# (The default retry settings: with the harness's 2 s cap every retry
+# falls within the 5 s that --once waits for, and it would never end.)
+env S3_BUCKET=bucket-x AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=s \
+	OUTBOXD_RETRY_BASE_MS=1000 OUTBOXD_RETRY_MAX_S=60 \
+	AWS_ENDPOINT_URL_S3="http://127.0.0.1:$(free_port)" \
+	timeout 60 "$OUTBOXD" --once >/dev/null 2>"$IT_DIR/err" || rc=$?
+secs=$((EPOCHSECONDS - start))
+t_is "$rc" 75 "with S3 unreachable --once exits 75 (exit $rc after $secs s; 124 = still running after 60 s)"
+t_ok "within 15 s ($secs s)" test "$secs" -le 15
+t_is "$(sqlite3 "$OUTBOXD_STATE_DB" "select count(*) from entries where path like '$j/%' and s3_state = 'pending'")" 100 \
+	"all 100 files stay pending, none failed"
 t_done

@@ -679,7 +679,10 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 	case UPLOAD_STOPPED:
 		oc.event = EV_STOPPED;
 		oc.error = upload_started(u) ? "interrupted: outboxd stopped "
-		    "while sending" : "outboxd stopped before sending it";
+		    "while sending" : !atomic_load(&s->stop) &&
+		    s->legs[OUTBOX_S3].failures > 0 ? "not sent: the S3 leg "
+		    "is failing (due again once it works)" : "outboxd stopped "
+		    "before sending it";
 		engine_outcome(s, OUTBOX_S3, en->id, &oc);
 		break;
 	case UPLOAD_BUSY:
@@ -1024,7 +1027,7 @@ static int
 run_s3(struct sync *s, int stopping)
 {
 	size_t budget = HASH_BUDGET;
-	int slots, i, busy = 0, fresh;
+	int slots, i, busy = 0;
 
 	if (!s3_on(s))
 		return 0;
@@ -1040,20 +1043,27 @@ run_s3(struct sync *s, int stopping)
 		if (used > 0 && used >= share)
 			busy = 1;
 	}
-	slots = s->cfg->concurrency - s3_busy(s);
-	/* While the leg fails, an upload not started yet waits: one goes,
-	 * as the probe, once the pause allows one and nothing else is in
-	 * flight (claimed ahead, the rest would go into the outage). */
-	fresh = s->legs[OUTBOX_S3].failures == 0 || stopping ? -1 :
-	    s3_busy(s) == 0 && engine_leg_allowance(s, OUTBOX_S3, 1) > 0;
-	for (i = 0; i < s->nups && slots > 0; i++) {
-		if (fresh >= 0 && !upload_started(s->ups[i])) {
-			if (fresh == 0)
+	/* While the leg fails, the uploads not started yet (claimed ahead)
+	 * are given back, pending, rather than sent into the outage or held
+	 * (--once would wait for them probe by probe); the oldest stays to
+	 * go as the probe when the pause allows one and nothing else is in
+	 * flight. */
+	if (s->legs[OUTBOX_S3].failures > 0 && !stopping) {
+		int probe = s3_busy(s) == 0 &&
+		    engine_leg_allowance(s, OUTBOX_S3, 1) > 0;
+
+		for (i = 0; i < s->nups; i++) {
+			if (upload_started(s->ups[i]))
 				continue;
-			fresh = 0;
+			if (probe)
+				probe = 0;
+			else
+				upload_stop(s->ups[i]);
 		}
-		upload_send(s->ups[i], &slots, stopping);
 	}
+	slots = s->cfg->concurrency - s3_busy(s);
+	for (i = 0; i < s->nups && slots > 0; i++)
+		upload_send(s->ups[i], &slots, stopping);
 	if (!stopping)
 		send_aborts(s, &slots);
 	reap_uploads(s);
