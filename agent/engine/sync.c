@@ -855,6 +855,11 @@ claims_wanted(struct sync *s, int stopping, struct turn_claims *tc)
 			cap = s->ups_cap;
 		tc->s3_room = engine_leg_allowance(s, OUTBOX_S3,
 		    cap - s->nups > 0 ? cap - s->nups : 0);
+		/* A failing leg probes with one upload at a time: a claim
+		 * beside one in progress would be given back at once (run_s3),
+		 * its attempt counted, turn after turn (review of e6c655d). */
+		if (s->legs[OUTBOX_S3].failures > 0 && s->nups > 0)
+			tc->s3_room = 0;
 		if (tc->s3_firm > tc->s3_room)
 			tc->s3_firm = tc->s3_room;
 		if (tc->s3_room > 0 && !claim_now(s, OUTBOX_S3, tc->s3_room,
