@@ -91,4 +91,21 @@ t_is "$rc" 75 "with S3 unreachable --once exits 75 (exit $rc after $secs s; 124 
 t_ok "within 15 s ($secs s)" test "$secs" -le 15
 t_is "$(sqlite3 "$OUTBOXD_STATE_DB" "select count(*) from entries where path like '$j/%' and s3_state = 'pending'")" 100 \
 	"all 100 files stay pending, none failed"
+
+# The same with retries capped at 2 s (the harness's setting, and an
+# operator's who wants quick retries): every probe falls due within the
+# 5 s --once waits for retries, and before the fix the run never ended
+# (exit 124 after 40 s). --once now stops probing a store still down
+# 10 s into the run.
+rc=0
+start=$EPOCHSECONDS
+env S3_BUCKET=bucket-x AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=s \
+	OUTBOXD_RETRY_BASE_MS=200 OUTBOXD_RETRY_MAX_S=2 \
+	AWS_ENDPOINT_URL_S3="http://127.0.0.1:$(free_port)" \
+	timeout 40 "$OUTBOXD" --once >/dev/null 2>"$IT_DIR/err" || rc=$?
+secs=$((EPOCHSECONDS - start))
+t_is "$rc" 75 "retries capped at 2 s, S3 unreachable: --once exits 75 (exit $rc after $secs s; 124 = still running after 40 s)"
+t_ok "after probing for 10 s, within 15 s ($secs s)" test "$secs" -ge 9 -a "$secs" -le 15
+t_is "$(sqlite3 "$OUTBOXD_STATE_DB" "select count(*) from entries where path like '$j/%' and s3_state = 'pending'")" 100 \
+	"all 100 files still pending, none failed"
 t_done

@@ -38,6 +38,7 @@
 struct leg {
 	int failures;		/* consecutive transient failures */
 	int64_t paused_until;	/* monotonic ms; one probe at a time till */
+	int64_t failed_at;	/* monotonic ms of the last failure */
 	int refused;		/* paused because the store refused the
 				   credentials or the bucket (ERR_REFUSED) */
 	/* Tickets number the leg's work as it is issued (S3: each upload
@@ -130,6 +131,7 @@ struct sync {
 	int dead;			/* sync_crash: write nothing more */
 	int fatal;			/* the outbox failed: stop */
 	int once;			/* outboxd --once: no scrub */
+	int64_t once_at;		/* monotonic ms --once began */
 	struct scrub *scrub;		/* the background scrub (scrub.c), or
 					   NULL until its first turn */
 	long long turns;		/* loop turns so far */

@@ -50,6 +50,8 @@
 #define ETAG_BATCH	32		/* ETags back-filled per turn */
 #define ONCE_WAIT_MS	5000		/* --once waits for retries this close */
 #define ONCE_REFUSALS	3		/* --once stops probing refused keys */
+#define ONCE_OUTAGE_MS	10000		/* --once stops probing a leg still
+					   failing this long into the run */
 #define STOP_GRACE_MS	30000		/* transfers may finish after a stop */
 #define MIN_PART	(8ull * 1024 * 1024)
 /* While uploads are in flight, a claim of few S3 legs and a queue of few
@@ -379,7 +381,8 @@ engine_leg_failed(struct sync *s, enum outbox_leg leg)
 	struct leg *l = &s->legs[leg];
 
 	l->failures++;
-	l->paused_until = time_mono_ms() + backoff_delay(l->failures,
+	l->failed_at = time_mono_ms();
+	l->paused_until = l->failed_at + backoff_delay(l->failures,
 	    s->cfg->retry_base_ms, (int64_t)s->cfg->retry_max_s * 1000,
 	    rand_below(UINT64_MAX));
 	metrics_set(&s->live, M_LEG_PAUSED, leg, 1);
@@ -1435,6 +1438,14 @@ pause_left(const struct sync *s, enum outbox_leg leg, int64_t due)
 	if (s->once && s->legs[leg].refused &&
 	    s->legs[leg].failures >= ONCE_REFUSALS)
 		return INT64_MAX / 2;
+	/* Nor for a store still down 10 s into the run: with retries
+	 * capped under ONCE_WAIT_MS (OUTBOXD_RETRY_MAX_S=2, say) every
+	 * probe would fall due within it, and the run would never end. A
+	 * leg that failed before the run (the simulator's engine steps on)
+	 * is probed afresh first. */
+	if (s->once && s->legs[leg].failures > 0 &&
+	    s->legs[leg].failed_at - s->once_at >= ONCE_OUTAGE_MS)
+		return INT64_MAX / 2;
 	if (s->legs[leg].failures > 0) {
 		int64_t left = s->legs[leg].paused_until - time_mono_ms();
 
@@ -1631,6 +1642,7 @@ int
 sync_once(struct sync *s)
 {
 	s->once = 1;
+	s->once_at = time_mono_ms();
 	while (!s->fatal && !atomic_load(&s->stop)) {
 		int busy = step_work(s, 0);
 		int64_t due;
