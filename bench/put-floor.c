@@ -40,7 +40,7 @@ struct slot {
 	CURL *h;
 	struct curl_slist *hdrs;
 	char *body;
-	size_t len, off;
+	size_t len;
 	char *name;
 };
 
@@ -48,19 +48,6 @@ static const char *endpoint, *bucket, *prefix, *region;
 static char host[256];
 static struct sigv4_creds creds;
 static int dirfd_;
-
-static size_t
-read_body(char *p, size_t size, size_t n, void *arg)
-{
-	struct slot *s = arg;
-	size_t want = size * n, left = s->len - s->off;
-
-	if (want > left)
-		want = left;
-	memcpy(p, s->body + s->off, want);
-	s->off += want;
-	return want;
-}
 
 static size_t
 sink(char *p, size_t size, size_t n, void *arg)
@@ -108,7 +95,6 @@ start(CURLM *m, struct slot *s, const char *name)
 
 	if ((s->body = slurp(name, &s->len)) == NULL)
 		return -1;
-	s->off = 0;
 	s->name = xstrdup(name);
 	EVP_Digest(s->body, s->len, md, NULL, EVP_sha256(), NULL);
 	for (i = 0; i < 32; i++)
@@ -140,10 +126,14 @@ start(CURLM *m, struct slot *s, const char *name)
 	buf_free(&auth);
 	buf_free(&path);
 	curl_easy_setopt(s->h, CURLOPT_URL, url);
-	curl_easy_setopt(s->h, CURLOPT_UPLOAD, 1L);
-	curl_easy_setopt(s->h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)s->len);
-	curl_easy_setopt(s->h, CURLOPT_READFUNCTION, read_body);
-	curl_easy_setopt(s->h, CURLOPT_READDATA, s);
+	/* The body from memory, as outboxd sends a small file: curl writes
+	 * the headers and the body in one send. */
+	curl_easy_setopt(s->h, CURLOPT_CUSTOMREQUEST, "PUT");
+	curl_easy_setopt(s->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->len);
+	curl_easy_setopt(s->h, CURLOPT_POSTFIELDS, s->body);
+	/* No signal handlers around each name lookup (outboxd sets it too):
+	 * without it curl calls sigaction some 30 times a file. */
+	curl_easy_setopt(s->h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, sink);
 	curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, s->hdrs);
 	curl_easy_setopt(s->h, CURLOPT_PRIVATE, s);
