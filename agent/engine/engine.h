@@ -41,10 +41,12 @@ struct leg {
 	int64_t failed_at;	/* monotonic ms of the last failure */
 	int refused;		/* paused because the store refused the
 				   credentials or the bucket (ERR_REFUSED) */
-	/* Tickets number the leg's work as it is issued (S3: each upload
-	 * at its claim; the database: each success, its batches going one
-	 * at a time), so a success can be told to be of work issued after
-	 * a refusal, not of a request authorized before it. */
+	/* Tickets number the leg's work as it is issued (S3: each request
+	 * an upload sends, the upload keeping its last; the database: each
+	 * success, its batches going one at a time), so a success can be
+	 * told to be of work issued after a refusal, not of a request
+	 * authorized before it: only the former counts a denial of another
+	 * key, or ends the leg's pause. */
 	long long tickets;	/* the last ticket issued */
 	long long ok_ticket;	/* the highest ticket that succeeded */
 	long long refused_at;	/* tickets at the last refusal or denial */
@@ -187,6 +189,10 @@ void engine_file_problem(struct sync *s, enum outbox_leg leg,
 /* The leg's breaker: closed again, one more failure, or how many of its
  * entries may be claimed now (all, none while paused, or one probe). */
 void engine_leg_ok(struct sync *s, enum outbox_leg leg);
+/* The next ticket of the S3 leg (struct leg), taken by each request an
+ * upload sends: its success proves what the credentials allow now only
+ * if it was sent after the last refusal. */
+long long engine_s3_ticket(struct sync *s);
 void engine_leg_failed(struct sync *s, enum outbox_leg leg);
 int engine_leg_allowance(const struct sync *s, enum outbox_leg leg, int want);
 

@@ -350,6 +350,15 @@ leg_ok_ticket(struct sync *s, enum outbox_leg leg, long long ticket)
 {
 	struct leg *l = &s->legs[leg];
 
+	if (ticket > l->ok_ticket)
+		l->ok_ticket = ticket;
+	/* A request sent before the refusal (a long PUT the store
+	 * authorized when it began) proves nothing of the credentials now:
+	 * the leg stays paused for its probe (t-sim
+	 * old-success-after-revocation; before, the leg resumed and sent
+	 * every pending file into the refusal). */
+	if (l->refused && ticket <= l->refused_at)
+		return;
 	if (l->refused) {
 		log_info("%s leg resumed: the %s takes the credentials again",
 		    leg == OUTBOX_S3 ? "S3" : "database", leg == OUTBOX_S3 ?
@@ -362,10 +371,14 @@ leg_ok_ticket(struct sync *s, enum outbox_leg leg, long long ticket)
 	l->failures = 0;
 	l->paused_until = 0;
 	l->refused = 0;
-	if (ticket > l->ok_ticket)
-		l->ok_ticket = ticket;
 	metrics_set(&s->live, M_LEG_PAUSED, leg, 0);
 	metrics_set(&s->live, M_LEG_REFUSED, leg, 0);
+}
+
+long long
+engine_s3_ticket(struct sync *s)
+{
+	return ++s->legs[OUTBOX_S3].tickets;
 }
 
 /* A success of work issued now (the database leg's batches). */
@@ -726,7 +739,6 @@ add_upload(struct sync *s, struct upload *u)
 		s->capups = s->capups ? s->capups * 2 : 16;
 		s->ups = xrealloc(s->ups, (size_t)s->capups * sizeof(*s->ups));
 	}
-	upload_set_ticket(u, ++s->legs[OUTBOX_S3].tickets);
 	s->ups[s->nups++] = u;
 	s->ups_bytes += upload_entry(u)->size;
 	strmap_put(s->inflight, upload_entry(u)->path, u);
@@ -1054,14 +1066,20 @@ run_s3(struct sync *s, int stopping)
 	/* While the leg fails, the uploads not started yet (claimed ahead)
 	 * are given back, pending, rather than sent into the outage or held
 	 * (--once would wait for them probe by probe); the oldest stays to
-	 * go as the probe when the pause allows one and nothing else is in
-	 * flight. */
+	 * go as the probe when the pause allows one and no other upload is
+	 * under way. A multipart abort or a scrub's HEAD in flight does not
+	 * count (the probe, hashing a large file, was given back for one,
+	 * its hashing lost), nor does an upload already decided (gone,
+	 * changed: it sends nothing, and took the probe's place). */
 	if (s->legs[OUTBOX_S3].failures > 0 && !stopping) {
-		int probe = s3_busy(s) == 0 &&
-		    engine_leg_allowance(s, OUTBOX_S3, 1) > 0;
+		int probe = engine_leg_allowance(s, OUTBOX_S3, 1) > 0;
 
-		for (i = 0; i < s->nups; i++) {
+		for (i = 0; probe && i < s->nups; i++)
 			if (upload_started(s->ups[i]))
+				probe = 0;
+		for (i = 0; i < s->nups; i++) {
+			if (upload_started(s->ups[i]) ||
+			    upload_decided(s->ups[i]))
 				continue;
 			if (probe)
 				probe = 0;

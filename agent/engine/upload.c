@@ -107,7 +107,7 @@ struct upload {
 	int restarts;		/* fresh multipart uploads this attempt */
 	int decided;		/* out is final */
 	int started;		/* a request was sent */
-	long long ticket;	/* upload_set_ticket */
+	long long ticket;	/* its last request's (engine_s3_ticket) */
 	const char *abandon_why;	/* abort the upload once idle */
 	struct upload_outcome out;	/* what the sync thread records */
 };
@@ -648,6 +648,7 @@ start(struct upload *u, struct ureq *q, int *slots)
 	}
 	u->inflight++;
 	u->started = 1;
+	u->ticket = engine_s3_ticket(u->env->sync);
 	(*slots)--;
 	return 0;
 }
@@ -799,12 +800,6 @@ upload_send(struct upload *u, int *slots, int stopping)
 	default:
 		break;
 	}
-}
-
-void
-upload_set_ticket(struct upload *u, long long ticket)
-{
-	u->ticket = ticket;
 }
 
 long long
@@ -1124,6 +1119,12 @@ int
 upload_inflight(const struct upload *u)
 {
 	return u->inflight;
+}
+
+int
+upload_decided(const struct upload *u)
+{
+	return u->decided;
 }
 
 int

@@ -100,13 +100,16 @@ void upload_stop(struct upload *u);
 /* Requests of u in flight. */
 int upload_inflight(const struct upload *u);
 
-/* The sync thread's number for u (its leg's ticket, engine.h). */
-void upload_set_ticket(struct upload *u, long long ticket);
+/* The ticket of u's last request sent (engine_s3_ticket, engine.h). */
 long long upload_ticket(const struct upload *u);
 
 /* Whether u sent a request yet (an upload claimed ahead waits for a
  * slot before its first). */
 int upload_started(const struct upload *u);
+
+/* Whether u's outcome is known (it may still wait for a request in
+ * flight or the hasher before it is finished). */
+int upload_decided(const struct upload *u);
 
 /* Finished (no request in flight)? Fills out when so. */
 int upload_finished(const struct upload *u, struct upload_outcome *out);

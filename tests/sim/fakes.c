@@ -102,6 +102,7 @@ struct freq {
 	enum fault fault;
 	int cancelled;
 	int node;		/* the instance that started it */
+	int authorized;		/* allowed at its start (fake_s3_slow) */
 	struct freq *next;
 };
 
@@ -112,6 +113,9 @@ struct fake_s3 {
 	int lose_complete;		/* trap: lose the next Complete's reply */
 	int refuse_at_head;		/* trap: refusal kind + 1 at a HEAD */
 	int trapped;			/* the HEAD trap fired */
+	char *slow_key;			/* fake_s3_slow */
+	int peak_refused;		/* fake_s3_peak_refused */
+	int64_t slow_ms;
 	enum fault forced;
 	struct strmap *denied;		/* keys a policy denies: 403 always */
 	struct freq *flight;		/* requests in flight */
@@ -170,6 +174,7 @@ fake_s3_free(struct fake_s3 *f)
 	strmap_free(f->uploads);
 	strmap_free(f->sends);
 	strmap_free(f->denied);
+	free(f->slow_key);
 	while (f->flight != NULL) {
 		struct freq *q = f->flight;
 
@@ -523,7 +528,7 @@ execute(struct fake_s3 *f, struct freq *q)
 		f->refuse_at_head = 0;
 		f->trapped = 1;
 	}
-	if (f->mode == MODE_REFUSED) {
+	if (f->mode == MODE_REFUSED && !q->authorized) {
 		const struct refusal *x = &refusals[f->refusal];
 		char msg[256];
 
@@ -644,12 +649,39 @@ s3_start_fake(void *h, struct s3_req *r)
 		f->lose_complete = 0;
 	}
 	q->due = f->w->mono + 1 + (int64_t)world_rand(f->w, 120);
+	if (f->slow_key != NULL && f->mode == MODE_UP && q->fault == F_NONE &&
+	    strcmp(r->method, "PUT") == 0 && strcmp(r->key, f->slow_key) == 0) {
+		q->due = f->w->mono + f->slow_ms;
+		q->authorized = 1;
+		free(f->slow_key);
+		f->slow_key = NULL;
+	}
 	if (q->fault == F_STALL)
 		q->due = f->w->mono + 30000;	/* the client's timeout */
 	q->next = f->flight;
 	f->flight = q;
 	f->nflight++;
+	if (f->mode == MODE_REFUSED && f->nflight > f->peak_refused)
+		f->peak_refused = f->nflight;
 	return 0;
+}
+
+void
+fake_s3_slow(struct fake_s3 *f, const char *key, int64_t ms)
+{
+	free(f->slow_key);
+	f->slow_key = xstrdup(key);
+	f->slow_ms = ms;
+}
+
+int
+fake_s3_peak_refused(struct fake_s3 *f, int reset)
+{
+	int n = f->peak_refused;
+
+	if (reset)
+		f->peak_refused = 0;
+	return n;
 }
 
 static int

@@ -1670,6 +1670,51 @@ named_denied_keys(struct sim *m)
 	}
 }
 
+/* 17. A long PUT that S3 authorized before the credentials were revoked
+ * succeeds after the leg paused for the revocation. It proves nothing
+ * about the credentials now: the leg must stay paused, probing one
+ * request at a time with backoff, not resume and send every pending file
+ * into the refusal (and restart its backoff) as it did before session 10. */
+static void
+named_old_success(struct sim *m)
+{
+	const char *rel = m->files[F_A].rel;
+	char *key = keymap_s3_key(m->jobs[0], rel + strlen(m->jobs[0]) + 1);
+	long long before, burst;
+	int i, peak;
+
+	app_write(m, F_FLOW);
+	step_until(m, "SELECT count(*) FROM entries WHERE s3_state = 'done'");
+	fake_s3_slow(m->w.s3, key, 20000);
+	app_write(m, F_A);
+	run_for(m, 2000);		/* a.txt's PUT is on its way */
+	fake_s3_refuse(m->w.s3, 0);	/* the keys are revoked */
+	for (i = 2; i < NFILES; i++)
+		if (i != NNAMES + 1)
+			app_write(m, i);
+	run_for(m, 5000);		/* refused: the leg pauses */
+	before = m->w.refused;
+	fake_s3_peak_refused(m->w.s3, 1);
+	run_for(m, 55000);		/* a.txt's PUT succeeds at 20 s */
+	burst = m->w.refused - before;
+	peak = fake_s3_peak_refused(m->w.s3, 0);
+	/* Paused: one probe at a time (beside a.txt's PUT until it ends);
+	 * before, the old success resumed the leg, and the files pending
+	 * went out at once (9-11 requests refused, up to 9 at once). */
+	if (peak > 2 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "%d requests at once into the refusal "
+		    "(%lld in the 55 s after the leg paused): a PUT authorized "
+		    "before the revocation resumed the leg", peak, burst);
+	if (query_int(m, "SELECT count(*) FROM entries WHERE s3_state = "
+	    "'done'") < 2 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "sim: a.txt's slow PUT did not succeed");
+	printf("# old-success-after-revocation: %lld requests refused while "
+	    "paused (55 s), at most %d at once\n", burst, peak);
+	fake_s3_mode(m->w.s3, MODE_UP);
+	run_for(m, 90000);
+	free(key);
+}
+
 /* Issue 11: a lone file, then eight written 7 ms apart so that uploads
  * overlap; after every turn with no upload in flight no database leg may
  * be left due (check_db_at_once). */
@@ -1712,6 +1757,7 @@ static const struct named {
 	{ "denied-then-revoked", named_denied_then_revoked, 0 },
 	{ "denied-keys", named_denied_keys, 0 },
 	{ "row-with-its-object", named_row_with_object, 0 },
+	{ "old-success-after-revocation", named_old_success, 0 },
 };
 
 /* ---- main ----------------------------------------------------------------- */

@@ -122,6 +122,13 @@ const char *fake_s3_refusal_name(int kind);
 void fake_s3_lose_next_complete(struct fake_s3 *f);
 void fake_s3_refuse_at_head(struct fake_s3 *f, int kind);
 int fake_s3_trapped(const struct fake_s3 *f);
+/* Trap: the next PUT of key, started while the store is up, takes ms
+ * and succeeds even if the store refuses everyone meanwhile (S3 checked
+ * its signature when it began: a long upload outlives a revocation). */
+void fake_s3_slow(struct fake_s3 *f, const char *key, int64_t ms);
+/* The most requests in flight at once that began while the store
+ * refused (since the last reset). */
+int fake_s3_peak_refused(struct fake_s3 *f, int reset);
 /* The process died: each request in flight was either completed by the
  * server before the connection dropped, or not (seeded). */
 void fake_s3_crash(struct fake_s3 *f);
