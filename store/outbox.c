@@ -1967,7 +1967,7 @@ apply_in(struct outbox *o, enum outbox_leg leg, int64_t id,
 	char *path = NULL;
 	struct legs_now ln;
 	struct cshare was, to;
-	int state, s3_skipped, etag_later, rc = -1;
+	int state, s3_skipped, etag_later, delta, rc = -1;
 
 	rc = leg_now(o, id, &ln, &path, e);
 	if (rc <= 0)
@@ -1985,7 +1985,13 @@ apply_in(struct outbox *o, enum outbox_leg leg, int64_t id,
 	    ln.needs_etag, ln.attempts[OUTBOX_S3], ln.attempts[OUTBOX_DB],
 	    ln.size);
 	ln.state[leg] = (int)r->to;
-	ln.attempts[leg] += (r->rec & REC_ATTEMPT) ? 1 : 0;
+	/* An upload claimed ahead and given back unsent (the leg failed
+	 * meanwhile) was not attempted: its claim's count is undone, so it
+	 * neither backs off further nor counts as a retry. */
+	delta = (r->rec & REC_ATTEMPT) ? 1 : oc->event == EV_STOPPED &&
+	    oc->unsent && r->to == OUTBOX_PENDING && ln.attempts[leg] > 0 ?
+	    -1 : 0;
+	ln.attempts[leg] += delta;
 	if (leg == OUTBOX_DB && r->to == OUTBOX_DONE)
 		ln.needs_etag = etag_later;
 	cshare_set(&to, ln.state[OUTBOX_S3], ln.state[OUTBOX_DB],
@@ -2011,7 +2017,7 @@ apply_in(struct outbox *o, enum outbox_leg leg, int64_t id,
 	sqlite3_bind_text(s, 2, outbox_state_name(r->to), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, error, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(s, 4, next, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 5, (r->rec & REC_ATTEMPT) ? 1 : 0);
+	sqlite3_bind_int(s, 5, delta);
 	if (leg == OUTBOX_S3)
 		sqlite3_bind_text(s, 6, (r->rec & REC_RESULT) ? oc->etag : NULL,
 		    -1, SQLITE_TRANSIENT);

@@ -131,6 +131,9 @@ struct outbox_outcome {
 	int64_t next_at_ms;		/* transient: not before (wall ms) */
 	const char *etag;		/* S3 stored: the ETag */
 	const char *sha256;		/* when the leg learned it, else NULL */
+	int unsent;			/* EV_STOPPED before any request was
+					   sent: the claim's attempt is taken
+					   back */
 };
 
 /*

@@ -211,6 +211,20 @@ main(void)
 	tap_int(count(o, "s3_state = 'pending' AND s3_attempts = 2 AND "
 	    "s3_error = 'HTTP 503 SlowDown'"), 1, "pending with its error and "
 	    "attempts");
+	/* Claimed, then given back before anything was sent (the leg
+	 * failed meanwhile): the claim's attempt is taken back. */
+	outbox_claim(o, OUTBOX_S3, 10, 1, NULL, NULL, &v, &nv, &e);
+	tap_int(nv ? v[0].s3_attempts : 0, 3, "claimed again: 3 attempts");
+	{
+		struct outbox_outcome unsent = { .event = EV_STOPPED,
+		    .error = "not sent: the S3 leg is failing", .unsent = 1 };
+
+		tap_int(finish(o, OUTBOX_S3, v[0].id, &unsent, &e), 0,
+		    "give it back unsent");
+	}
+	outbox_entries_free(v, nv);
+	tap_int(count(o, "s3_state = 'pending' AND s3_attempts = 2"), 1,
+	    "pending, its attempts as before the claim (3 before session 10)");
 	tap_int(outbox_claim(o, OUTBOX_DB, 10, 1, NULL, NULL, &v, &nv, &e), 0,
 	    "claim database legs again");
 	tap_int((int64_t)nv, 2, "a failing S3 leg no longer holds the "

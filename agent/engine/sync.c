@@ -694,6 +694,7 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 		break;
 	case UPLOAD_STOPPED:
 		oc.event = EV_STOPPED;
+		oc.unsent = !upload_started(u);
 		oc.error = upload_started(u) ? "interrupted: outboxd stopped "
 		    "while sending" : !atomic_load(&s->stop) &&
 		    s->legs[OUTBOX_S3].failures > 0 ? "not sent: the S3 leg "
