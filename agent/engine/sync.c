@@ -694,12 +694,13 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 		break;
 	case UPLOAD_STOPPED:
 		oc.event = EV_STOPPED;
+		/* The reason it was stopped for, not the leg's state when
+		 * reaped: a probe's success reaped first would make one
+		 * given back for the failing leg say outboxd stopped. */
 		oc.unsent = !upload_started(u);
 		oc.error = upload_started(u) ? "interrupted: outboxd stopped "
-		    "while sending" : !atomic_load(&s->stop) &&
-		    s->legs[OUTBOX_S3].failures > 0 ? "not sent: the S3 leg "
-		    "is failing (due again once it works)" : "outboxd stopped "
-		    "before sending it";
+		    "while sending" : upload_stop_why(u) != NULL ?
+		    upload_stop_why(u) : "outboxd stopped before sending it";
 		engine_outcome(s, OUTBOX_S3, en->id, &oc);
 		break;
 	case UPLOAD_BUSY:
@@ -1054,7 +1055,8 @@ run_s3(struct sync *s, int stopping)
 		return 0;
 	if (stopping)
 		for (i = 0; i < s->nups; i++)
-			upload_stop(s->ups[i]);
+			upload_stop(s->ups[i], "outboxd stopped before "
+			    "sending it");
 	/* Local work: hash a slice of each file still being read. */
 	for (i = 0; i < s->nups && budget > 0 && !stopping; i++) {
 		size_t share = budget / (size_t)(s->nups - i);
@@ -1085,7 +1087,8 @@ run_s3(struct sync *s, int stopping)
 			if (probe)
 				probe = 0;
 			else
-				upload_stop(s->ups[i]);
+				upload_stop(s->ups[i], "not sent: the S3 leg "
+				    "is failing (due again once it works)");
 		}
 	}
 	slots = s->cfg->concurrency - s3_busy(s);

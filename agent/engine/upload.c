@@ -107,6 +107,7 @@ struct upload {
 	int restarts;		/* fresh multipart uploads this attempt */
 	int decided;		/* out is final */
 	int started;		/* a request was sent */
+	const char *stop_why;	/* upload_stop's first reason (static) */
 	long long ticket;	/* its last request's (engine_s3_ticket) */
 	const char *abandon_why;	/* abort the upload once idle */
 	struct upload_outcome out;	/* what the sync thread records */
@@ -1104,15 +1105,23 @@ upload_reply(struct s3_req *r)
 }
 
 void
-upload_stop(struct upload *u)
+upload_stop(struct upload *u, const char *why)
 {
 	u->stopping = 1;
+	if (u->stop_why == NULL)
+		u->stop_why = why;
 	/* upload_work stops being called: a streamed PUT near its end
 	 * still gets its digest and finishes. */
 	if (u->stream && !u->decided)
 		stream_digest(u);
 	if (u->inflight == 0 && !u->decided)
 		decide(u, UPLOAD_STOPPED, NULL, NULL);
+}
+
+const char *
+upload_stop_why(const struct upload *u)
+{
+	return u->stop_why;
 }
 
 int

@@ -94,8 +94,11 @@ void upload_reply(struct s3_req *r);
 /* The upload a finished request belongs to. */
 struct upload *upload_of(struct s3_req *r);
 
-/* Gives up on u as soon as nothing is in flight (shutdown). */
-void upload_stop(struct upload *u);
+/* Gives up on u as soon as nothing is in flight (shutdown, or the leg
+ * failing before u sent anything); why (a static string) is the error
+ * its outcome records if it sent nothing. */
+void upload_stop(struct upload *u, const char *why);
+const char *upload_stop_why(const struct upload *u);
 
 /* Requests of u in flight. */
 int upload_inflight(const struct upload *u);
