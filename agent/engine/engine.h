@@ -39,6 +39,7 @@ struct leg {
 	int failures;		/* consecutive transient failures */
 	int64_t paused_until;	/* monotonic ms; one probe at a time till */
 	int64_t failed_at;	/* monotonic ms of the last failure */
+	int64_t failing_since;	/* monotonic ms of the first of them */
 	int refused;		/* paused because the store refused the
 				   credentials or the bucket (ERR_REFUSED) */
 	/* Tickets number the leg's work as it is issued (S3: each request

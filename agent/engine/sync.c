@@ -393,8 +393,9 @@ engine_leg_failed(struct sync *s, enum outbox_leg leg)
 {
 	struct leg *l = &s->legs[leg];
 
-	l->failures++;
 	l->failed_at = time_mono_ms();
+	if (l->failures++ == 0)
+		l->failing_since = l->failed_at;
 	l->paused_until = l->failed_at + backoff_delay(l->failures,
 	    s->cfg->retry_base_ms, (int64_t)s->cfg->retry_max_s * 1000,
 	    rand_below(UINT64_MAX));
@@ -1460,13 +1461,16 @@ pause_left(const struct sync *s, enum outbox_leg leg, int64_t due)
 	if (s->once && s->legs[leg].refused &&
 	    s->legs[leg].failures >= ONCE_REFUSALS)
 		return INT64_MAX / 2;
-	/* Nor for a store still down 10 s into the run: with retries
-	 * capped under ONCE_WAIT_MS (OUTBOXD_RETRY_MAX_S=2, say) every
-	 * probe would fall due within it, and the run would never end. A
-	 * leg that failed before the run (the simulator's engine steps on)
-	 * is probed afresh first. */
-	if (s->once && s->legs[leg].failures > 0 &&
-	    s->legs[leg].failed_at - s->once_at >= ONCE_OUTAGE_MS)
+	/* Nor for a store that failed every try for 10 s of the run: with
+	 * retries capped under ONCE_WAIT_MS (OUTBOXD_RETRY_MAX_S=2, say)
+	 * every probe would fall due within it, and the run would never
+	 * end. The failures must span 10 s (a lone 503 late in a long run
+	 * is retried: the review found the first version gave up on it,
+	 * leaving the rest pending), and a leg that failed before the run
+	 * (the simulator's engine steps on) is probed afresh. */
+	if (s->once && s->legs[leg].failures > 0 && s->legs[leg].failed_at -
+	    (s->legs[leg].failing_since > s->once_at ?
+	    s->legs[leg].failing_since : s->once_at) >= ONCE_OUTAGE_MS)
 		return INT64_MAX / 2;
 	if (s->legs[leg].failures > 0) {
 		int64_t left = s->legs[leg].paused_until - time_mono_ms();

@@ -115,6 +115,8 @@ struct fake_s3 {
 	int trapped;			/* the HEAD trap fired */
 	char *slow_key;			/* fake_s3_slow */
 	int peak_refused;		/* fake_s3_peak_refused */
+	int64_t pace_ms;		/* fake_s3_pace */
+	int fail_put;			/* fake_s3_fail_put: PUTs to go */
 	int64_t slow_ms;
 	enum fault forced;
 	struct strmap *denied;		/* keys a policy denies: 403 always */
@@ -656,6 +658,11 @@ s3_start_fake(void *h, struct s3_req *r)
 		free(f->slow_key);
 		f->slow_key = NULL;
 	}
+	if (f->pace_ms > 0 && f->mode == MODE_UP && !q->authorized)
+		q->due = f->w->mono + f->pace_ms;
+	if (f->fail_put > 0 && f->mode == MODE_UP &&
+	    strcmp(r->method, "PUT") == 0 && --f->fail_put == 0)
+		q->fault = F_503;
 	if (q->fault == F_STALL)
 		q->due = f->w->mono + 30000;	/* the client's timeout */
 	q->next = f->flight;
@@ -672,6 +679,21 @@ fake_s3_slow(struct fake_s3 *f, const char *key, int64_t ms)
 	free(f->slow_key);
 	f->slow_key = xstrdup(key);
 	f->slow_ms = ms;
+}
+
+void
+fake_s3_pace(struct fake_s3 *f, int64_t ms)
+{
+	f->pace_ms = ms;
+}
+
+int
+fake_s3_fail_put(struct fake_s3 *f, int n)
+{
+	int left = f->fail_put;
+
+	f->fail_put = n;
+	return left;
 }
 
 int

@@ -1715,6 +1715,46 @@ named_old_success(struct sim *m)
 	free(key);
 }
 
+/* 18. --once over a healthy S3 meets one 503 late in the run (the
+ * review of session 10's first --once bound, which gave up on a leg
+ * whose last failure came 10 s into the run: the run ended with 9 of 10
+ * files pending). One upload at a time, each PUT taking 4 s, the fourth
+ * answered 503 some 16 s in: it is retried, and --once ends with
+ * nothing pending. */
+static void
+named_once_late_503(struct sim *m)
+{
+	int conc = m->cfg.concurrency, i;
+	int64_t t0, left;
+
+	m->cfg.concurrency = 1;
+	fake_s3_pace(m->w.s3, 4000);
+	fake_s3_fail_put(m->w.s3, 4);
+	for (i = 0; i < NFILES; i++)
+		if (i % NNAMES != JOB_JSON)
+			app_write(m, i);
+	/* Journaled, the first PUT under way. */
+	step_until(m, "SELECT count(*) >= 10 AND sum(s3_state = 'in_flight') "
+	    "> 0 FROM entries");
+	t0 = m->w.mono;
+	m->turn_cap = sync_turns(m->eng) + ONCE_TURNS;
+	if (sync_once(m->eng) < 0)
+		world_violation(&m->w, "--once: a fatal error");
+	m->turn_cap = 0;
+	m->cfg.concurrency = conc;
+	fake_s3_pace(m->w.s3, 0);
+	left = query_int(m, "SELECT count(*) FROM entries WHERE s3_state IN "
+	    "('pending', 'in_flight')");
+	printf("# once-late-503: --once took %lld ms over S3 up but for one "
+	    "503; %lld entries left pending\n", (long long)(m->w.mono - t0),
+	    (long long)left);
+	if (left > 0 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "--once ended with %lld entries pending "
+		    "after a single 503 with S3 up", (long long)left);
+	if (fake_s3_fail_put(m->w.s3, 0) != 0 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "sim: no PUT was answered 503");
+}
+
 /* Issue 11: a lone file, then eight written 7 ms apart so that uploads
  * overlap; after every turn with no upload in flight no database leg may
  * be left due (check_db_at_once). */
@@ -1758,6 +1798,7 @@ static const struct named {
 	{ "denied-keys", named_denied_keys, 0 },
 	{ "row-with-its-object", named_row_with_object, 0 },
 	{ "old-success-after-revocation", named_old_success, 0 },
+	{ "once-late-503", named_once_late_503, 0 },
 };
 
 /* ---- main ----------------------------------------------------------------- */

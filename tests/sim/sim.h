@@ -129,6 +129,13 @@ void fake_s3_slow(struct fake_s3 *f, const char *key, int64_t ms);
 /* The most requests in flight at once that began while the store
  * refused (since the last reset). */
 int fake_s3_peak_refused(struct fake_s3 *f, int reset);
+/* Every request started while the store is up takes ms (0: the seeded
+ * latency again). */
+void fake_s3_pace(struct fake_s3 *f, int64_t ms);
+/* The n-th PUT started from now (while up) is answered 503 SlowDown;
+ * returns how many PUTs the last such trap still waited for (0: it
+ * fired, or none was set). */
+int fake_s3_fail_put(struct fake_s3 *f, int n);
 /* The process died: each request in flight was either completed by the
  * server before the connection dropped, or not (seeded). */
 void fake_s3_crash(struct fake_s3 *f);
