@@ -51,6 +51,7 @@ struct leg {
 	long long tickets;	/* the last ticket issued */
 	long long ok_ticket;	/* the highest ticket that succeeded */
 	long long refused_at;	/* tickets at the last refusal or denial */
+	long long failed_ticket;	/* tickets at the last failure */
 	int64_t denied[DENIED_MAX];	/* entries denied (a ring) */
 	int denials[DENIED_MAX];	/* how often each was while the
 					   credentials worked */

@@ -384,7 +384,12 @@ engine_s3_ticket(struct sync *s)
 void
 engine_s3_progress(struct sync *s, long long ticket)
 {
-	if (s->legs[OUTBOX_S3].failures > 0)
+	const struct leg *l = &s->legs[OUTBOX_S3];
+
+	/* Only a part sent after the last failure: parts in flight when
+	 * the store began to fail may still be stored, and each would end
+	 * the pause and send a burst into the outage (review). */
+	if (l->failures > 0 && ticket > l->failed_ticket)
 		leg_ok_ticket(s, OUTBOX_S3, ticket);
 }
 
@@ -401,6 +406,7 @@ engine_leg_failed(struct sync *s, enum outbox_leg leg)
 	struct leg *l = &s->legs[leg];
 
 	l->failed_at = time_mono_ms();
+	l->failed_ticket = l->tickets;
 	if (l->failures++ == 0)
 		l->failing_since = l->failed_at;
 	l->paused_until = l->failed_at + backoff_delay(l->failures,
