@@ -117,7 +117,6 @@ struct fake_s3 {
 	int peak_refused;		/* fake_s3_peak_refused */
 	int64_t pace_ms;		/* fake_s3_pace */
 	int fail_put;			/* fake_s3_fail_put: PUTs to go */
-	char *fail_key;			/* fake_s3_fail_key */
 	int64_t slow_ms;
 	enum fault forced;
 	struct strmap *denied;		/* keys a policy denies: 403 always */
@@ -178,7 +177,6 @@ fake_s3_free(struct fake_s3 *f)
 	strmap_free(f->sends);
 	strmap_free(f->denied);
 	free(f->slow_key);
-	free(f->fail_key);
 	while (f->flight != NULL) {
 		struct freq *q = f->flight;
 
@@ -665,12 +663,6 @@ s3_start_fake(void *h, struct s3_req *r)
 	if (f->fail_put > 0 && f->mode == MODE_UP &&
 	    strcmp(r->method, "PUT") == 0 && --f->fail_put == 0)
 		q->fault = F_503;
-	if (f->fail_key != NULL && f->mode == MODE_UP &&
-	    strcmp(r->method, "PUT") == 0 && strcmp(r->key, f->fail_key) == 0) {
-		q->fault = F_503;
-		free(f->fail_key);
-		f->fail_key = NULL;
-	}
 	if (q->fault == F_STALL)
 		q->due = f->w->mono + 30000;	/* the client's timeout */
 	q->next = f->flight;
@@ -702,16 +694,6 @@ fake_s3_fail_put(struct fake_s3 *f, int n)
 
 	f->fail_put = n;
 	return left;
-}
-
-int
-fake_s3_fail_key(struct fake_s3 *f, const char *key)
-{
-	int armed = f->fail_key != NULL;
-
-	free(f->fail_key);
-	f->fail_key = key != NULL ? xstrdup(key) : NULL;
-	return armed;
 }
 
 int
