@@ -51,6 +51,7 @@ struct leg {
 	long long tickets;	/* the last ticket issued */
 	long long ok_ticket;	/* the highest ticket that succeeded */
 	long long refused_at;	/* tickets at the last refusal or denial */
+	long long failed_ticket;	/* tickets at the last failure */
 	int64_t denied[DENIED_MAX];	/* entries denied (a ring) */
 	int denials[DENIED_MAX];	/* how often each was while the
 					   credentials worked */
@@ -194,6 +195,10 @@ void engine_leg_ok(struct sync *s, enum outbox_leg leg);
  * upload sends: its success proves what the credentials allow now only
  * if it was sent after the last refusal. */
 long long engine_s3_ticket(struct sync *s);
+/* A request of the S3 leg that took ticket succeeded on the way (a
+ * part, a multipart upload created): as a stored file does, it ends the
+ * leg's pause if it was sent after the last refusal. */
+void engine_s3_progress(struct sync *s, long long ticket);
 void engine_leg_failed(struct sync *s, enum outbox_leg leg);
 int engine_leg_allowance(const struct sync *s, enum outbox_leg leg, int want);
 

@@ -381,6 +381,18 @@ engine_s3_ticket(struct sync *s)
 	return ++s->legs[OUTBOX_S3].tickets;
 }
 
+void
+engine_s3_progress(struct sync *s, long long ticket)
+{
+	const struct leg *l = &s->legs[OUTBOX_S3];
+
+	/* Only a part sent after the last failure: parts in flight when
+	 * the store began to fail may still be stored, and each would end
+	 * the pause and send a burst into the outage (review). */
+	if (l->failures > 0 && ticket > l->failed_ticket)
+		leg_ok_ticket(s, OUTBOX_S3, ticket);
+}
+
 /* A success of work issued now (the database leg's batches). */
 void
 engine_leg_ok(struct sync *s, enum outbox_leg leg)
@@ -394,6 +406,7 @@ engine_leg_failed(struct sync *s, enum outbox_leg leg)
 	struct leg *l = &s->legs[leg];
 
 	l->failed_at = time_mono_ms();
+	l->failed_ticket = l->tickets;
 	if (l->failures++ == 0)
 		l->failing_since = l->failed_at;
 	l->paused_until = l->failed_at + backoff_delay(l->failures,

@@ -71,6 +71,7 @@ struct ureq {
 	char num[16];		/* partNumber as text */
 	char *upload_id;	/* the upload it belongs to (parts) */
 	struct buf xml;		/* K_COMPLETE: the body */
+	long long ticket;	/* engine_s3_ticket at its start */
 };
 
 struct upload {
@@ -649,7 +650,7 @@ start(struct upload *u, struct ureq *q, int *slots)
 	}
 	u->inflight++;
 	u->started = 1;
-	u->ticket = engine_s3_ticket(u->env->sync);
+	u->ticket = q->ticket = engine_s3_ticket(u->env->sync);
 	(*slots)--;
 	return 0;
 }
@@ -1085,6 +1086,12 @@ upload_reply(struct s3_req *r)
 		u->put_q = NULL;
 	u->inflight--;
 	s3_req_clear(r);
+	/* A multipart upload's progress shows the store works: a leg that
+	 * failed meanwhile (a 503 on another file) need not wait for the
+	 * whole upload to end before it claims again. */
+	if ((q->kind == K_PART || q->kind == K_CREATE) &&
+	    r->err.cls == ERR_NONE && r->status >= 200 && r->status < 300)
+		engine_s3_progress(u->env->sync, q->ticket);
 	if (!u->decided) {
 		switch (q->kind) {
 		case K_PUT: reply_put(u, r); break;

@@ -117,6 +117,7 @@ struct fake_s3 {
 	int peak_refused;		/* fake_s3_peak_refused */
 	int64_t pace_ms;		/* fake_s3_pace */
 	int fail_put;			/* fake_s3_fail_put: PUTs to go */
+	char *fail_key;			/* fake_s3_fail_key */
 	int64_t slow_ms;
 	enum fault forced;
 	struct strmap *denied;		/* keys a policy denies: 403 always */
@@ -177,6 +178,7 @@ fake_s3_free(struct fake_s3 *f)
 	strmap_free(f->sends);
 	strmap_free(f->denied);
 	free(f->slow_key);
+	free(f->fail_key);
 	while (f->flight != NULL) {
 		struct freq *q = f->flight;
 
@@ -663,6 +665,12 @@ s3_start_fake(void *h, struct s3_req *r)
 	if (f->fail_put > 0 && f->mode == MODE_UP &&
 	    strcmp(r->method, "PUT") == 0 && --f->fail_put == 0)
 		q->fault = F_503;
+	if (f->fail_key != NULL && f->mode == MODE_UP &&
+	    strcmp(r->method, "PUT") == 0 && strcmp(r->key, f->fail_key) == 0) {
+		q->fault = F_503;
+		free(f->fail_key);
+		f->fail_key = NULL;
+	}
 	if (q->fault == F_STALL)
 		q->due = f->w->mono + 30000;	/* the client's timeout */
 	q->next = f->flight;
@@ -697,6 +705,16 @@ fake_s3_fail_put(struct fake_s3 *f, int n)
 }
 
 int
+fake_s3_fail_key(struct fake_s3 *f, const char *key)
+{
+	int armed = f->fail_key != NULL;
+
+	free(f->fail_key);
+	f->fail_key = key != NULL ? xstrdup(key) : NULL;
+	return armed;
+}
+
+int
 fake_s3_peak_refused(struct fake_s3 *f, int reset)
 {
 	int n = f->peak_refused;
@@ -706,10 +724,20 @@ fake_s3_peak_refused(struct fake_s3 *f, int reset)
 	return n;
 }
 
+/* Two instances share one fake S3 in two-engine schedules, as two
+ * daemons share one bucket: the server runs every request, but each
+ * instance's client sees, counts, cancels and loses only its own. */
 static int
 s3_running_fake(const void *h)
 {
-	return ((const struct fake_s3 *)h)->nflight;
+	const struct fake_s3 *f = h;
+	const struct freq *q;
+	int n = 0;
+
+	for (q = f->flight; q != NULL; q = q->next)
+		if (q->node == f->w->node)
+			n++;
+	return n;
 }
 
 /* Moves the requests due by now to the done queue, in start order. */
@@ -765,14 +793,16 @@ static struct s3_req *
 s3_done_fake(void *h)
 {
 	struct fake_s3 *f = h;
-	struct freq *q = f->done;
+	struct freq **pp = &f->done, *q;
 	struct s3_req *r;
 
+	while ((q = *pp) != NULL && q->node != f->w->node)
+		pp = &q->next;
 	if (q == NULL)
 		return NULL;
-	f->done = q->next;
-	if (f->done == NULL)
-		f->done_tail = &f->done;
+	*pp = q->next;
+	if (*pp == NULL)
+		f->done_tail = pp;
 	r = q->r;
 	free(q);
 	return r;
@@ -785,7 +815,8 @@ s3_cancel_fake(void *h)
 	struct freq *q;
 
 	for (q = f->flight; q != NULL; q = q->next)
-		q->cancelled = 1;
+		if (q->node == f->w->node)
+			q->cancelled = 1;
 	complete_due(f);
 }
 
@@ -795,6 +826,8 @@ fake_s3_crash(struct fake_s3 *f)
 	struct freq *q;
 
 	for (q = f->flight; q != NULL; q = q->next) {
+		if (q->node != f->w->node)
+			continue;
 		if (world_rand(f->w, 2) == 0 && q->fault != F_STALL) {
 			q->cancelled = 0;
 			execute(f, q);	/* the server finished it anyway */

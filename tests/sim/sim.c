@@ -1792,6 +1792,56 @@ named_small_beside_multipart(struct sim *m)
 	fake_s3_pace(m->w.s3, 0);
 }
 
+/* 20. One 503 on a small file while a large file's multipart upload is
+ * under way (the review of session 10): the leg failed, and only an
+ * upload that ended stored closed it again, so every other file waited
+ * for the whole large upload. Its parts' successes show the store works:
+ * a file written after the 503 is stored while big.bin's parts are still
+ * going. Each request takes 5 s, two at a time. */
+static void
+named_503_beside_multipart(struct sim *m)
+{
+	const char *rel = m->files[F_A].rel;
+	char *key = keymap_s3_key(m->jobs[0], rel + strlen(m->jobs[0]) + 1);
+	char sql[512];
+	int conc = m->cfg.concurrency;
+	int64_t big_done, flow_done;
+
+	m->cfg.concurrency = 2;
+	sync_set_min_part(m->eng, 16 * 1024);	/* 10-25 parts */
+	fake_s3_pace(m->w.s3, 5000);
+	app_write(m, BIG);
+	step_until(m, "SELECT count(*) FROM entries WHERE s3_upload_id IS NOT "
+	    "NULL");			/* big.bin's upload created */
+	fake_s3_fail_key(m->w.s3, key);
+	app_write(m, F_A);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
+	    "'%s' AND s3_error LIKE '%%SlowDown%%'", rel);
+	step_until(m, sql);		/* a.txt answered 503: the leg fails */
+	app_write(m, F_FLOW);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
+	    "'%s' AND s3_state = 'done'", m->files[F_FLOW].rel);
+	step_until(m, sql);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
+	    "'%s' AND s3_state = 'done'", m->files[BIG].rel);
+	big_done = query_int(m, sql);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
+	    "'%s' AND s3_state = 'done'", m->files[F_FLOW].rel);
+	flow_done = query_int(m, sql);
+	printf("# 503-beside-multipart: flow.xml stored %s big.bin\n",
+	    big_done ? "after" : "before");
+	if (fake_s3_fail_key(m->w.s3, NULL) && m->w.violation[0] == '\0')
+		world_violation(&m->w, "sim: a.txt was never answered 503");
+	else if (flow_done && big_done && m->w.violation[0] == '\0')
+		world_violation(&m->w, "a file written after one 503 waited for "
+		    "a whole multipart upload of another (the leg stayed "
+		    "failed while its parts were stored)");
+	m->cfg.concurrency = conc;
+	sync_set_min_part(m->eng, 48 * 1024);
+	fake_s3_pace(m->w.s3, 0);
+	free(key);
+}
+
 /* Issue 11: a lone file, then eight written 7 ms apart so that uploads
  * overlap; after every turn with no upload in flight no database leg may
  * be left due (check_db_at_once). */
@@ -1837,6 +1887,7 @@ static const struct named {
 	{ "old-success-after-revocation", named_old_success, 0 },
 	{ "once-late-503", named_once_late_503, 0 },
 	{ "small-beside-multipart", named_small_beside_multipart, 0 },
+	{ "503-beside-multipart", named_503_beside_multipart, 0 },
 };
 
 /* ---- main ----------------------------------------------------------------- */

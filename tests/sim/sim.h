@@ -136,6 +136,9 @@ void fake_s3_pace(struct fake_s3 *f, int64_t ms);
  * returns how many PUTs the last such trap still waited for (0: it
  * fired, or none was set). */
 int fake_s3_fail_put(struct fake_s3 *f, int n);
+/* The next PUT of key (while up) is answered 503 SlowDown; NULL clears.
+ * Returns 1 if the last such trap had not fired. */
+int fake_s3_fail_key(struct fake_s3 *f, const char *key);
 /* The process died: each request in flight was either completed by the
  * server before the connection dropped, or not (seeded). */
 void fake_s3_crash(struct fake_s3 *f);
