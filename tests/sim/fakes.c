@@ -103,6 +103,8 @@ struct freq {
 	int cancelled;
 	int node;		/* the instance that started it */
 	int authorized;		/* allowed at its start (fake_s3_slow) */
+	int after_failure;	/* an object's PUT begun after the first
+				   503 of fake_s3_fail_new */
 	struct freq *next;
 };
 
@@ -118,6 +120,9 @@ struct fake_s3 {
 	int64_t pace_ms;		/* fake_s3_pace */
 	int fail_put;			/* fake_s3_fail_put: PUTs to go */
 	char *fail_key;			/* fake_s3_fail_key */
+	int fail_new;			/* fake_s3_fail_new: on */
+	int failure_seen;		/* one of its 503s was answered */
+	int nafter, peak_after;		/* PUTs begun after it in flight */
 	int64_t slow_ms;
 	enum fault forced;
 	struct strmap *denied;		/* keys a policy denies: 403 always */
@@ -671,6 +676,16 @@ s3_start_fake(void *h, struct s3_req *r)
 		free(f->fail_key);
 		f->fail_key = NULL;
 	}
+	if (f->fail_new && f->mode == MODE_UP && !q->authorized) {
+		q->fault = F_503;	/* S3 sheds load at once */
+		q->due = f->w->mono + 10;
+	}
+	if (f->failure_seen && strcmp(r->method, "PUT") == 0 &&
+	    r->n_query == 0 && q->node == f->w->node) {
+		q->after_failure = 1;
+		if (++f->nafter > f->peak_after)
+			f->peak_after = f->nafter;
+	}
 	if (q->fault == F_STALL)
 		q->due = f->w->mono + 30000;	/* the client's timeout */
 	q->next = f->flight;
@@ -693,6 +708,28 @@ void
 fake_s3_pace(struct fake_s3 *f, int64_t ms)
 {
 	f->pace_ms = ms;
+}
+
+int
+fake_s3_slow_armed(const struct fake_s3 *f)
+{
+	return f->slow_key != NULL;
+}
+
+void
+fake_s3_fail_new(struct fake_s3 *f, int on)
+{
+	f->fail_new = on;
+	if (on) {
+		f->failure_seen = 0;
+		f->peak_after = 0;
+	}
+}
+
+int
+fake_s3_peak_after_failure(const struct fake_s3 *f)
+{
+	return f->failure_seen ? f->peak_after : -1;
 }
 
 int
@@ -752,6 +789,10 @@ complete_due(struct fake_s3 *f)
 			q->next = ready;
 			ready = q;	/* reversed twice: start order */
 			f->nflight--;
+			if (q->after_failure) {
+				q->after_failure = 0;
+				f->nafter--;
+			}
 		} else {
 			pp = &q->next;
 		}
@@ -804,6 +845,8 @@ s3_done_fake(void *h)
 	if (*pp == NULL)
 		f->done_tail = pp;
 	r = q->r;
+	if (f->fail_new && r->status == 503)
+		f->failure_seen = 1;
 	free(q);
 	return r;
 }

@@ -1842,6 +1842,53 @@ named_503_beside_multipart(struct sim *m)
 	free(key);
 }
 
+/* 21. Parts sent before an outage and stored after it began (the review
+ * of session 10, d022c24): a part's success ends the S3 leg's pause only
+ * if it was sent after the leg's last failure; else each part in flight
+ * when the store began to fail would end the pause, and the engine would
+ * claim a burst of files into the outage. big.bin's parts are in flight,
+ * one of them slow (15 s); then every new request is answered 503 and six
+ * small files are written. After the first 503 the leg may send only one
+ * probe at a time, also when the slow part is stored. Each request takes
+ * 5 s, four at a time. */
+static void
+named_parts_before_outage(struct sim *m)
+{
+	static const int small[] = { 0, 1, 2, 3, NNAMES, NNAMES + 1 };
+	const char *rel = m->files[BIG].rel;
+	char *key = keymap_s3_key(m->jobs[0], rel + strlen(m->jobs[0]) + 1);
+	int conc = m->cfg.concurrency, guard = 0, peak;
+	size_t i;
+
+	m->cfg.concurrency = 4;
+	sync_set_min_part(m->eng, 128 * 1024);	/* 2-4 parts */
+	fake_s3_pace(m->w.s3, 5000);
+	fake_s3_slow(m->w.s3, key, 17000);	/* its first part */
+	app_write(m, BIG);
+	while (fake_s3_slow_armed(m->w.s3) && guard++ < 2000 &&
+	    m->w.violation[0] == '\0')
+		engine_step(m);		/* its slow part is sent */
+	fake_s3_fail_new(m->w.s3, 1);
+	for (i = 0; i < sizeof(small) / sizeof(small[0]); i++)
+		app_write(m, small[i]);
+	run_for(m, 30000);
+	peak = fake_s3_peak_after_failure(m->w.s3);
+	fake_s3_fail_new(m->w.s3, 0);
+	printf("# parts-before-outage: %d file PUT(s) in flight at once after "
+	    "the first 503\n", peak);
+	if (fake_s3_slow_armed(m->w.s3) && m->w.violation[0] == '\0')
+		world_violation(&m->w, "sim: big.bin sent no part to be slow");
+	else if (peak < 0 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "sim: no request was answered 503");
+	else if (peak > 1 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "%d files sent at once into an outage (a "
+		    "part sent before it began ended the leg's pause)", peak);
+	m->cfg.concurrency = conc;
+	sync_set_min_part(m->eng, 48 * 1024);
+	fake_s3_pace(m->w.s3, 0);
+	free(key);
+}
+
 /* Issue 11: a lone file, then eight written 7 ms apart so that uploads
  * overlap; after every turn with no upload in flight no database leg may
  * be left due (check_db_at_once). */
@@ -1888,6 +1935,7 @@ static const struct named {
 	{ "once-late-503", named_once_late_503, 0 },
 	{ "small-beside-multipart", named_small_beside_multipart, 0 },
 	{ "503-beside-multipart", named_503_beside_multipart, 0 },
+	{ "parts-before-outage", named_parts_before_outage, 0 },
 };
 
 /* ---- main ----------------------------------------------------------------- */

@@ -139,6 +139,17 @@ int fake_s3_fail_put(struct fake_s3 *f, int n);
 /* The next PUT of key (while up) is answered 503 SlowDown; NULL clears.
  * Returns 1 if the last such trap had not fired. */
 int fake_s3_fail_key(struct fake_s3 *f, const char *key);
+/* 1 while the trap of fake_s3_slow waits for its PUT. */
+int fake_s3_slow_armed(const struct fake_s3 *f);
+/* on: every request begun from now while the store is up (but a slow
+ * one's, authorized before) is answered 503 SlowDown within 10 ms, while
+ * those begun before still succeed; the count of fake_s3_peak_after_failure starts
+ * again. off: requests succeed again. */
+void fake_s3_fail_new(struct fake_s3 *f, int on);
+/* The most object PUTs of the current instance in flight at once that
+ * began after the client was first answered 503 under fake_s3_fail_new
+ * (-1: no 503 answered yet). */
+int fake_s3_peak_after_failure(const struct fake_s3 *f);
 /* The process died: each request in flight was either completed by the
  * server before the connection dropped, or not (seeded). */
 void fake_s3_crash(struct fake_s3 *f);
