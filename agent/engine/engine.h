@@ -195,9 +195,10 @@ void engine_leg_ok(struct sync *s, enum outbox_leg leg);
  * upload sends: its success proves what the credentials allow now only
  * if it was sent after the last refusal. */
 long long engine_s3_ticket(struct sync *s);
-/* A request of the S3 leg that took ticket succeeded on the way (a
- * part, a multipart upload created): as a stored file does, it ends the
- * leg's pause if it was sent after the last refusal. */
+/* A request of the S3 leg that took ticket succeeded on the way (a part
+ * stored): as a stored file does, it counts as
+ * a success of the credentials, and it ends the leg's pause if it was
+ * sent after the leg's last failure and its last refusal. */
 void engine_s3_progress(struct sync *s, long long ticket);
 void engine_leg_failed(struct sync *s, enum outbox_leg leg);
 int engine_leg_allowance(const struct sync *s, enum outbox_leg leg, int want);

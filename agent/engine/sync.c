@@ -381,16 +381,31 @@ engine_s3_ticket(struct sync *s)
 	return ++s->legs[OUTBOX_S3].tickets;
 }
 
+/* A success of the S3 leg's request numbered ticket (a file stored, a
+ * part stored, an upload created). It always shows the credentials
+ * worked when it was sent (ok_ticket: a key denied beside it is a policy
+ * on that key). It ends the leg's pause only if it was sent after the
+ * leg's last failure: requests in flight when the store began to fail
+ * may still succeed, and each would end the pause the first failure
+ * began and claim a burst into the outage (t-sim parts-before-outage,
+ * put-before-outage). */
+static void
+s3_success(struct sync *s, long long ticket)
+{
+	struct leg *l = &s->legs[OUTBOX_S3];
+
+	if (l->failures > 0 && ticket <= l->failed_ticket) {
+		if (ticket > l->ok_ticket)
+			l->ok_ticket = ticket;
+		return;
+	}
+	leg_ok_ticket(s, OUTBOX_S3, ticket);
+}
+
 void
 engine_s3_progress(struct sync *s, long long ticket)
 {
-	const struct leg *l = &s->legs[OUTBOX_S3];
-
-	/* Only a part sent after the last failure: parts in flight when
-	 * the store began to fail may still be stored, and each would end
-	 * the pause and send a burst into the outage (review). */
-	if (l->failures > 0 && ticket > l->failed_ticket)
-		leg_ok_ticket(s, OUTBOX_S3, ticket);
+	s3_success(s, ticket);
 }
 
 /* A success of work issued now (the database leg's batches). */
@@ -684,7 +699,7 @@ finish_upload(struct sync *s, int i, const struct upload_outcome *o)
 		oc.etag = o->etag;
 		oc.sha256 = o->sha256;
 		engine_outcome(s, OUTBOX_S3, en->id, &oc);
-		leg_ok_ticket(s, OUTBOX_S3, upload_ticket(u));
+		s3_success(s, upload_ticket(u));
 		metrics_add(&s->live, M_UPLOADED_BYTES, OUTBOX_S3, en->size);
 		log_stored(s, en, o);
 		break;
@@ -1138,6 +1153,20 @@ run_s3(struct sync *s, int stopping)
 		}
 	}
 	slots = s->cfg->concurrency - s3_busy(s);
+	/* And the uploads under way send one request at a time: a large
+	 * file claimed as the probe, resumed at P_PARTS, sent a part on
+	 * every free slot into the refusal or the outage (the review of
+	 * session 11: eight at once; t-sim multipart-probe). Its first
+	 * answer decides: a part stored after the failure ends the pause
+	 * (engine_s3_progress), a failure ends the upload. */
+	if (s->legs[OUTBOX_S3].failures > 0 && !stopping) {
+		int sending = 0;
+
+		for (i = 0; i < s->nups; i++)
+			sending += upload_inflight(s->ups[i]);
+		if (slots > 1 - sending)
+			slots = sending < 1 ? 1 - sending : 0;
+	}
 	share_slots(s, &slots, stopping);
 	if (!stopping)
 		send_aborts(s, &slots);

@@ -1086,11 +1086,14 @@ upload_reply(struct s3_req *r)
 		u->put_q = NULL;
 	u->inflight--;
 	s3_req_clear(r);
-	/* A multipart upload's progress shows the store works: a leg that
-	 * failed meanwhile (a 503 on another file) need not wait for the
-	 * whole upload to end before it claims again. */
-	if ((q->kind == K_PART || q->kind == K_CREATE) &&
-	    r->err.cls == ERR_NONE && r->status >= 200 && r->status < 300)
+	/* A part stored shows the store works: a leg that failed meanwhile
+	 * (a 503 on another file) need not wait for the whole upload to end
+	 * before it claims again. Not an upload created: a store that takes
+	 * every CreateMultipartUpload and then loses the upload (NoSuchUpload
+	 * on each part) would end the pause at every attempt, and --once's
+	 * bound on a failing leg would never be reached (review). */
+	if (q->kind == K_PART && r->err.cls == ERR_NONE && r->status >= 200 &&
+	    r->status < 300)
 		engine_s3_progress(u->env->sync, q->ticket);
 	if (!u->decided) {
 		switch (q->kind) {

@@ -121,6 +121,7 @@ struct fake_s3 {
 	int fail_put;			/* fake_s3_fail_put: PUTs to go */
 	char *fail_key;			/* fake_s3_fail_key */
 	int fail_new;			/* fake_s3_fail_new: on */
+	int lose_uploads;		/* fake_s3_lose_uploads: on */
 	int failure_seen;		/* one of its 503s was answered */
 	int nafter, peak_after;		/* PUTs begun after it in flight */
 	int64_t slow_ms;
@@ -553,6 +554,12 @@ execute(struct fake_s3 *f, struct freq *q)
 		reply_error(r, 403, "AccessDenied", "Access Denied");
 		return;
 	}
+	if (f->lose_uploads && strcmp(r->method, "PUT") == 0 &&
+	    query(r, "uploadId") != NULL) {
+		reply_error(r, 404, "NoSuchUpload", "The specified upload does "
+		    "not exist.");
+		return;
+	}
 	switch (q->fault) {
 	case F_500:
 		reply_error(r, 500, "InternalError", "We encountered an "
@@ -708,6 +715,12 @@ void
 fake_s3_pace(struct fake_s3 *f, int64_t ms)
 {
 	f->pace_ms = ms;
+}
+
+void
+fake_s3_lose_uploads(struct fake_s3 *f, int on)
+{
+	f->lose_uploads = on;
 }
 
 int

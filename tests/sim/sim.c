@@ -68,6 +68,7 @@
 #include <sqlite3.h>
 
 #include "agent/engine/sync.h"
+#include "agent/metrics.h"
 #include "base/keymap.h"
 #include "base/log.h"
 #include "config/cfg.h"
@@ -1760,6 +1761,57 @@ named_once_late_503(struct sim *m)
 		world_violation(&m->w, "sim: no PUT was answered 503");
 }
 
+/* The stage of a named schedule: conc requests at a time, parts of part
+ * bytes, every request taking pace_ms (0: the seeded latency). Returns
+ * the concurrency it replaced, for unstage, which puts back the rest. */
+static int
+stage(struct sim *m, int conc, size_t part, int64_t pace_ms)
+{
+	int was = m->cfg.concurrency;
+
+	m->cfg.concurrency = conc;
+	sync_set_min_part(m->eng, part);
+	fake_s3_pace(m->w.s3, pace_ms);
+	return was;
+}
+
+static void
+unstage(struct sim *m, int was)
+{
+	m->cfg.concurrency = was;
+	sync_set_min_part(m->eng, 48 * 1024);
+	fake_s3_pace(m->w.s3, 0);
+}
+
+/* The S3 key of file i (the caller frees it). */
+static char *
+file_key(struct sim *m, int i)
+{
+	const char *job = m->jobs[i / NNAMES];
+
+	return keymap_s3_key(job, m->files[i].rel + strlen(job) + 1);
+}
+
+/* How many entries of file i are stored; until_stored steps until one is. */
+static int64_t
+stored(struct sim *m, int i)
+{
+	char sql[300];
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
+	    "'%s' AND s3_state = 'done'", m->files[i].rel);
+	return query_int(m, sql);
+}
+
+static void
+until_stored(struct sim *m, int i)
+{
+	int guard = 0;
+
+	while (stored(m, i) < 1 && guard++ < 2000 && m->w.violation[0] == '\0')
+		engine_step(m);
+}
+
 /* 19. A small file written while a large file's multipart upload is
  * under way (the review of session 10): the free slots went to the
  * uploads in claim order, each taking all it could, so the large file's
@@ -1769,32 +1821,23 @@ named_once_late_503(struct sim *m)
 static void
 named_small_beside_multipart(struct sim *m)
 {
-	char sql[512];
-	int conc = m->cfg.concurrency;
+	int conc;
 	int64_t big_done;
 
-	m->cfg.concurrency = 2;
-	sync_set_min_part(m->eng, 16 * 1024);	/* 10-25 parts */
-	fake_s3_pace(m->w.s3, 5000);
+	conc = stage(m, 2, 16 * 1024, 5000);	/* 10-25 parts */
 	app_write(m, BIG);
 	step_until(m, "SELECT count(*) FROM entries WHERE s3_upload_id IS NOT "
 	    "NULL");			/* big.bin's upload created */
 	run_for(m, 6000);		/* its parts have every slot */
 	app_write(m, F_FLOW);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
-	    "'%s' AND s3_state = 'done'", m->files[F_FLOW].rel);
-	step_until(m, sql);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
-	    "'%s' AND s3_state = 'done'", m->files[BIG].rel);
-	big_done = query_int(m, sql);
+	until_stored(m, F_FLOW);
+	big_done = stored(m, BIG);
 	printf("# small-beside-multipart: flow.xml stored %s big.bin\n",
 	    big_done ? "after" : "before");
 	if (big_done && m->w.violation[0] == '\0')
 		world_violation(&m->w, "a small file waited for a whole "
 		    "multipart upload of another (its parts kept every slot)");
-	m->cfg.concurrency = conc;
-	sync_set_min_part(m->eng, 48 * 1024);
-	fake_s3_pace(m->w.s3, 0);
+	unstage(m, conc);
 }
 
 /* 20. One 503 on a small file while a large file's multipart upload is
@@ -1807,14 +1850,12 @@ static void
 named_503_beside_multipart(struct sim *m)
 {
 	const char *rel = m->files[F_A].rel;
-	char *key = keymap_s3_key(m->jobs[0], rel + strlen(m->jobs[0]) + 1);
+	char *key = file_key(m, F_A);
 	char sql[512];
-	int conc = m->cfg.concurrency;
+	int conc;
 	int64_t big_done, flow_done;
 
-	m->cfg.concurrency = 2;
-	sync_set_min_part(m->eng, 16 * 1024);	/* 10-25 parts */
-	fake_s3_pace(m->w.s3, 5000);
+	conc = stage(m, 2, 16 * 1024, 5000);	/* 10-25 parts */
 	app_write(m, BIG);
 	step_until(m, "SELECT count(*) FROM entries WHERE s3_upload_id IS NOT "
 	    "NULL");			/* big.bin's upload created */
@@ -1824,15 +1865,9 @@ named_503_beside_multipart(struct sim *m)
 	    "'%s' AND s3_error LIKE '%%SlowDown%%'", rel);
 	step_until(m, sql);		/* a.txt answered 503: the leg fails */
 	app_write(m, F_FLOW);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
-	    "'%s' AND s3_state = 'done'", m->files[F_FLOW].rel);
-	step_until(m, sql);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
-	    "'%s' AND s3_state = 'done'", m->files[BIG].rel);
-	big_done = query_int(m, sql);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM entries WHERE path = "
-	    "'%s' AND s3_state = 'done'", m->files[F_FLOW].rel);
-	flow_done = query_int(m, sql);
+	until_stored(m, F_FLOW);
+	big_done = stored(m, BIG);
+	flow_done = stored(m, F_FLOW);
 	printf("# 503-beside-multipart: flow.xml stored %s big.bin\n",
 	    big_done ? "after" : "before");
 	if (fake_s3_fail_key(m->w.s3, NULL) && m->w.violation[0] == '\0')
@@ -1841,9 +1876,7 @@ named_503_beside_multipart(struct sim *m)
 		world_violation(&m->w, "a file written after one 503 waited for "
 		    "a whole multipart upload of another (the leg stayed "
 		    "failed while its parts were stored)");
-	m->cfg.concurrency = conc;
-	sync_set_min_part(m->eng, 48 * 1024);
-	fake_s3_pace(m->w.s3, 0);
+	unstage(m, conc);
 	free(key);
 }
 
@@ -1852,7 +1885,7 @@ named_503_beside_multipart(struct sim *m)
  * if it was sent after the leg's last failure; else each part in flight
  * when the store began to fail would end the pause, and the engine would
  * claim a burst of files into the outage. big.bin's parts are in flight,
- * one of them slow (15 s); then every new request is answered 503 and six
+ * one of them slow (17 s); then every new request is answered 503 and six
  * small files are written. After the first 503 the leg may send only one
  * probe at a time, also when the slow part is stored. Each request takes
  * 5 s, four at a time. */
@@ -1860,14 +1893,11 @@ static void
 named_parts_before_outage(struct sim *m)
 {
 	static const int small[] = { 0, 1, 2, 3, NNAMES, NNAMES + 1 };
-	const char *rel = m->files[BIG].rel;
-	char *key = keymap_s3_key(m->jobs[0], rel + strlen(m->jobs[0]) + 1);
-	int conc = m->cfg.concurrency, guard = 0, peak;
+	char *key = file_key(m, BIG);
+	int conc, guard = 0, peak;
 	size_t i;
 
-	m->cfg.concurrency = 4;
-	sync_set_min_part(m->eng, 128 * 1024);	/* 2-4 parts */
-	fake_s3_pace(m->w.s3, 5000);
+	conc = stage(m, 4, 128 * 1024, 5000);	/* 2-4 parts */
 	fake_s3_slow(m->w.s3, key, 17000);	/* its first part */
 	app_write(m, BIG);
 	while (fake_s3_slow_armed(m->w.s3) && guard++ < 2000 &&
@@ -1888,10 +1918,147 @@ named_parts_before_outage(struct sim *m)
 	else if (peak > 1 && m->w.violation[0] == '\0')
 		world_violation(&m->w, "%d files sent at once into an outage (a "
 		    "part sent before it began ended the leg's pause)", peak);
-	m->cfg.concurrency = conc;
-	sync_set_min_part(m->eng, 48 * 1024);
-	fake_s3_pace(m->w.s3, 0);
+	unstage(m, conc);
 	free(key);
+}
+
+/* 22. Object PUTs sent before an outage and answered after it began (the
+ * review of session 11): a stored file ended the S3 leg's pause whenever
+ * it was sent, so a PUT in flight when the store began to fail ended the
+ * pause that the first 503 began, and the engine claimed a burst of files
+ * into the outage. Four files go one every 700 ms (each request takes
+ * 3 s, four at a time); then every new request is answered 503 and four
+ * more are written. After the first 503 at most one file PUT may be in
+ * flight at once (the probe). */
+static void
+named_put_before_outage(struct sim *m)
+{
+	static const int small[] = { 0, 1, 2, 3, NNAMES, NNAMES + 1,
+	    NNAMES + 2, NNAMES + 3 };
+	int conc, k, peak;
+
+	conc = stage(m, 4, 48 * 1024, 3000);
+	for (k = 0; k < 4; k++) {
+		app_write(m, small[k]);
+		run_for(m, 700);
+	}
+	fake_s3_fail_new(m->w.s3, 1);
+	for (k = 4; k < 8; k++)
+		app_write(m, small[k]);
+	run_for(m, 30000);
+	peak = fake_s3_peak_after_failure(m->w.s3);
+	fake_s3_fail_new(m->w.s3, 0);
+	printf("# put-before-outage: %d file PUT(s) in flight at once after "
+	    "the first 503\n", peak);
+	if (peak < 0 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "sim: no request was answered 503");
+	else if (peak > 1 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "%d files sent at once into an outage (a "
+		    "PUT sent before it began ended the leg's pause)", peak);
+	unstage(m, conc);
+}
+
+/* 23. One key denied while a multipart upload's parts are stored (the
+ * review of session 11): a part's success on a healthy leg did not count
+ * as a success of the credentials (ok_ticket), so a.txt's second denial,
+ * with only parts stored since its first, was taken for a refusal of the
+ * credentials: the whole leg paused as refused, the uploads claimed were
+ * given back. Each request takes 3 s, two at a time; only a.txt's key is
+ * denied, for 40 s. The leg may never be paused as refused. */
+static void
+named_denied_beside_multipart(struct sim *m)
+{
+	char *key = file_key(m, F_A);
+	int conc, refused = 0, guard = 0;
+	int64_t end;
+
+	conc = stage(m, 2, 16 * 1024, 0);	/* 10-25 parts */
+	app_write(m, F_FLOW);
+	step_until(m, "SELECT count(*) FROM entries WHERE s3_state = 'done'");
+	fake_s3_pace(m->w.s3, 3000);
+	app_write(m, BIG);
+	step_until(m, "SELECT count(*) FROM entries WHERE s3_upload_id IS NOT "
+	    "NULL");			/* big.bin's upload created */
+	fake_s3_deny(m->w.s3, key, 1);
+	app_write(m, F_A);
+	end = m->w.mono + 40000;
+	while (m->w.mono < end && guard++ < 100000 && m->eng != NULL &&
+	    m->w.violation[0] == '\0') {
+		engine_step(m);
+		if (m->eng != NULL && atomic_load(&sync_live(m->eng)->
+		    v[M_LEG_REFUSED][OUTBOX_S3]) != 0)
+			refused = 1;
+	}
+	fake_s3_deny(m->w.s3, key, 0);
+	fake_s3_pace(m->w.s3, 0);
+	printf("# denied-beside-multipart: the leg %s paused as refused\n",
+	    refused ? "was" : "was never");
+	if (refused && m->w.violation[0] == '\0')
+		world_violation(&m->w, "one key denied paused the whole S3 leg "
+		    "as refused while big.bin's parts were stored");
+	unstage(m, conc);
+	free(key);
+}
+
+/* 24. A large file's upload is the probe of a refused leg (the review of
+ * session 11): big.bin is mid-upload when the credentials are revoked;
+ * its part is refused, and it goes back pending with its upload kept. At
+ * each probe it was claimed, hashed again and resumed at P_PARTS, and it
+ * sent a part on every free slot (eight) into the refusal. While the leg
+ * fails, the uploads under way send one request at a time. Each request
+ * takes 2 s, eight at a time; the credentials stay refused for 60 s. */
+static void
+named_multipart_probe(struct sim *m)
+{
+	int conc, peak;
+
+	conc = stage(m, 8, 16 * 1024, 2000);	/* 10-25 parts */
+	app_write(m, BIG);
+	step_until(m, "SELECT count(*) FROM entries WHERE s3_upload_id IS NOT "
+	    "NULL");			/* big.bin's upload created */
+	run_for(m, 2500);		/* some of its parts stored */
+	fake_s3_refuse(m->w.s3, 0);
+	run_for(m, 5000);		/* the parts in flight refused */
+	fake_s3_peak_refused(m->w.s3, 1);
+	run_for(m, 60000);
+	peak = fake_s3_peak_refused(m->w.s3, 0);
+	printf("# multipart-probe: at most %d request(s) at once into the "
+	    "refusal\n", peak);
+	if (peak > 1 && m->w.violation[0] == '\0')
+		world_violation(&m->w, "%d requests at once into a refusal (a "
+		    "multipart upload probing the leg sent a part on every "
+		    "slot)", peak);
+	fake_s3_mode(m->w.s3, MODE_UP);
+	unstage(m, conc);
+}
+
+/* 25. --once over a store that loses every multipart upload (the review
+ * of session 11): each CreateMultipartUpload is taken, each part answered
+ * NoSuchUpload. An upload created counted as progress of the failing leg
+ * and ended its pause at every attempt, so its failures never spanned
+ * --once's 10 s, and with retries capped at 2 s every retry fell due
+ * within the 5 s --once waits for: the run never ended. Now only a part
+ * stored counts, and --once ends with big.bin pending. */
+static void
+named_once_lost_uploads(struct sim *m)
+{
+	int cap = m->cfg.retry_max_s;
+	int64_t t0;
+
+	m->cfg.retry_max_s = 2;
+	fake_s3_lose_uploads(m->w.s3, 1);
+	app_write(m, BIG);
+	deliver(m, 1);
+	t0 = m->w.mono;
+	m->turn_cap = sync_turns(m->eng) + ONCE_TURNS;
+	if (sync_once(m->eng) < 0)
+		world_violation(&m->w, "--once: a fatal error");
+	m->turn_cap = 0;
+	printf("# once-lost-uploads: --once %s after %lld ms\n",
+	    m->w.violation[0] == '\0' ? "ended" : "was stopped",
+	    (long long)(m->w.mono - t0));
+	fake_s3_lose_uploads(m->w.s3, 0);
+	m->cfg.retry_max_s = cap;
 }
 
 /* Issue 11: a lone file, then eight written 7 ms apart so that uploads
@@ -1941,6 +2108,10 @@ static const struct named {
 	{ "small-beside-multipart", named_small_beside_multipart, 0 },
 	{ "503-beside-multipart", named_503_beside_multipart, 0 },
 	{ "parts-before-outage", named_parts_before_outage, 0 },
+	{ "put-before-outage", named_put_before_outage, 0 },
+	{ "denied-beside-multipart", named_denied_beside_multipart, 0 },
+	{ "multipart-probe", named_multipart_probe, 0 },
+	{ "once-lost-uploads", named_once_lost_uploads, 0 },
 };
 
 /* ---- main ----------------------------------------------------------------- */

@@ -139,6 +139,10 @@ int fake_s3_fail_put(struct fake_s3 *f, int n);
 /* The next PUT of key (while up) is answered 503 SlowDown; NULL clears.
  * Returns 1 if the last such trap had not fired. */
 int fake_s3_fail_key(struct fake_s3 *f, const char *key);
+/* on: the store takes every CreateMultipartUpload and then answers each
+ * of its parts 404 NoSuchUpload (an S3-compatible store that loses its
+ * uploads). */
+void fake_s3_lose_uploads(struct fake_s3 *f, int on);
 /* 1 while the trap of fake_s3_slow waits for its PUT. */
 int fake_s3_slow_armed(const struct fake_s3 *f);
 /* on: every request begun from now while the store is up (but a slow
